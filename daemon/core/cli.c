@@ -1,0 +1,184 @@
+#include "core/cli.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "build_config.h"
+#include "core/config.h"
+#include "core/daemon.h"
+
+#define DEFAULT_CONFIG ATTESTPROXY_SYSCONFDIR "/attestproxy/attestproxy.conf"
+
+static const char usage_main[] =
+    "Usage: attestproxy [COMMAND] [OPTIONS]\n"
+    "\n"
+    "An attesting reverse proxy for AWS Nitro Enclaves: local apps send plain HTTP to\n"
+    "127.0.0.1; attestproxy verifies the enclave's attestation document, pins the TLS key it\n"
+    "attested and relays each request only over that pinned channel.\n"
+    "\n"
+    "Commands:\n"
+    "  run [-c FILE]            run in the foreground, logging to stderr (the default command)\n"
+    "  check-config [-c FILE]   validate a configuration and print it with defaults filled in\n"
+    "  verify [OPTIONS] FILE    check one attestation document offline\n"
+    "  help [COMMAND]           show help for a command\n"
+    "\n"
+    "Options:\n"
+    "  -c, --config FILE        configuration file (default " DEFAULT_CONFIG ")\n"
+    "  -h, --help               show this help\n"
+    "  -V, --version            show the version\n"
+    "\n"
+    "Signals: SIGHUP reloads the configuration (an invalid one is logged and ignored);\n"
+    "SIGTERM and SIGINT stop the daemon after in-flight exchanges finish (shutdown_timeout).\n"
+    "\n"
+    "Exit status: 0 success, 1 runtime failure or rejected document, 2 usage or configuration\n"
+    "error.\n";
+
+static const char usage_run[] =
+    "Usage: attestproxy [run] [-c FILE]\n"
+    "\n"
+    "Runs the proxy in the foreground until SIGTERM or SIGINT; logs one line per event to\n"
+    "stderr (log_format = logfmt | json). SIGHUP reloads the configuration.\n"
+    "\n"
+    "Options:\n"
+    "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "Exit status: 0 after a clean stop, 1 runtime failure, 2 invalid configuration.\n";
+
+static const char usage_check[] =
+    "Usage: attestproxy check-config [-c FILE]\n"
+    "\n"
+    "Loads and validates the configuration, then prints the effective configuration with every\n"
+    "default filled in. Errors are reported as FILE:LINE: message.\n"
+    "\n"
+    "Options:\n"
+    "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "Exit status: 0 valid, 2 invalid or unreadable.\n";
+
+static const struct option config_opts[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Parses the options shared by run and check-config. Returns -1 to continue, or an exit code. */
+static int parse_config_opts(int argc, char **argv, const char *usage, const char **path)
+{
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+c:h", config_opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            *path = optarg;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return EXIT_OK;
+        default:
+            if (optopt)
+                fprintf(stderr, "attestproxy: option -%c: invalid or missing argument\n", optopt);
+            else
+                fprintf(stderr, "attestproxy: unknown option %s\n", argv[optind - 1]);
+            fputs(usage, stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "attestproxy: unexpected argument '%s'\n", argv[optind]);
+        fputs(usage, stderr);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *path = DEFAULT_CONFIG;
+    int rc = parse_config_opts(argc, argv, usage_run, &path);
+    if (rc >= 0)
+        return rc;
+    return daemon_run(path);
+}
+
+static int cmd_check_config(int argc, char **argv)
+{
+    const char *path = DEFAULT_CONFIG;
+    char err[CONFIG_ERROR_MAX];
+    struct config *cfg;
+    int rc = parse_config_opts(argc, argv, usage_check, &path);
+    if (rc >= 0)
+        return rc;
+    if (config_load(path, &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return EXIT_USAGE;
+    }
+    config_print(cfg, stdout);
+    config_free(cfg);
+    return EXIT_OK;
+}
+
+struct command {
+    const char *name;
+    int (*main)(int argc, char **argv);
+    const char *usage; /* NULL: the command prints its own help on --help */
+};
+
+static const struct command commands[] = {
+    {"run", cmd_run, usage_run},
+    {"check-config", cmd_check_config, usage_check},
+};
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    }
+    return NULL;
+}
+
+int cli_main(int argc, char **argv)
+{
+    const struct command *cmd;
+
+    if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
+        printf("attestproxy %s\n", ATTESTPROXY_VERSION);
+        return EXIT_OK;
+    }
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs(usage_main, stdout);
+        return EXIT_OK;
+    }
+    if (argc >= 2 && strcmp(argv[1], "help") == 0) {
+        if (argc == 2) {
+            fputs(usage_main, stdout);
+            return EXIT_OK;
+        }
+        cmd = find_command(argv[2]);
+        if (cmd == NULL) {
+            fprintf(stderr, "attestproxy: unknown command '%s'\n", argv[2]);
+            return EXIT_USAGE;
+        }
+        if (cmd->usage != NULL) {
+            fputs(cmd->usage, stdout);
+            return EXIT_OK;
+        }
+        {
+            char *help_argv[] = {argv[2], "--help", NULL};
+            return cmd->main(2, help_argv);
+        }
+    }
+    /* No command, or an option first: `run` is the default command. */
+    if (argc < 2 || argv[1][0] == '-')
+        return cmd_run(argc, argv);
+    cmd = find_command(argv[1]);
+    if (cmd == NULL) {
+        fprintf(stderr, "attestproxy: unknown command '%s' (see attestproxy --help)\n", argv[1]);
+        return EXIT_USAGE;
+    }
+    return cmd->main(argc - 1, argv + 1);
+}

@@ -1,0 +1,168 @@
+/*
+ * Configuration: the INI file (inih) parsed into one validated, immutable structure.
+ *
+ * `config_load()` builds a complete new `struct config` or fails with a `file:line: message`
+ * error; it never modifies a live configuration. A reload loads a new structure and the daemon
+ * swaps the pointer only when loading succeeded, so a bad edit never takes effect.
+ *
+ * Every key, its type, range and default is one row of the table in config.c; `check-config`
+ * prints the effective configuration from that table, and docs/configuration.md documents it.
+ */
+#ifndef ATTESTPROXY_CORE_CONFIG_H
+#define ATTESTPROXY_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/log.h"
+#include "verify/policy.h"
+
+#define CONFIG_MAX_SERVICES 64
+#define CONFIG_MAX_LISTEN   8
+#define CONFIG_MAX_HOSTS    16
+#define CONFIG_NAME_MAX     64
+#define CONFIG_PATH_MAX     4096
+#define CONFIG_HOST_MAX     256
+#define CONFIG_TOKEN_MAX    256
+#define CONFIG_ERROR_MAX    512
+
+/* Evidence profiles of BRIEF §4: presets for the path, nonce and binding. */
+enum evidence_profile {
+    PROFILE_NATIVE = 0,
+    PROFILE_NITRIDING,
+    PROFILE_BLINDAI,
+    PROFILE_EVERVAULT,
+};
+
+/* How the document is bound to the TLS peer of the connection it was fetched over. */
+enum binding_mode {
+    BINDING_SPKI_SHA256 = 0, /* user_data == SHA-256(peer SPKI DER) */
+    BINDING_PUBLIC_KEY_SPKI, /* public_key == peer SPKI DER */
+    BINDING_SPKI_DER,        /* user_data == peer SPKI DER */
+    BINDING_CERT_SHA256,     /* user_data == SHA-256(peer certificate DER) */
+    BINDING_NITRIDING,       /* user_data == 12 20 || SHA-256(cert) [|| 12 20 || 32 bytes] */
+    BINDING_BLINDAI,         /* user_data == "sha256:" || SHA-256(cert) || ";sha256:" || 32 bytes */
+    BINDING_NONE,            /* offline `verify` only: no peer to bind to */
+};
+
+enum nonce_placement {
+    NONCE_QUERY = 0, /* ?nonce=<lowercase hex> appended to the evidence path */
+    NONCE_NONE,      /* no nonce: freshness rests on max_age alone */
+};
+
+/* A listen address: TCP host:port or a Unix socket path. */
+struct listen_addr {
+    bool is_unix;
+    char host[CONFIG_HOST_MAX]; /* TCP: literal address, without brackets */
+    uint16_t port;
+    char path[CONFIG_PATH_MAX]; /* Unix: socket path */
+};
+
+struct service_config {
+    char name[CONFIG_NAME_MAX];
+    int line; /* line of the [service NAME] header, for messages */
+
+    /* Client side. */
+    struct listen_addr listen[CONFIG_MAX_LISTEN];
+    size_t n_listen;
+    unsigned unix_mode;               /* permissions of Unix listener sockets */
+    bool allow_remote;                /* permit non-loopback TCP binds (needs a token) */
+    char token[CONFIG_TOKEN_MAX];     /* bearer token clients must present; "" = none */
+    char token_file[CONFIG_PATH_MAX]; /* where the token was read from, when not inline */
+    char allowed_hosts[CONFIG_MAX_HOSTS][CONFIG_HOST_MAX];
+    size_t n_allowed_hosts;  /* 0 = the defaults: localhost, 127.0.0.1, [::1], listen addresses */
+    bool keep_forwarded;     /* keep X-Forwarded-* / Forwarded from clients */
+    bool attestation_header; /* add the attestation metadata header to responses */
+    uint32_t max_connections;
+    uint32_t max_header_bytes;
+    uint32_t max_headers;
+    uint64_t max_body_size; /* 0 = unlimited */
+    uint64_t client_header_timeout_ms;
+    uint64_t client_idle_timeout_ms;
+
+    /* Upstream side. */
+    char upstream_host[CONFIG_HOST_MAX];
+    uint16_t upstream_port;
+    char sni[CONFIG_HOST_MAX]; /* "" = upstream host when it is a name, none for an address */
+    uint64_t connect_timeout_ms;
+    uint64_t first_byte_timeout_ms;
+    uint64_t stream_idle_timeout_ms;
+    uint32_t pool_max_idle;
+    uint64_t pool_idle_timeout_ms;
+
+    /* Attestation. */
+    enum evidence_profile profile;
+    char evidence_path[CONFIG_PATH_MAX]; /* filled from the profile when not set */
+    enum nonce_placement nonce;
+    uint32_t nonce_bytes;
+    enum binding_mode binding;
+    uint64_t attestation_timeout_ms;
+    uint64_t attestation_ttl_ms;
+    uint64_t refresh_before_ms;        /* re-attest this long before a pin expires */
+    uint64_t cert_margin_ms;           /* a pin expires this long before the leaf certificate */
+    uint64_t negative_cache_ms;        /* how long a failed pin is refused without retrying */
+    char policy_file[CONFIG_PATH_MAX]; /* "" = measurement sets are inline */
+    bool watch_policy;                 /* reload when policy_file changes on disk */
+    struct policy policy;              /* measurement sets, allow_debug, max_age, skew */
+};
+
+struct daemon_config {
+    enum log_level log_level;
+    enum log_format log_format;
+    char root_ca[CONFIG_PATH_MAX]; /* "" = the compiled-in AWS Nitro Enclaves Root-G1 */
+    struct listen_addr admin;      /* admin listener; port 0 and no path = off */
+    bool admin_enabled;
+    uint64_t shutdown_timeout_ms;
+    bool ready_requires_attestation;
+};
+
+struct config {
+    char path[CONFIG_PATH_MAX];
+    struct daemon_config daemon;
+    struct service_config *services; /* n_services entries */
+    size_t n_services;
+};
+
+/**
+ * Loads and validates `path`. On success returns 0 and a new configuration in `*out`, which the
+ * caller frees with config_free(). On failure returns a negative code and writes one message,
+ * "file:line: what is wrong", into `err` (cap bytes); `*out` is left NULL.
+ * -ENOENT/-EACCES/-EIO: the file could not be read; -EINVAL: it is not a valid configuration.
+ */
+int config_load(const char *path, struct config **out, char *err, size_t cap);
+
+/** Frees a configuration; NULL is a no-op. */
+void config_free(struct config *cfg);
+
+/** Writes the effective configuration, defaults filled in, in the file's own INI syntax. */
+void config_print(const struct config *cfg, FILE *out);
+
+/**
+ * Loads a policy file (a [policy] section with `measurement` and `allow_debug` keys) into
+ * `policy`, keeping its max_age and skew. Used at load time and by the policy-file watcher.
+ * Returns 0, or a negative code with "file:line: message" in `err`.
+ */
+int config_load_policy_file(const char *path, struct policy *policy, char *err, size_t cap);
+
+/** Writes the key table (name, default, range, meaning) as Markdown tables. */
+void config_print_reference(FILE *out);
+
+/** Returns the service named `name`, or NULL. */
+const struct service_config *config_find_service(const struct config *cfg, const char *name);
+
+/* Value parsers shared with the CLI; each returns 0 or -EINVAL (-ERANGE on overflow). */
+int config_parse_duration(const char *s, uint64_t *ms); /* "250ms", "30s", "5m", "1h", "2d" */
+int config_parse_size(const char *s, uint64_t *bytes);  /* "512", "64k", "1m", "2g" (1024-based) */
+int config_parse_bool(const char *s, bool *out);        /* yes/no, true/false, on/off, 1/0 */
+int config_parse_listen(const char *s,
+                        struct listen_addr *out); /* host:port, [v6]:port, unix:PATH */
+int config_parse_measurement(const char *s, struct measurement_set *out); /* "pcr0=HEX pcr8=HEX" */
+
+const char *config_profile_name(enum evidence_profile p);
+const char *config_binding_name(enum binding_mode b);
+int config_parse_binding(const char *s, enum binding_mode *out);
+int config_parse_profile(const char *s, enum evidence_profile *out);
+
+#endif

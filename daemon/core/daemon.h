@@ -1,0 +1,60 @@
+/*
+ * The daemon context: the one structure that owns the event loop, the live configuration, the
+ * verifier and every subsystem. There is no other global state (the logger's settings aside).
+ *
+ * Lifecycle: daemon_run() loads the configuration, creates the verifier, starts the subsystems,
+ * runs the loop until SIGTERM/SIGINT, then closes every handle and checks that the loop closes.
+ * SIGHUP reloads the configuration: a new structure is parsed and validated first, and the live
+ * one is replaced only on success; a failed reload is logged and changes nothing.
+ */
+#ifndef ATTESTPROXY_CORE_DAEMON_H
+#define ATTESTPROXY_CORE_DAEMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "core/config.h"
+
+struct verifier;
+struct proxy;
+
+struct daemon {
+    uv_loop_t loop;
+    struct config *cfg;        /* live configuration; replaced only by a successful reload */
+    struct verifier *verifier; /* trusts exactly one root (compiled-in or root_ca) */
+    struct proxy *proxy;       /* listeners, connections, pools, attested key sets */
+    uint64_t generation;       /* bumped on every applied configuration or policy change */
+    uv_signal_t sig_term;
+    uv_signal_t sig_int;
+    uv_signal_t sig_hup;
+    bool stopping;
+    int exit_code;
+};
+
+/**
+ * Runs the daemon with the configuration at `config_path` until it is told to stop.
+ * Returns the process exit code: 0 after a clean stop, 1 on a runtime failure (a listener
+ * cannot bind, the root cannot load), 2 when the configuration is invalid.
+ */
+int daemon_run(const char *config_path);
+
+/**
+ * Reloads the configuration from its file. Returns 0 when the new configuration was applied
+ * (or equals the live one), a negative code when it was rejected; the live one then stays.
+ */
+int daemon_reload(struct daemon *d);
+
+/*
+ * Contract with the proxy (daemon/proxy/proxy.h), called from daemon.c:
+ *   proxy_start(d)           after the configuration and verifier are ready; binds listeners.
+ *   proxy_reload(d, old)     after a successful reload swapped d->cfg to the new configuration.
+ *                            The proxy TAKES OWNERSHIP of `old` and config_free()s it once no
+ *                            connection or pool entry refers into it any more, so in-flight
+ *                            exchanges may keep pointers into the configuration they started with.
+ *   proxy_shutdown(d, done)  on SIGTERM/SIGINT: drain up to shutdown_timeout, close every handle,
+ *                            then call done(d) once all close callbacks have run.
+ */
+
+#endif

@@ -1,0 +1,7 @@
+/* attestproxy: an attesting reverse proxy for AWS Nitro Enclaves. See README.md. */
+#include "core/cli.h"
+
+int main(int argc, char **argv)
+{
+    return cli_main(argc, argv);
+}

@@ -1,0 +1,35 @@
+# Sourced by scripts/test and scripts/demo: installs the Debian packages the project needs.
+# Only what is missing is installed; as root directly, otherwise through sudo.
+
+ATTESTPROXY_PACKAGES=(
+    build-essential meson ninja-build pkg-config
+    libuv1-dev libssl-dev libcbor-dev libinih-dev libjansson-dev libcmocka-dev node-llhttp
+    openssl curl ca-certificates
+    python3 python3-pytest python3-cryptography python3-cbor2 python3-requests
+    nodejs npm
+)
+
+deps_missing() {
+    local pkg missing=()
+    for pkg in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$pkg")
+        fi
+    done
+    echo "${missing[@]}"
+}
+
+deps_install() {
+    local missing
+    missing=$(deps_missing "$@")
+    [ -z "$missing" ] && return 0
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { echo "need root or sudo to install: $missing" >&2; return 1; }
+        sudo=(sudo)
+    fi
+    echo "installing Debian packages: $missing"
+    "${sudo[@]}" apt-get update -qq || return 1
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends $missing
+}

@@ -1,0 +1,113 @@
+"""The daemon's lifecycle as an operator sees it: start, reload, stop, exit codes."""
+import signal
+
+from conftest import minimal_config
+
+
+def test_sigterm_stops_cleanly_with_exit_0(start_daemon):
+    d = start_daemon(minimal_config())
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    log = d.log()
+    assert "event=stopping signal=SIGTERM" in log
+    assert "event=stopped" in log
+    assert "handle_leak" not in log and "loop_close_failed" not in log
+
+
+def test_sigint_stops_cleanly_with_exit_0(start_daemon):
+    d = start_daemon(minimal_config())
+    d.signal(signal.SIGINT)
+    assert d.wait_exit() == 0
+    assert "event=stopping signal=SIGINT" in d.log()
+
+
+def test_sighup_with_broken_config_keeps_running(start_daemon):
+    d = start_daemon(minimal_config())
+    good = d.conf_path.read_text()
+    d.conf_path.write_text(good + "no_such_key = 1\n")
+    d.signal(signal.SIGHUP)
+    log = d.wait_log("event=reload_rejected")
+    line = [l for l in log.splitlines() if "event=reload_rejected" in l][0]
+    assert "level=error" in line
+    assert f"{d.conf_path}:" in line and "unknown key 'no_such_key'" in line
+    assert "keeping the running configuration" in line
+    assert d.proc.poll() is None, "daemon died on a bad reload"
+
+    # A fixed file reloads fine afterwards, and the daemon still stops cleanly.
+    d.conf_path.write_text(good)
+    d.signal(signal.SIGHUP)
+    d.wait_log("event=reload_applied")
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+
+
+def test_sighup_applies_log_format(start_daemon):
+    d = start_daemon(minimal_config())
+    d.conf_path.write_text(d.conf_path.read_text().replace("[daemon]\n", "[daemon]\nlog_format = json\n"))
+    d.signal(signal.SIGHUP)
+    d.wait_log('"event":"reload_applied"')
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    assert '"event":"stopping","signal":"SIGTERM"' in d.log()
+
+
+def test_invalid_config_at_start_exits_2(tmp_path, run_cli):
+    conf = tmp_path / "bad.conf"
+    conf.write_text(minimal_config() + "bogus = yes\n")
+    r = run_cli("run", "-c", conf)
+    assert r.returncode == 2
+    assert f"{conf}:8: unknown key 'bogus'".encode() in r.stdout + r.stderr
+
+
+def test_check_config_prints_effective_config(tmp_path, run_cli):
+    conf = tmp_path / "ok.conf"
+    conf.write_text(minimal_config(port=18080))
+    r = run_cli("check-config", "-c", conf)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    assert "[service demo]\n" in out
+    assert "listen = 127.0.0.1:18080\n" in out
+    assert "max_age = 5m\n" in out  # a default, filled in
+    assert "evidence_path = /.well-known/nitro-attestation\n" in out
+
+
+def test_check_config_unknown_key_exits_2_with_file_and_line(tmp_path, run_cli):
+    conf = tmp_path / "typo.conf"
+    conf.write_text("[daemon]\nlog_levle = debug\n")
+    r = run_cli("check-config", "-c", conf)
+    assert r.returncode == 2
+    assert r.stderr.decode().strip() == f"{conf}:2: unknown key 'log_levle' in [daemon]"
+
+
+def test_check_config_example_file_is_valid(run_cli):
+    from conftest import ROOT
+    for name in ("attestproxy.conf",):
+        r = run_cli("check-config", "-c", ROOT / "config" / name)
+        assert r.returncode == 0, r.stderr.decode()
+
+
+def test_missing_config_exits_2(run_cli):
+    r = run_cli("check-config", "-c", "/nonexistent.conf")
+    assert r.returncode == 2
+    assert b"/nonexistent.conf: No such file or directory" in r.stderr
+
+
+def test_help_and_version(run_cli):
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith(b"attestproxy ")
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for word in (b"run", b"check-config", b"verify", b"Exit status"):
+        assert word in r.stdout
+    for cmd in ("run", "check-config"):
+        r = run_cli(cmd, "--help")
+        assert r.returncode == 0 and b"Usage: attestproxy" in r.stdout
+        r2 = run_cli("help", cmd)
+        assert r2.stdout == r.stdout
+
+
+def test_usage_errors_exit_2(run_cli):
+    assert run_cli("frobnicate").returncode == 2
+    assert run_cli("check-config", "--bogus").returncode == 2
+    assert run_cli("check-config", "-c").returncode == 2
+    assert run_cli("check-config", "-c", "a", "extra").returncode == 2
