@@ -1,6 +1,7 @@
 #include "core/cli.h"
 
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -48,24 +49,28 @@ static const char usage_run[] =
 
 static const char usage_check[] =
     "Usage: attestproxy check-config [-c FILE]\n"
+    "       attestproxy check-config --reference\n"
     "\n"
     "Loads and validates the configuration, then prints the effective configuration with every\n"
     "default filled in. Errors are reported as FILE:LINE: message.\n"
     "\n"
     "Options:\n"
     "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+    "  --reference         print every key with its default, range and meaning (Markdown)\n"
     "  -h, --help          show this help\n"
     "\n"
     "Exit status: 0 valid, 2 invalid or unreadable.\n";
 
 static const struct option config_opts[] = {
     {"config", required_argument, NULL, 'c'},
+    {"reference", no_argument, NULL, 'R'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
 /* Parses the options shared by run and check-config. Returns -1 to continue, or an exit code. */
-static int parse_config_opts(int argc, char **argv, const char *usage, const char **path)
+static int parse_config_opts(int argc, char **argv, const char *usage, const char **path,
+                             bool *reference)
 {
     int c;
     optind = 1;
@@ -78,6 +83,14 @@ static int parse_config_opts(int argc, char **argv, const char *usage, const cha
         case 'h':
             fputs(usage, stdout);
             return EXIT_OK;
+        case 'R':
+            if (reference != NULL) {
+                *reference = true;
+                break;
+            }
+            fprintf(stderr, "attestproxy: --reference belongs to check-config\n");
+            fputs(usage, stderr);
+            return EXIT_USAGE;
         default:
             if (optopt)
                 fprintf(stderr, "attestproxy: option -%c: invalid or missing argument\n", optopt);
@@ -98,7 +111,7 @@ static int parse_config_opts(int argc, char **argv, const char *usage, const cha
 static int cmd_run(int argc, char **argv)
 {
     const char *path = DEFAULT_CONFIG;
-    int rc = parse_config_opts(argc, argv, usage_run, &path);
+    int rc = parse_config_opts(argc, argv, usage_run, &path, NULL);
     if (rc >= 0)
         return rc;
     return daemon_run(path);
@@ -109,9 +122,14 @@ static int cmd_check_config(int argc, char **argv)
     const char *path = DEFAULT_CONFIG;
     char err[CONFIG_ERROR_MAX];
     struct config *cfg;
-    int rc = parse_config_opts(argc, argv, usage_check, &path);
+    bool reference = false;
+    int rc = parse_config_opts(argc, argv, usage_check, &path, &reference);
     if (rc >= 0)
         return rc;
+    if (reference) {
+        config_print_reference(stdout);
+        return EXIT_OK;
+    }
     if (config_load(path, &cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);
         return EXIT_USAGE;

@@ -1471,6 +1471,13 @@ void config_print_reference(FILE *out)
             fputs("", out);
             break;
         }
-        fprintf(out, " | %s%s |\n", k->doc, (k->flags & KEY_REPEAT) ? " (repeatable)" : "");
+        fputs(" | ", out);
+        /* A '|' inside a cell would end it. */
+        for (const char *p = k->doc; *p; p++) {
+            if (*p == '|')
+                fputc('\\', out);
+            fputc(*p, out);
+        }
+        fprintf(out, "%s |\n", (k->flags & KEY_REPEAT) ? " (repeatable)" : "");
     }
 }

@@ -19,7 +19,7 @@ def count_meson(path):
             if not line:
                 continue
             t = json.loads(line)
-            out = t.get("stdout", "") or ""
+            out = (t.get("stdout", "") or "") + (t.get("stderr", "") or "")
             p = re.search(r"\[  PASSED  \] (\d+) test", out)
             fl = re.search(r"\[  FAILED  \] (\d+) test", out)
             np = int(p.group(1)) if p else 0
