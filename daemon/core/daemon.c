@@ -8,6 +8,7 @@
 #include "build_config.h"
 #include "core/cli.h"
 #include "core/log.h"
+#include "core/watch.h"
 
 static void apply_logging(const struct config *cfg)
 {
@@ -34,6 +35,27 @@ static void on_stopped(struct daemon *d)
     (void)d;
 }
 
+static void on_policy_file_changed(void *arg);
+
+/* (Re)starts the policy file watcher for the live configuration. A failure to watch is logged
+ * and leaves SIGHUP as the way to apply policy changes; it does not stop the daemon. */
+static void restart_watch(struct daemon *d)
+{
+    watch_close(d->watch);
+    d->watch = NULL;
+    if (watch_start(&d->loop, d->cfg, on_policy_file_changed, d, &d->watch) < 0)
+        d->watch = NULL;
+}
+
+static void on_policy_file_changed(void *arg)
+{
+    struct daemon *d = arg;
+    if (d->stopping)
+        return;
+    log_event(LOG_LEVEL_INFO, "policy_file_changed", "action", "reloading the configuration", NULL);
+    daemon_reload(d);
+}
+
 static void begin_stop(struct daemon *d, const char *signame)
 {
     if (d->stopping)
@@ -43,6 +65,8 @@ static void begin_stop(struct daemon *d, const char *signame)
     /* Closing the signal handles restores the default dispositions, so a second SIGTERM or
      * SIGINT during the drain ends the process at once: the operator's escape hatch. */
     close_signals(d);
+    watch_close(d->watch);
+    d->watch = NULL;
     /* PROXY-HOOK: proxy_shutdown(d, on_stopped) drains and closes every connection. */
     on_stopped(d);
 }
@@ -80,6 +104,7 @@ int daemon_reload(struct daemon *d)
     d->cfg = fresh;
     d->generation++;
     apply_logging(fresh);
+    restart_watch(d);
     /* PROXY-HOOK: proxy_reload(d, old) applies the new configuration and takes ownership of
      * `old`, freeing it once no exchange refers into it. */
     config_free(old);
@@ -156,6 +181,8 @@ int daemon_run(const char *config_path)
         close_signals(&d);
         goto out_run_loop;
     }
+
+    restart_watch(&d);
 
     /* PROXY-HOOK: proxy_start(&d) binds the listeners; on failure close_signals and exit 1. */
 

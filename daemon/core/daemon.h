@@ -19,12 +19,14 @@
 
 struct verifier;
 struct proxy;
+struct watch;
 
 struct daemon {
     uv_loop_t loop;
     struct config *cfg;        /* live configuration; replaced only by a successful reload */
     struct verifier *verifier; /* trusts exactly one root (compiled-in or root_ca) */
     struct proxy *proxy;       /* listeners, connections, pools, attested key sets */
+    struct watch *watch;       /* policy files watched for changes */
     uint64_t generation;       /* bumped on every applied configuration or policy change */
     uv_signal_t sig_term;
     uv_signal_t sig_int;

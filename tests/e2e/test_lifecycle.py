@@ -111,3 +111,52 @@ def test_usage_errors_exit_2(run_cli):
     assert run_cli("check-config", "--bogus").returncode == 2
     assert run_cli("check-config", "-c").returncode == 2
     assert run_cli("check-config", "-c", "a", "extra").returncode == 2
+
+
+def _policy_config(tmp_path, policy_text, port=None):
+    from conftest import free_port
+    pf = tmp_path / "svc.policy"
+    pf.write_text(policy_text)
+    return pf, (
+        "[daemon]\nlog_level = debug\n[service demo]\n"
+        f"listen = 127.0.0.1:{port or free_port()}\nupstream = 127.0.0.1:9\n"
+        f"policy_file = {pf}\n"
+    )
+
+
+def test_policy_file_change_reloads_without_a_signal(tmp_path, start_daemon):
+    from conftest import PCR_A
+    pf, text = _policy_config(tmp_path, f"[policy]\nmeasurement = pcr0={PCR_A}\n")
+    d = start_daemon(text)
+    mark = len(d.log())
+    # An invalid edit is rejected with the policy file's own file:line, and the daemon lives on.
+    pf.write_text("[policy]\nmeasurement = pcr0=abc\n")
+    log = d.wait_log("event=reload_rejected", start=mark)
+    assert f"{pf}:2: measurement: pcr0 needs exactly 96 hex digits" in log[mark:]
+    assert "event=policy_file_changed" in log[mark:]
+    assert d.proc.poll() is None
+    # A valid edit by atomic rename (what editors and config tools do) is applied.
+    mark = len(d.log())
+    tmp = tmp_path / "svc.policy.new"
+    tmp.write_text(f"[policy]\nmeasurement = pcr0={'ab' * 48}\n")
+    tmp.rename(pf)
+    d.wait_log("event=reload_applied", start=mark)
+    # And the watch survives the rename: a second edit is seen too.
+    mark = len(d.log())
+    pf.write_text(f"[policy]\nmeasurement = pcr0={'cd' * 48}\n")
+    d.wait_log("event=reload_applied", start=mark)
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+
+
+def test_policy_file_not_watched_when_disabled(tmp_path, start_daemon):
+    import time
+    from conftest import PCR_A
+    pf, text = _policy_config(tmp_path, f"[policy]\nmeasurement = pcr0={PCR_A}\n")
+    d = start_daemon(text + "watch_policy = no\n")
+    mark = len(d.log())
+    pf.write_text(f"[policy]\nmeasurement = pcr0={'ab' * 48}\n")
+    time.sleep(0.8)
+    assert "policy_file_changed" not in d.log()[mark:]
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
