@@ -22,32 +22,24 @@
 
 #include "core/config.h"
 #include "verify/policy.h"
+#include "verify/reason.h" /* enum verify_stage, enum verify_reason and their strings */
 
-#define VERIFY_MAX_INPUT (16 * 1024)   /* size gate on the decoded document */
-#define VERIFY_MAX_ENVELOPE (64 * 1024) /* size gate on an evidence HTTP body (base64/JSON) */
+#define VERIFY_MAX_INPUT     (16 * 1024) /* size gate on the decoded document */
+#define VERIFY_MAX_ENVELOPE  (64 * 1024) /* size gate on an evidence HTTP body (base64/JSON) */
 #define VERIFY_MODULE_ID_MAX 128
-#define VERIFY_REASON_MAX 160
-
-/* Where a rejection happened; each stage has its own reasons (see verifier.c / docs). */
-enum verify_stage {
-    VERIFY_STAGE_NONE = 0, /* accepted */
-    VERIFY_STAGE_ENVELOPE, /* "envelope: ..." evidence body encoding */
-    VERIFY_STAGE_COSE,     /* "cose: ..."     CBOR / COSE_Sign1 structure */
-    VERIFY_STAGE_PAYLOAD,  /* "payload: ..."  attestation document fields */
-    VERIFY_STAGE_CHAIN,    /* "chain: ..."    certificates */
-    VERIFY_STAGE_SIGNATURE,/* "signature: ..." */
-    VERIFY_STAGE_POLICY,   /* "policy: ..."   digest, freshness, nonce, PCRs, debug */
-    VERIFY_STAGE_BINDING,  /* "binding: ..."  document vs TLS peer */
-};
+#define VERIFY_REASON_MAX    160
 
 /* What the caller asks for. Pointers are borrowed for the duration of the call. */
 struct verify_request {
     const struct policy *policy;
-    int64_t now_ms;              /* wall-clock time of the check, Unix ms: the injectable clock */
-    const uint8_t *nonce;        /* the nonce we sent, or NULL when the profile sends none */
+    int64_t now_ms;       /* wall-clock time of the check, Unix ms: the injectable clock */
+    const uint8_t *nonce; /* the nonce we sent, or NULL when the profile sends none */
     size_t nonce_len;
-    enum binding_mode binding;   /* BINDING_NONE only for offline verification */
-    X509 *peer_cert;             /* the TLS peer's leaf certificate; required unless BINDING_NONE */
+    enum binding_mode binding; /* BINDING_NONE only for offline verification */
+    X509 *peer_cert;           /* the TLS peer's leaf certificate; required unless BINDING_NONE */
+    bool skip_measurements;    /* offline `verify` without --pcr only: PCR sets not compared.
+                                * Otherwise a policy without sets is a rejection
+                                * ("policy: no measurement sets configured"), never a pass. */
 };
 
 /* The verified facts, filled on acceptance (and module_id/pcr0/timestamp on policy failures,
@@ -55,18 +47,30 @@ struct verify_request {
 struct verify_summary {
     char module_id[VERIFY_MODULE_ID_MAX];
     int64_t timestamp_ms;
-    uint32_t pcr_mask;                       /* which PCRs the document carries */
+    uint32_t pcr_mask; /* which PCRs the document carries */
     uint8_t pcrs[NITRO_PCR_COUNT][NITRO_PCR_LEN];
-    bool debug_mode;                         /* PCR0, PCR1, PCR2 all zero */
-    int64_t leaf_not_after_ms;               /* expiry of the NSM leaf certificate */
-    int matched_set;                         /* index of the measurement set, -1 if none compared */
+    bool debug_mode;            /* PCR0, PCR1, PCR2 all zero */
+    int64_t leaf_not_after_ms;  /* expiry of the NSM leaf certificate */
+    int matched_set;            /* index of the measurement set, -1 if none compared */
+    int64_t leaf_not_before_ms; /* issue time of the NSM leaf certificate */
 };
 
 struct verify_result {
     bool accepted;
     enum verify_stage stage;
-    char reason[VERIFY_REASON_MAX];          /* e.g. "policy: pcr0 matches no measurement set" */
+    char reason[VERIFY_REASON_MAX]; /* e.g. "policy: pcrs match no measurement set (pcr0)" */
     struct verify_summary summary;
+    enum verify_reason reason_code; /* VERIFY_R_OK on acceptance; label metrics with
+                                     * verify_reason_name(reason_code) */
+};
+
+/* Counters of one verifier, for metrics and benchmarks. */
+struct verifier_stats {
+    uint64_t accepted;
+    uint64_t rejected;
+    uint64_t chain_warm; /* chain checks served by cached intermediates (one P-384 verify) */
+    uint64_t chain_cold; /* full OpenSSL chain verifications */
+    size_t cached_certs; /* intermediates in the cache now (at most CHAIN_CACHE_MAX) */
 };
 
 struct verifier;
@@ -90,5 +94,14 @@ int verifier_verify(struct verifier *v, const struct verify_request *req, const 
 
 /** SHA-256 of the certificate's SubjectPublicKeyInfo DER: the pin of BRIEF §3. */
 int verifier_spki_pin(X509 *cert, uint8_t out[32]);
+
+/** Copies the verifier's counters. */
+void verifier_get_stats(const struct verifier *v, struct verifier_stats *out);
+
+/**
+ * Drops every cached intermediate certificate. Nothing requires it for correctness (entries are
+ * re-checked for validity at each use); benchmarks use it to measure cold verification.
+ */
+void verifier_clear_cache(struct verifier *v);
 
 #endif
