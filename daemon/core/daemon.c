@@ -9,6 +9,7 @@
 #include "core/cli.h"
 #include "core/log.h"
 #include "core/watch.h"
+#include "verify/verifier.h"
 
 static void apply_logging(const struct config *cfg)
 {
@@ -100,6 +101,23 @@ int daemon_reload(struct daemon *d)
                   "action", "keeping the running configuration", NULL);
         return rc;
     }
+    /* A changed trust anchor needs a new verifier, built before anything is swapped so that a
+     * bad root_ca leaves the daemon exactly as it was. */
+    if (strcmp(fresh->daemon.root_ca, d->cfg->daemon.root_ca) != 0) {
+        struct verifier *v =
+            verifier_new(fresh->daemon.root_ca[0] ? fresh->daemon.root_ca : NULL, err, sizeof(err));
+        if (v == NULL) {
+            log_event(LOG_LEVEL_ERROR, "reload_rejected", "config", d->cfg->path, "error", err,
+                      "action", "keeping the running configuration", NULL);
+            config_free(fresh);
+            return -EINVAL;
+        }
+        verifier_free(d->verifier);
+        d->verifier = v;
+        log_event(LOG_LEVEL_WARN, "trust_root_changed", "root_ca",
+                  fresh->daemon.root_ca[0] ? fresh->daemon.root_ca : "compiled-in AWS Root-G1",
+                  NULL);
+    }
     old = d->cfg;
     d->cfg = fresh;
     d->generation++;
@@ -167,6 +185,18 @@ int daemon_run(const char *config_path)
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
 
+    /* The trust anchor must load, or nothing can ever be attested: exit rather than run a
+     * proxy that can only refuse. */
+    d.verifier =
+        verifier_new(d.cfg->daemon.root_ca[0] ? d.cfg->daemon.root_ca : NULL, err, sizeof(err));
+    if (d.verifier == NULL) {
+        log_event(LOG_LEVEL_ERROR, "trust_root_failed", "error", err, NULL);
+        d.exit_code = EXIT_RUNTIME;
+        goto out_free_config;
+    }
+    log_event(LOG_LEVEL_INFO, "trust_root", "root_ca",
+              d.cfg->daemon.root_ca[0] ? d.cfg->daemon.root_ca : "compiled-in AWS Root-G1", NULL);
+
     rc = uv_loop_init(&d.loop);
     if (rc < 0) {
         log_event(LOG_LEVEL_ERROR, "start_failed", "error", uv_strerror(rc), NULL);
@@ -200,6 +230,7 @@ out_run_loop:
         d.exit_code = EXIT_RUNTIME;
     }
 out_free_config:
+    verifier_free(d.verifier);
     config_free(d.cfg);
     return d.exit_code;
 }

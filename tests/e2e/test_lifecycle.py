@@ -160,3 +160,29 @@ def test_policy_file_not_watched_when_disabled(tmp_path, start_daemon):
     assert "policy_file_changed" not in d.log()[mark:]
     d.signal(signal.SIGTERM)
     assert d.wait_exit() == 0
+
+
+def test_unloadable_root_ca_exits_1(tmp_path, run_cli):
+    bad = tmp_path / "root.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    conf = tmp_path / "c.conf"
+    conf.write_text(minimal_config(extra_daemon=f"root_ca = {bad}\n"))
+    r = run_cli("run", "-c", conf)
+    assert r.returncode == 1
+    assert b"event=trust_root_failed" in r.stderr
+
+
+def test_reload_with_unloadable_root_ca_keeps_running(tmp_path, start_daemon):
+    from conftest import ROOT
+    aws = ROOT.parent / "shared" / "vectors" / "nitro" / "aws-nitro-root-g1.pem"
+    d = start_daemon(minimal_config(extra_daemon=f"root_ca = {aws}\n"))
+    assert f"event=trust_root root_ca={aws}" in d.log()
+    mark = len(d.log())
+    d.conf_path.write_text(d.conf_path.read_text().replace(str(aws), "/nonexistent/root.pem"))
+    d.signal(signal.SIGHUP)
+    line = [l for l in d.wait_log("event=reload_rejected", start=mark)[mark:].splitlines()
+            if "reload_rejected" in l][0]
+    assert "/nonexistent/root.pem" in line
+    assert d.proc.poll() is None
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
