@@ -1,0 +1,791 @@
+#include "ops/admin.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <llhttp.h>
+
+#include "core/log.h"
+#include "ops/metrics.h"
+
+#define URL_MAX        1024
+#define FIELD_MAX      32
+#define HOST_VALUE_MAX 300
+#define READ_BUF       4096
+#define HEAD_MAX       512
+#define LISTEN_BACKLOG 64
+
+union stream_handle {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+};
+
+enum client_state {
+    CLIENT_READING = 0, /* waiting for (the rest of) the request */
+    CLIENT_WRITING,     /* response queued; then shutdown and close */
+    CLIENT_CLOSING,     /* handles closing; freed when both close callbacks ran */
+};
+
+struct admin_client {
+    struct admin *server;
+    struct admin_client *prev;
+    struct admin_client *next;
+    union stream_handle h;
+    uv_timer_t timer;
+    uv_write_t write_req;
+    uv_shutdown_t shutdown_req;
+    int pending_closes;
+    enum client_state state;
+
+    llhttp_t parser;
+    size_t request_bytes;
+    char url[URL_MAX];
+    size_t url_len;
+    bool url_too_long;
+    char field[FIELD_MAX];
+    size_t field_len;
+    bool field_is_host;
+    char host[HOST_VALUE_MAX];
+    size_t host_len;
+    bool host_too_long;
+    unsigned host_count;
+    bool has_body;
+    bool complete;
+
+    char read_buf[READ_BUF];
+    char head[HEAD_MAX];
+    char *body; /* malloc'd response body, freed with the client */
+    size_t body_len;
+};
+
+struct admin {
+    uv_loop_t *loop;
+    union stream_handle listener;
+    bool listener_open;
+    bool is_unix;
+    bool unlink_on_close;
+    char path[CONFIG_PATH_MAX];
+    struct admin_source src;
+    uint64_t timeout_ms;
+    uint32_t max_clients;
+    uint32_t n_clients;
+    struct admin_client *clients;
+    llhttp_settings_t settings;
+    bool closing;
+    int pending_closes;
+    void (*done)(void *arg);
+    void *done_arg;
+};
+
+/* ---- Server lifetime ------------------------------------------------------------------------- */
+
+static void server_maybe_finish(struct admin *a)
+{
+    void (*done)(void *);
+    void *arg;
+
+    if (!a->closing || a->pending_closes > 0 || a->clients != NULL)
+        return;
+    if (a->unlink_on_close && a->path[0] != '\0')
+        unlink(a->path);
+    done = a->done;
+    arg = a->done_arg;
+    free(a);
+    if (done != NULL)
+        done(arg);
+}
+
+static void on_client_handle_closed(uv_handle_t *h)
+{
+    struct admin_client *c = h->data;
+    struct admin *a = c->server;
+
+    if (--c->pending_closes > 0)
+        return;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        a->clients = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    a->n_clients--;
+    free(c->body);
+    free(c);
+    server_maybe_finish(a);
+}
+
+/* Closes a client (idempotent): both its handles, then frees it from the last close callback. */
+static void client_close(struct admin_client *c)
+{
+    if (c->state == CLIENT_CLOSING)
+        return;
+    c->state = CLIENT_CLOSING;
+    c->pending_closes = 2;
+    uv_close(&c->h.handle, on_client_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_client_handle_closed);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct admin_client *c = t->data;
+    log_event(LOG_LEVEL_DEBUG, "admin_timeout", NULL);
+    client_close(c);
+}
+
+/* ---- Responses ------------------------------------------------------------------------------- */
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 421:
+        return "Misdirected Request";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
+    }
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct admin_client *c = req->data;
+    (void)status;
+    client_close(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct admin_client *c = req->data;
+
+    if (c->state == CLIENT_CLOSING)
+        return; /* closed while writing: the close callbacks free everything */
+    if (status < 0 || uv_shutdown(&c->shutdown_req, &c->h.stream, on_shutdown) < 0)
+        client_close(c);
+}
+
+/*
+ * Queues the response and moves to WRITING. `body` is malloc'd and becomes the client's (it may
+ * be NULL with body_len 0); for HEAD it is counted in Content-Length but not sent.
+ */
+static void respond(struct admin_client *c, int status, const char *content_type, char *body,
+                    size_t body_len, const char *extra_headers)
+{
+    uv_buf_t bufs[2];
+    unsigned nbufs = 1;
+    int n;
+    bool head_only = c->complete && llhttp_get_method(&c->parser) == HTTP_HEAD;
+
+    uv_read_stop(&c->h.stream);
+    c->body = body;
+    c->body_len = body_len;
+    n = snprintf(c->head, sizeof(c->head),
+                 "HTTP/1.1 %d %s\r\n"
+                 "Content-Type: %s\r\n"
+                 "Content-Length: %zu\r\n"
+                 "Cache-Control: no-store\r\n"
+                 "X-Content-Type-Options: nosniff\r\n"
+                 "%s"
+                 "Connection: close\r\n"
+                 "\r\n",
+                 status, status_text(status), content_type, body_len,
+                 extra_headers != NULL ? extra_headers : "");
+    if (n < 0 || (size_t)n >= sizeof(c->head)) {
+        client_close(c);
+        return;
+    }
+    bufs[0] = uv_buf_init(c->head, (unsigned)n);
+    if (body_len > 0 && !head_only) {
+        bufs[1] = uv_buf_init(body, (unsigned)body_len);
+        nbufs = 2;
+    }
+    c->state = CLIENT_WRITING;
+    /* The response must drain within the same timeout as the request arrived in. */
+    uv_timer_start(&c->timer, on_timeout, c->server->timeout_ms, 0);
+    c->write_req.data = c;
+    if (uv_write(&c->write_req, &c->h.stream, bufs, nbufs, on_write) < 0)
+        client_close(c);
+}
+
+static void respond_text(struct admin_client *c, int status, const char *text,
+                         const char *extra_headers)
+{
+    size_t n = strlen(text);
+    char *body = malloc(n + 1);
+    if (body == NULL) {
+        client_close(c);
+        return;
+    }
+    memcpy(body, text, n + 1);
+    respond(c, status, "text/plain; charset=utf-8", body, n, extra_headers);
+}
+
+static void respond_json_error(struct admin_client *c, int status, const char *code,
+                               const char *message)
+{
+    json_t *doc = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
+    char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    size_t n;
+
+    json_decref(doc);
+    if (text == NULL) {
+        respond_text(c, 500, "internal error\n", NULL);
+        return;
+    }
+    n = strlen(text);
+    /* json_dumps() allocates with malloc() by default; append the newline in a new buffer so
+     * that the body is ours to free() whatever allocator jansson was given. */
+    {
+        char *body = malloc(n + 2);
+        if (body == NULL) {
+            free(text);
+            client_close(c);
+            return;
+        }
+        memcpy(body, text, n);
+        body[n] = '\n';
+        body[n + 1] = '\0';
+        free(text);
+        respond(c, status, "application/json", body, n + 1, NULL);
+    }
+}
+
+static uint64_t wall_now_ms(const struct admin *a)
+{
+    struct timespec ts;
+
+    if (a->src.now_ms != NULL)
+        return a->src.now_ms(a->src.ctx);
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void serve_metrics(struct admin_client *c)
+{
+    struct admin *a = c->server;
+    char *text = NULL;
+    size_t len = 0;
+
+    if (a->src.metrics == NULL) {
+        respond_text(c, 404, "no metrics\n", NULL);
+        return;
+    }
+    if (metrics_render(a->src.metrics, wall_now_ms(a), &text, &len) < 0) {
+        respond_text(c, 500, "metrics unavailable\n", NULL);
+        return;
+    }
+    respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
+}
+
+static void serve_attestation(struct admin_client *c)
+{
+    struct admin *a = c->server;
+    json_t *doc = a->src.attestation != NULL ? a->src.attestation(a->src.ctx) : NULL;
+    char *text;
+    char *body;
+    size_t n;
+
+    if (doc == NULL) {
+        respond_json_error(c, 503, "unavailable", "attestation state is not available yet");
+        return;
+    }
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        respond_json_error(c, 500, "internal", "attestation state is not a JSON object");
+        return;
+    }
+    text = json_dumps(doc, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+    json_decref(doc);
+    if (text == NULL) {
+        respond_json_error(c, 500, "internal", "attestation state could not be encoded");
+        return;
+    }
+    n = strlen(text);
+    if (n + 2 > ADMIN_RESPONSE_MAX) {
+        free(text);
+        respond_json_error(c, 500, "internal", "attestation state is too large");
+        return;
+    }
+    body = malloc(n + 2);
+    if (body == NULL) {
+        free(text);
+        client_close(c);
+        return;
+    }
+    memcpy(body, text, n);
+    body[n] = '\n';
+    body[n + 1] = '\0';
+    free(text);
+    respond(c, 200, "application/json", body, n + 1, NULL);
+}
+
+/* True when a Host value names loopback: localhost, 127.0.0.0/8 or [::1], with any port. */
+static bool host_is_loopback(const char *h, size_t n)
+{
+    char name[HOST_VALUE_MAX];
+    const char *colon;
+    size_t len = n;
+    unsigned char addr[sizeof(struct in6_addr)];
+
+    if (n == 0 || n >= sizeof(name))
+        return false;
+    if (h[0] == '[') {
+        const char *close = memchr(h, ']', n);
+        if (close == NULL)
+            return false;
+        len = (size_t)(close - h - 1);
+        memcpy(name, h + 1, len);
+        name[len] = '\0';
+        if ((size_t)(close - h) + 1 < n && close[1] != ':')
+            return false;
+        return inet_pton(AF_INET6, name, addr) == 1 &&
+               memcmp(addr, &in6addr_loopback, sizeof(struct in6_addr)) == 0;
+    }
+    colon = memchr(h, ':', n);
+    if (colon != NULL) {
+        len = (size_t)(colon - h);
+        for (const char *p = colon + 1; p < h + n; p++) {
+            if (*p < '0' || *p > '9')
+                return false;
+        }
+    }
+    memcpy(name, h, len);
+    name[len] = '\0';
+    if (strcasecmp(name, "localhost") == 0 || strcasecmp(name, "localhost.") == 0)
+        return true;
+    return inet_pton(AF_INET, name, addr) == 1 && addr[0] == 127;
+}
+
+/* Decides and queues the response to a complete request. */
+static void dispatch(struct admin_client *c)
+{
+    struct admin *a = c->server;
+    uint8_t method = llhttp_get_method(&c->parser);
+    char path[URL_MAX];
+    size_t plen;
+    const char *q;
+
+    if (c->host_count > 1 || c->host_too_long) {
+        respond_text(c, 400, "bad request\n", NULL);
+        return;
+    }
+    if (c->host_count == 0 && c->parser.http_major == 1 && c->parser.http_minor >= 1) {
+        respond_text(c, 400, "bad request: Host is required\n", NULL);
+        return;
+    }
+    if (!a->is_unix && c->host_count == 1 && !host_is_loopback(c->host, c->host_len)) {
+        respond_text(c, 421, "misdirected request: Host must name loopback\n", NULL);
+        return;
+    }
+    if (method != HTTP_GET && method != HTTP_HEAD) {
+        respond_text(c, 405, "method not allowed\n", "Allow: GET, HEAD\r\n");
+        return;
+    }
+
+    q = memchr(c->url, '?', c->url_len);
+    plen = q != NULL ? (size_t)(q - c->url) : c->url_len;
+    memcpy(path, c->url, plen);
+    path[plen] = '\0';
+
+    if (strcmp(path, "/healthz") == 0) {
+        respond_text(c, 200, "ok\n", NULL);
+    } else if (strcmp(path, "/readyz") == 0) {
+        bool ready = a->src.ready == NULL || a->src.ready(a->src.ctx);
+        if (ready)
+            respond_text(c, 200, "ready\n", NULL);
+        else
+            respond_text(c, 503, "not ready\n", NULL);
+    } else if (strcmp(path, "/metrics") == 0) {
+        serve_metrics(c);
+    } else if (strcmp(path, "/attestation") == 0) {
+        serve_attestation(c);
+    } else {
+        respond_text(c, 404, "not found\n", NULL);
+    }
+}
+
+/* ---- Request parsing ------------------------------------------------------------------------- */
+
+static struct admin_client *parser_client(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct admin_client *c = parser_client(p);
+    if (c->url_len + len >= sizeof(c->url)) {
+        c->url_too_long = true;
+        return HPE_USER;
+    }
+    memcpy(c->url + c->url_len, at, len);
+    c->url_len += len;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct admin_client *c = parser_client(p);
+    /* Only "Host" matters; a longer name is simply not Host. */
+    if (c->field_len + len < sizeof(c->field)) {
+        memcpy(c->field + c->field_len, at, len);
+        c->field_len += len;
+    } else {
+        c->field_len = sizeof(c->field);
+    }
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    struct admin_client *c = parser_client(p);
+    c->field_is_host = c->field_len == 4 && strncasecmp(c->field, "host", 4) == 0;
+    c->field_len = 0;
+    if (c->field_is_host) {
+        c->host_count++;
+        c->host_len = 0;
+    }
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct admin_client *c = parser_client(p);
+    if (!c->field_is_host)
+        return 0;
+    if (c->host_len + len >= sizeof(c->host)) {
+        c->host_too_long = true;
+        return 0;
+    }
+    memcpy(c->host + c->host_len, at, len);
+    c->host_len += len;
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct admin_client *c = parser_client(p);
+    c->field_is_host = false;
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct admin_client *c = parser_client(p);
+    (void)at;
+    (void)len;
+    c->has_body = true;
+    return HPE_USER;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    struct admin_client *c = parser_client(p);
+    c->complete = true;
+    /* One request per connection: stop here; anything after it is ignored. */
+    return HPE_PAUSED;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct admin_client *c = h->data;
+    (void)suggested;
+    *buf = uv_buf_init(c->read_buf, sizeof(c->read_buf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct admin_client *c = s->data;
+    llhttp_errno_t err;
+
+    if (c->state != CLIENT_READING)
+        return;
+    if (nread < 0) {
+        client_close(c); /* EOF before a complete request, or a read error */
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (c->request_bytes + (size_t)nread > ADMIN_REQUEST_MAX) {
+        respond_text(c, 431, "request too large\n", NULL);
+        return;
+    }
+    c->request_bytes += (size_t)nread;
+    err = llhttp_execute(&c->parser, buf->base, (size_t)nread);
+    if (err == HPE_OK)
+        return; /* need more */
+    if (err == HPE_PAUSED && c->complete) {
+        dispatch(c);
+        return;
+    }
+    if (c->url_too_long)
+        respond_text(c, 414, "uri too long\n", NULL);
+    else if (c->has_body)
+        respond_text(c, 413, "request bodies are not accepted\n", NULL);
+    else
+        respond_text(c, 400, "bad request\n", NULL);
+}
+
+/* ---- Listener -------------------------------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct admin *a = server->data;
+    struct admin_client *c;
+    int rc;
+
+    if (status < 0 || a->closing)
+        return;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return;
+    c->server = a;
+    rc = a->is_unix ? uv_pipe_init(a->loop, &c->h.pipe, 0) : uv_tcp_init(a->loop, &c->h.tcp);
+    if (rc < 0) {
+        free(c);
+        return;
+    }
+    c->h.handle.data = c;
+    /* From here the client is in the list and is freed only by its close callbacks. */
+    uv_timer_init(a->loop, &c->timer);
+    c->timer.data = c;
+    c->next = a->clients;
+    if (a->clients != NULL)
+        a->clients->prev = c;
+    a->clients = c;
+    a->n_clients++;
+
+    rc = uv_accept(server, &c->h.stream);
+    if (rc < 0 || a->n_clients > a->max_clients) {
+        if (rc == 0)
+            log_event(LOG_LEVEL_WARN, "admin_busy", "action", "connection closed", NULL);
+        client_close(c);
+        return;
+    }
+    llhttp_init(&c->parser, HTTP_REQUEST, &a->settings);
+    c->parser.data = c;
+    uv_timer_start(&c->timer, on_timeout, a->timeout_ms, 0);
+    if (uv_read_start(&c->h.stream, on_alloc, on_read) < 0)
+        client_close(c);
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct admin *a = h->data;
+    a->pending_closes--;
+    server_maybe_finish(a);
+}
+
+static bool tcp_is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        return memcmp(&in6->sin6_addr, &in6addr_loopback, sizeof(struct in6_addr)) == 0;
+    }
+    return false;
+}
+
+void admin_options_init(struct admin_options *opt, const struct listen_addr *addr)
+{
+    memset(opt, 0, sizeof(*opt));
+    if (addr != NULL)
+        opt->addr = *addr;
+    opt->fd = -1;
+}
+
+/* Binds (or adopts) and listens; on failure the caller closes the listener handle if open. */
+static int open_listener(struct admin *a, const struct admin_options *opt)
+{
+    struct sockaddr_storage ss;
+    int rc;
+
+    memset(&ss, 0, sizeof(ss));
+    if (opt->fd >= 0) {
+        socklen_t len = sizeof(ss);
+        if (getsockname(opt->fd, (struct sockaddr *)&ss, &len) == -1) {
+            rc = -errno;
+            close(opt->fd);
+            return rc;
+        }
+        a->is_unix = ss.ss_family == AF_UNIX;
+        if (!a->is_unix && !tcp_is_loopback(&ss)) {
+            close(opt->fd);
+            return -EINVAL;
+        }
+        rc = a->is_unix ? uv_pipe_init(a->loop, &a->listener.pipe, 0)
+                        : uv_tcp_init(a->loop, &a->listener.tcp);
+        if (rc < 0) {
+            close(opt->fd);
+            return rc;
+        }
+        a->listener_open = true;
+        a->listener.handle.data = a;
+        rc = a->is_unix ? uv_pipe_open(&a->listener.pipe, opt->fd)
+                        : uv_tcp_open(&a->listener.tcp, opt->fd);
+        if (rc < 0) {
+            close(opt->fd);
+            return rc;
+        }
+    } else if (opt->addr.is_unix) {
+        struct stat st;
+        a->is_unix = true;
+        if (opt->addr.path[0] == '\0' || strlen(opt->addr.path) >= sizeof(a->path))
+            return -EINVAL;
+        memcpy(a->path, opt->addr.path, strlen(opt->addr.path) + 1);
+        /* A socket left behind by a previous run would make bind fail; anything else at that
+         * path is not ours to remove. */
+        if (lstat(a->path, &st) == 0 && S_ISSOCK(st.st_mode))
+            unlink(a->path);
+        rc = uv_pipe_init(a->loop, &a->listener.pipe, 0);
+        if (rc < 0)
+            return rc;
+        a->listener_open = true;
+        a->listener.handle.data = a;
+        rc = uv_pipe_bind(&a->listener.pipe, a->path);
+        if (rc < 0)
+            return rc;
+        a->unlink_on_close = true;
+        if (chmod(a->path, opt->unix_mode != 0 ? (mode_t)opt->unix_mode : 0660) == -1)
+            return -errno;
+    } else {
+        if (strchr(opt->addr.host, ':') != NULL)
+            rc = uv_ip6_addr(opt->addr.host, opt->addr.port, (struct sockaddr_in6 *)&ss);
+        else
+            rc = uv_ip4_addr(opt->addr.host, opt->addr.port, (struct sockaddr_in *)&ss);
+        if (rc < 0)
+            return rc;
+        if (!tcp_is_loopback(&ss))
+            return -EINVAL; /* the admin API is never exposed beyond this host */
+        rc = uv_tcp_init(a->loop, &a->listener.tcp);
+        if (rc < 0)
+            return rc;
+        a->listener_open = true;
+        a->listener.handle.data = a;
+        rc = uv_tcp_bind(&a->listener.tcp, (const struct sockaddr *)&ss, 0);
+        if (rc < 0)
+            return rc;
+    }
+    return uv_listen(&a->listener.stream, LISTEN_BACKLOG, on_connection);
+}
+
+int admin_start(uv_loop_t *loop, const struct admin_options *opt, const struct admin_source *src,
+                struct admin **out)
+{
+    struct admin *a;
+    int rc;
+
+    *out = NULL;
+    a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        if (opt->fd >= 0)
+            close(opt->fd);
+        return -ENOMEM;
+    }
+    a->loop = loop;
+    a->src = *src;
+    a->timeout_ms = opt->request_timeout_ms != 0 ? opt->request_timeout_ms : ADMIN_DEFAULT_TIMEOUT;
+    a->max_clients = opt->max_clients != 0 ? opt->max_clients : ADMIN_DEFAULT_CLIENTS;
+    llhttp_settings_init(&a->settings);
+    a->settings.on_url = on_url;
+    a->settings.on_header_field = on_header_field;
+    a->settings.on_header_field_complete = on_header_field_complete;
+    a->settings.on_header_value = on_header_value;
+    a->settings.on_header_value_complete = on_header_value_complete;
+    a->settings.on_body = on_body;
+    a->settings.on_message_complete = on_message_complete;
+
+    rc = open_listener(a, opt);
+    if (rc < 0) {
+        if (a->unlink_on_close)
+            unlink(a->path);
+        if (a->listener_open) {
+            /* The handle is freed with the server by the loop's next iteration. */
+            a->closing = true;
+            a->unlink_on_close = false;
+            a->pending_closes = 1;
+            uv_close(&a->listener.handle, on_listener_closed);
+        } else {
+            free(a);
+        }
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+int admin_port(const struct admin *a)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+
+    if (a->is_unix)
+        return -EINVAL;
+    if (uv_tcp_getsockname(&a->listener.tcp, (struct sockaddr *)&ss, &len) < 0)
+        return -EINVAL;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+void admin_close(struct admin *a, void (*done)(void *arg), void *arg)
+{
+    struct admin_client *c;
+    struct admin_client *next;
+
+    if (a == NULL || a->closing)
+        return;
+    a->closing = true;
+    a->done = done;
+    a->done_arg = arg;
+    a->pending_closes = 1;
+    uv_close(&a->listener.handle, on_listener_closed);
+    for (c = a->clients; c != NULL; c = next) {
+        next = c->next;
+        client_close(c);
+    }
+}
+
+json_t *admin_json_time(uint64_t unix_ms)
+{
+    char buf[40];
+    char out[48];
+    struct tm tm;
+    time_t t = (time_t)(unix_ms / 1000u);
+
+    if (gmtime_r(&t, &tm) == NULL)
+        return NULL;
+    if (strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+        return NULL;
+    snprintf(out, sizeof(out), "%s.%03uZ", buf, (unsigned)(unix_ms % 1000u));
+    return json_string(out);
+}
