@@ -8,6 +8,7 @@
 #include "build_config.h"
 #include "core/config.h"
 #include "core/daemon.h"
+#include "verify/verify_cmd.h"
 
 #define DEFAULT_CONFIG ATTESTPROXY_SYSCONFDIR "/attestproxy/attestproxy.conf"
 
@@ -148,6 +149,7 @@ struct command {
 static const struct command commands[] = {
     {"run", cmd_run, usage_run},
     {"check-config", cmd_check_config, usage_check},
+    {"verify", verify_cmd_main, NULL},
 };
 
 static const struct command *find_command(const char *name)
