@@ -61,6 +61,12 @@ struct admin_client {
     unsigned host_count;
     bool has_body;
     bool complete;
+    /* Obs-fold detection (llhttp 8.1 accepts a folded line as a second value span). */
+    const char *exec_start; /* the buffer being parsed */
+    const char *exec_end;
+    bool value_open;        /* a span of the current header value was seen */
+    bool value_at_exec_end; /* ...and it ended exactly at the end of its buffer */
+    bool obs_fold;
 
     char read_buf[READ_BUF];
     char head[HEAD_MAX];
@@ -185,6 +191,7 @@ static void on_write(uv_write_t *req, int status)
 
     if (c->state == CLIENT_CLOSING)
         return; /* closed while writing: the close callbacks free everything */
+    c->shutdown_req.data = c;
     if (status < 0 || uv_shutdown(&c->shutdown_req, &c->h.stream, on_shutdown) < 0)
         client_close(c);
 }
@@ -467,6 +474,7 @@ static int on_header_field_complete(llhttp_t *p)
     struct admin_client *c = parser_client(p);
     c->field_is_host = c->field_len == 4 && strncasecmp(c->field, "host", 4) == 0;
     c->field_len = 0;
+    c->value_open = false;
     if (c->field_is_host) {
         c->host_count++;
         c->host_len = 0;
@@ -477,6 +485,19 @@ static int on_header_field_complete(llhttp_t *p)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct admin_client *c = parser_client(p);
+
+    /*
+     * llhttp 8.1 reports an obs-fold continuation line as a second span of the same value. A
+     * value legitimately arrives in several spans only when a read ended inside it: the earlier
+     * span then ends at the end of its buffer and the next starts at the start of the next one.
+     * Any other second span is a folded line, which RFC 9112 lets us reject with 400.
+     */
+    if (c->value_open && !(c->value_at_exec_end && at == c->exec_start)) {
+        c->obs_fold = true;
+        return HPE_USER;
+    }
+    c->value_open = true;
+    c->value_at_exec_end = at + len == c->exec_end;
     if (!c->field_is_host)
         return 0;
     if (c->host_len + len >= sizeof(c->host)) {
@@ -537,6 +558,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->request_bytes += (size_t)nread;
+    c->exec_start = buf->base;
+    c->exec_end = buf->base + nread;
     err = llhttp_execute(&c->parser, buf->base, (size_t)nread);
     if (err == HPE_OK)
         return; /* need more */
