@@ -9,7 +9,11 @@
  *
  * The verifier is synchronous and CPU-bound (one P-384 verify for the document plus chain work,
  * most of it cached); it allocates within a fixed budget per call and keeps a bounded cache of
- * verified intermediate certificates keyed by DER hash.
+ * verified intermediate certificates keyed by DER hash. Because of that cache a verifier is not
+ * thread-safe: use it from one thread (the loop), or one verifier per thread.
+ *
+ * The checks, their order, every reason string and the decisions behind them are documented in
+ * docs/attestation.md.
  */
 #ifndef ATTESTPROXY_VERIFY_VERIFIER_H
 #define ATTESTPROXY_VERIFY_VERIFIER_H

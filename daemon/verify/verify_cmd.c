@@ -268,7 +268,7 @@ static int read_input(const char *path, size_t max, uint8_t **out, size_t *len)
     int rc = -EIO;
 
     if (f == NULL)
-        return -errno;
+        return errno > 0 ? -errno : -EIO;
     buf = malloc(max + 1);
     if (buf == NULL) {
         rc = -ENOMEM;
@@ -641,8 +641,9 @@ int verify_cmd_main(int argc, char **argv)
         goto out;
     rc = VERIFY_CMD_USAGE;
 
-    if (read_input(c->file, VERIFY_MAX_ENVELOPE, &body, &len) < 0) {
-        fprintf(stderr, "attestproxy verify: cannot read %s: %s\n", c->file, strerror(errno));
+    int io = read_input(c->file, VERIFY_MAX_ENVELOPE, &body, &len);
+    if (io < 0) {
+        fprintf(stderr, "attestproxy verify: cannot read %s: %s\n", c->file, strerror(-io));
         goto out;
     }
     if (c->peer_path != NULL && (peer = load_cert(c->peer_path)) == NULL) {
@@ -664,8 +665,9 @@ int verify_cmd_main(int argc, char **argv)
         .peer_cert = peer,
         .skip_measurements = !c->have_pcr,
     };
-    if (verifier_verify(v, &req, body, len, &res) < 0 && res.accepted) {
-        fprintf(stderr, "attestproxy verify: internal error\n");
+    /* A negative return is an internal failure (allocation), not a verdict on the document. */
+    if (verifier_verify(v, &req, body, len, &res) < 0) {
+        fprintf(stderr, "attestproxy verify: %s\n", res.reason);
         goto out;
     }
 
