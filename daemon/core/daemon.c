@@ -8,12 +8,36 @@
 #include "build_config.h"
 #include "core/cli.h"
 #include "core/log.h"
+#include "core/status.h"
 #include "core/watch.h"
+#include "ops/admin.h"
+#include "ops/metrics.h"
 #include "verify/verifier.h"
 
 static void apply_logging(const struct config *cfg)
 {
     log_configure(cfg->daemon.log_level, cfg->daemon.log_format, NULL);
+}
+
+/* One line of systemd STATUS= text summarising what the daemon does right now. */
+static void status_line(struct daemon *d, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s: %zu service(s), policy generation %llu",
+             d->stopping ? "stopping" : (status_ready(d) ? "ready" : "waiting for attestation"),
+             d->cfg->n_services, (unsigned long long)d->generation);
+}
+
+/* READY=1 is sent once, when the daemon first becomes ready: at start-up, or — with
+ * ready_requires_attestation — when the last service gets its first attested pin. */
+void daemon_check_ready(struct daemon *d)
+{
+    char status[160];
+    if (d->ready_sent || !status_ready(d))
+        return;
+    d->ready_sent = true;
+    status_line(d, status, sizeof(status));
+    sdnotify_ready(&d->sn, status);
+    log_event(LOG_LEVEL_INFO, "ready", NULL);
 }
 
 static void on_signal_closed(uv_handle_t *h)
@@ -25,15 +49,10 @@ static void close_signals(struct daemon *d)
 {
     uv_signal_t *sigs[] = {&d->sig_term, &d->sig_int, &d->sig_hup};
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-        if (!uv_is_closing((uv_handle_t *)sigs[i]))
+        /* Initialised handles have their type set; the zeroed ones were never initialised. */
+        if (sigs[i]->type == UV_SIGNAL && !uv_is_closing((uv_handle_t *)sigs[i]))
             uv_close((uv_handle_t *)sigs[i], on_signal_closed);
     }
-}
-
-static void on_stopped(struct daemon *d)
-{
-    log_event(LOG_LEVEL_INFO, "stopped", NULL);
-    (void)d;
 }
 
 static void on_policy_file_changed(void *arg);
@@ -48,28 +67,31 @@ static void restart_watch(struct daemon *d)
         d->watch = NULL;
 }
 
-static void on_policy_file_changed(void *arg)
+/* The last step of a stop: every connection is closed, so the remaining handles go. */
+static void on_drained(struct daemon *d)
 {
-    struct daemon *d = arg;
-    if (d->stopping)
-        return;
-    log_event(LOG_LEVEL_INFO, "policy_file_changed", "action", "reloading the configuration", NULL);
-    daemon_reload(d);
+    log_event(LOG_LEVEL_INFO, "stopped", NULL);
+    sdnotify_close(&d->sn, NULL);
 }
 
 static void begin_stop(struct daemon *d, const char *signame)
 {
+    char status[160];
     if (d->stopping)
         return;
     d->stopping = true;
+    status_line(d, status, sizeof(status));
+    sdnotify_stopping(&d->sn, status);
     log_event(LOG_LEVEL_INFO, "stopping", "signal", signame, NULL);
     /* Closing the signal handles restores the default dispositions, so a second SIGTERM or
      * SIGINT during the drain ends the process at once: the operator's escape hatch. */
     close_signals(d);
     watch_close(d->watch);
     d->watch = NULL;
-    /* PROXY-HOOK: proxy_shutdown(d, on_stopped) drains and closes every connection. */
-    on_stopped(d);
+    admin_close(d->admin, NULL, NULL);
+    d->admin = NULL;
+    /* PROXY-HOOK: proxy_shutdown(d, on_drained) drains and closes every connection. */
+    on_drained(d);
 }
 
 static void on_sigterm(uv_signal_t *h, int signum)
@@ -78,12 +100,31 @@ static void on_sigterm(uv_signal_t *h, int signum)
     begin_stop(d, signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
+static void reload_with_notify(struct daemon *d)
+{
+    char status[160];
+    sdnotify_reloading(&d->sn, "reloading configuration");
+    daemon_reload(d);
+    /* systemd waits for READY=1 after RELOADING=1 whether or not the reload succeeded. */
+    status_line(d, status, sizeof(status));
+    sdnotify_ready(&d->sn, status);
+}
+
 static void on_sighup(uv_signal_t *h, int signum)
 {
     struct daemon *d = h->data;
     (void)signum;
     if (!d->stopping)
-        daemon_reload(d);
+        reload_with_notify(d);
+}
+
+static void on_policy_file_changed(void *arg)
+{
+    struct daemon *d = arg;
+    if (d->stopping)
+        return;
+    log_event(LOG_LEVEL_INFO, "policy_file_changed", "action", "reloading the configuration", NULL);
+    reload_with_notify(d);
 }
 
 int daemon_reload(struct daemon *d)
@@ -121,6 +162,7 @@ int daemon_reload(struct daemon *d)
     old = d->cfg;
     d->cfg = fresh;
     d->generation++;
+    metrics_set_policy_generation(d->metrics, d->generation);
     apply_logging(fresh);
     restart_watch(d);
     /* PROXY-HOOK: proxy_reload(d, old) applies the new configuration and takes ownership of
@@ -161,6 +203,56 @@ static int start_signals(struct daemon *d)
     return 0;
 }
 
+static bool source_ready(void *ctx)
+{
+    return status_ready(ctx);
+}
+
+static json_t *source_attestation(void *ctx)
+{
+    return status_attestation_json(ctx);
+}
+
+static uint64_t source_now_ms(void *ctx)
+{
+    (void)ctx;
+    return (uint64_t)status_wall_ms();
+}
+
+/* The admin listener, on an inherited socket when systemd passed one for its address. */
+static int start_admin(struct daemon *d)
+{
+    struct admin_options opt;
+    struct admin_source src = {
+        .ctx = d,
+        .ready = source_ready,
+        .attestation = source_attestation,
+        .metrics = d->metrics,
+        .now_ms = source_now_ms,
+    };
+    int idx;
+    if (!d->cfg->daemon.admin_enabled)
+        return 0;
+    admin_options_init(&opt, &d->cfg->daemon.admin);
+    idx = listenfds_find(&d->lfds, &d->cfg->daemon.admin);
+    if (idx >= 0)
+        opt.fd = listenfds_take(&d->lfds, (size_t)idx);
+    return admin_start(&d->loop, &opt, &src, &d->admin);
+}
+
+/* Everything systemd passed and nothing adopted is closed, so that a socket unit listing an
+ * address the configuration no longer has does not leave a dead listener open. */
+static void close_unused_fds(struct daemon *d)
+{
+    size_t n = listenfds_close_unused(&d->lfds);
+    if (n > 0) {
+        char num[24];
+        snprintf(num, sizeof(num), "%zu", n);
+        log_event(LOG_LEVEL_WARN, "socket_activation_unused", "closed", num, "why",
+                  "no listen address in the configuration matches these inherited sockets", NULL);
+    }
+}
+
 int daemon_run(const char *config_path)
 {
     struct daemon d;
@@ -197,31 +289,76 @@ int daemon_run(const char *config_path)
     log_event(LOG_LEVEL_INFO, "trust_root", "root_ca",
               d.cfg->daemon.root_ca[0] ? d.cfg->daemon.root_ca : "compiled-in AWS Root-G1", NULL);
 
+    d.metrics = metrics_new();
+    if (d.metrics == NULL) {
+        log_event(LOG_LEVEL_ERROR, "start_failed", "error", "out of memory", NULL);
+        d.exit_code = EXIT_RUNTIME;
+        goto out_free_verifier;
+    }
+
+    rc = listenfds_parse(&d.lfds, true);
+    if (rc < 0) {
+        /* A broken LISTEN_FDS is systemd's or the operator's mistake; binding ourselves would
+         * silently diverge from the socket unit, so refuse to start. */
+        log_event(LOG_LEVEL_ERROR, "socket_activation_invalid", "error", strerror(-rc), NULL);
+        d.exit_code = EXIT_RUNTIME;
+        goto out_free_metrics;
+    }
+
     rc = uv_loop_init(&d.loop);
     if (rc < 0) {
         log_event(LOG_LEVEL_ERROR, "start_failed", "error", uv_strerror(rc), NULL);
         d.exit_code = EXIT_RUNTIME;
-        goto out_free_config;
+        goto out_free_metrics;
     }
+
+    rc = sdnotify_init(&d.sn, &d.loop);
+    if (rc < 0) {
+        log_event(LOG_LEVEL_ERROR, "start_failed", "error", uv_strerror(rc), NULL);
+        d.exit_code = EXIT_RUNTIME;
+        goto out_close_loop;
+    }
+    if (sdnotify_config_error(&d.sn) < 0)
+        log_event(LOG_LEVEL_WARN, "sdnotify_environment_ignored", "error",
+                  strerror(-sdnotify_config_error(&d.sn)), NULL);
 
     rc = start_signals(&d);
     if (rc < 0) {
         log_event(LOG_LEVEL_ERROR, "start_failed", "error", uv_strerror(rc), NULL);
-        d.exit_code = EXIT_RUNTIME;
-        close_signals(&d);
-        goto out_run_loop;
+        goto out_abort_start;
     }
 
-    restart_watch(&d);
+    rc = start_admin(&d);
+    if (rc < 0) {
+        log_event(LOG_LEVEL_ERROR, "admin_listen_failed", "error", uv_strerror(rc), NULL);
+        goto out_abort_start;
+    }
 
-    /* PROXY-HOOK: proxy_start(&d) binds the listeners; on failure close_signals and exit 1. */
+    /* PROXY-HOOK: proxy_start(&d) binds (or adopts) the listeners; on failure abort start. */
+    close_unused_fds(&d);
+    d.listening = true;
+    restart_watch(&d);
+    metrics_set_policy_generation(d.metrics, d.generation);
 
     snprintf(nsvc, sizeof(nsvc), "%zu", d.cfg->n_services);
     log_event(LOG_LEVEL_INFO, "started", "version", ATTESTPROXY_VERSION, "config", config_path,
               "services", nsvc, NULL);
+    sdnotify_watchdog_start(&d.sn);
+    daemon_check_ready(&d);
+    goto out_run_loop;
 
+out_abort_start:
+    /* Nothing was served yet: close what was opened and leave with a runtime failure. */
+    d.exit_code = EXIT_RUNTIME;
+    d.stopping = true;
+    close_signals(&d);
+    admin_close(d.admin, NULL, NULL);
+    d.admin = NULL;
+    listenfds_close_unused(&d.lfds);
+    sdnotify_close(&d.sn, NULL);
 out_run_loop:
     uv_run(&d.loop, UV_RUN_DEFAULT);
+out_close_loop:
     rc = uv_loop_close(&d.loop);
     if (rc < 0) {
         /* A handle still open here is a bug; name it so it can be found. */
@@ -229,8 +366,11 @@ out_run_loop:
         log_event(LOG_LEVEL_ERROR, "loop_close_failed", "error", uv_strerror(rc), NULL);
         d.exit_code = EXIT_RUNTIME;
     }
-out_free_config:
+out_free_metrics:
+    metrics_free(d.metrics);
+out_free_verifier:
     verifier_free(d.verifier);
+out_free_config:
     config_free(d.cfg);
     return d.exit_code;
 }

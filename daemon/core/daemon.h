@@ -16,10 +16,13 @@
 #include <uv.h>
 
 #include "core/config.h"
+#include "ops/sdnotify.h"
 
 struct verifier;
 struct proxy;
 struct watch;
+struct metrics;
+struct admin;
 
 struct daemon {
     uv_loop_t loop;
@@ -31,6 +34,12 @@ struct daemon {
     uv_signal_t sig_term;
     uv_signal_t sig_int;
     uv_signal_t sig_hup;
+    struct metrics *metrics; /* counters for /metrics, updated by every layer */
+    struct admin *admin;     /* admin API listener, or NULL when admin_listen is unset */
+    struct sdnotify sn;      /* systemd notifications and watchdog */
+    struct listenfds lfds;   /* sockets passed by systemd socket activation */
+    bool listening;          /* every listener is up */
+    bool ready_sent;         /* READY=1 went to systemd */
     bool stopping;
     int exit_code;
 };
@@ -47,6 +56,13 @@ int daemon_run(const char *config_path);
  * (or equals the live one), a negative code when it was rejected; the live one then stays.
  */
 int daemon_reload(struct daemon *d);
+
+/**
+ * Sends READY=1 to systemd the first time the daemon is ready (core/status.c status_ready()).
+ * Called at start-up and, with ready_requires_attestation, by the proxy after each successful
+ * attestation; cheap and idempotent.
+ */
+void daemon_check_ready(struct daemon *d);
 
 /*
  * Contract with the proxy (daemon/proxy/proxy.h), called from daemon.c:

@@ -38,12 +38,15 @@ def minimal_config(port=None, extra_daemon="", extra_service=""):
 class Daemon:
     """A running attestproxy process; its stderr goes to a file that tests can read."""
 
-    def __init__(self, conf_path, log_path, args=None):
+    def __init__(self, conf_path, log_path, args=None, env=None, wrapper=None, **popen):
         self.conf_path = conf_path
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        cmd = [BIN, "run", "-c", str(conf_path)] + (args or [])
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        cmd = (wrapper or []) + [BIN, "run", "-c", str(conf_path)] + (args or [])
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=full_env, **popen)
 
     def log(self):
         return pathlib.Path(self.log_path).read_text(errors="replace")
@@ -82,10 +85,10 @@ def start_daemon(tmp_path):
     """start_daemon(config_text) -> Daemon, waited until it logged event=started."""
     started = []
 
-    def _start(text, wait=True, args=None):
+    def _start(text, wait=True, args=None, env=None, wrapper=None, **popen):
         conf = tmp_path / f"attestproxy-{len(started)}.conf"
         conf.write_text(text)
-        d = Daemon(conf, tmp_path / f"daemon-{len(started)}.log", args)
+        d = Daemon(conf, tmp_path / f"daemon-{len(started)}.log", args, env, wrapper, **popen)
         started.append(d)
         if wait:
             d.wait_log("event=started")

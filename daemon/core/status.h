@@ -1,0 +1,35 @@
+/*
+ * What the daemon reports about itself: readiness (systemd READY, /readyz), the policy digest of
+ * each service, and the /attestation document of the admin API.
+ *
+ * The pins themselves live in the proxy's attested key sets; this module assembles the parts
+ * that belong to the configuration and asks the proxy for the rest.
+ */
+#ifndef ATTESTPROXY_CORE_STATUS_H
+#define ATTESTPROXY_CORE_STATUS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/daemon.h"
+
+/**
+ * SHA-256 over a canonical encoding of the service's effective policy (measurement sets,
+ * allow_debug, max_age, clock_skew): equal policies give equal digests, and any change to what
+ * is trusted changes it. Written as "sha256:<64 hex>" into `out` (at least 72 bytes).
+ */
+void status_policy_digest(const struct policy *p, char out[72]);
+
+/** /readyz and READY=1: listeners are up, not stopping and, with ready_requires_attestation,
+ *  every service has an attested pin. */
+bool status_ready(struct daemon *d);
+
+/** The /attestation document (schema: docs/attestation-status.schema.json); a new reference. */
+json_t *status_attestation_json(struct daemon *d);
+
+/** Wall-clock time in Unix milliseconds: the daemon's one clock for certificates and documents. */
+int64_t status_wall_ms(void);
+
+#endif
