@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -160,14 +161,22 @@ enum listenfd_kind {
     LISTENFD_OTHER,   /* anything else (datagram, netlink, a pipe, a file) */
 };
 
+/* The bound address of an inherited socket, compact (the array lives inside struct daemon). */
+struct listenfd_addr {
+    bool is_unix;
+    char host[INET6_ADDRSTRLEN]; /* TCP: numeric address, without brackets */
+    uint16_t port;
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 2]; /* Unix: path or "@name" */
+};
+
 struct listenfd {
     int fd;
     char name[LISTENFDS_NAME_MAX]; /* from LISTEN_FDNAMES, or "unknown" as systemd defaults */
     enum listenfd_kind kind;
-    bool listening;          /* SO_ACCEPTCONN: listen() was called on it */
-    struct listen_addr addr; /* bound address (TCP: numeric host and port; Unix: path, or
-                                "@name" for an abstract socket); zeroed for LISTENFD_OTHER */
-    bool taken;              /* set by listenfds_take(): the daemon owns the fd now */
+    bool listening;            /* SO_ACCEPTCONN: listen() was called on it */
+    struct listenfd_addr addr; /* bound address (TCP: numeric host and port; Unix: path, or
+                                  "@name" for an abstract socket); zeroed for LISTENFD_OTHER */
+    bool taken;                /* set by listenfds_take(): the daemon owns the fd now */
 };
 
 struct listenfds {
