@@ -82,8 +82,10 @@ void admin_options_init(struct admin_options *opt, const struct listen_addr *add
  * the server closes (unless it was adopted through opt->fd).
  *
  * Returns 0 with the server in `*out`, or a negative libuv/errno code (UV_EADDRINUSE,
- * UV_EACCES, -EINVAL for an address that is not loopback, ...) with nothing left open: no
- * close is needed then, and an adopted fd has been closed.
+ * UV_EACCES, -EINVAL for an address that is not loopback, ...) with `*out` NULL: no close is
+ * needed then, and an adopted fd has been closed. (A listener handle that was already
+ * initialised is closed and freed by the loop's next iteration: run the loop before
+ * uv_loop_close(), as the daemon always does.)
  * After 0, the owner must call admin_close() exactly once before closing the loop.
  */
 int admin_start(uv_loop_t *loop, const struct admin_options *opt, const struct admin_source *src,
