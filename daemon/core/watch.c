@@ -28,13 +28,25 @@ struct watch {
     void *arg;
 };
 
-static void on_closed(uv_handle_t *h)
+/* Close callbacks: the settle timer's data is the watch, a directory handle's is its
+ * watch_dir; both lead to the owner, which is freed after its last handle closed. */
+static void release_one(struct watch *w)
 {
-    struct watch *w = h->data;
     if (--w->pending_closes == 0) {
         free(w->dirs);
         free(w);
     }
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    release_one(h->data);
+}
+
+static void on_dir_closed(uv_handle_t *h)
+{
+    struct watch_dir *d = h->data;
+    release_one(d->owner);
 }
 
 void watch_close(struct watch *w)
@@ -43,12 +55,12 @@ void watch_close(struct watch *w)
         return;
     w->closing = true;
     w->pending_closes = 1;
-    uv_close((uv_handle_t *)&w->settle, on_closed);
+    uv_close((uv_handle_t *)&w->settle, on_timer_closed);
     for (size_t i = 0; i < w->n_dirs; i++) {
         if (!w->dirs[i].started)
             continue;
         w->pending_closes++;
-        uv_close((uv_handle_t *)&w->dirs[i].handle, on_closed);
+        uv_close((uv_handle_t *)&w->dirs[i].handle, on_dir_closed);
     }
 }
 
