@@ -1,0 +1,55 @@
+/*
+ * One client connection: HTTP/1.1 from a local application, relayed request by request over an
+ * attested upstream connection.
+ *
+ * States (client_set_state() logs every transition at debug level):
+ *   HEAD        reading a request head (client_header_timeout; client_idle_timeout between
+ *               keep-alive requests)
+ *   CONNECTING  the head is valid; an upstream connection is being obtained: from the pool, or
+ *               connected, and attested over that same connection when its pin is not fresh
+ *   RELAYING    the request goes up (head, then the body as it arrives) and the response comes
+ *               down as it arrives; first_byte_timeout, then stream_idle_timeout
+ *   CLOSING     closing; freed in the last close callback
+ * Requests on one connection are handled one at a time in order: pipelined bytes stay in the
+ * bounded input buffer, unparsed, until the previous response is complete.
+ *
+ * Backpressure: the request body is parsed (and so forwarded) only while the upstream's write
+ * queue is below UPSTREAM_WRITE_HIGH; otherwise the input buffer fills and reading stops. The
+ * upstream is read only while the client's write queue is below CLIENT_WRITE_HIGH. No body is
+ * ever held in full: at most CLIENT_INPUT_MAX + the two queue bounds per connection.
+ */
+#ifndef ATTESTPROXY_PROXY_CLIENT_H
+#define ATTESTPROXY_PROXY_CLIENT_H
+
+#include <stdbool.h>
+
+#include <uv.h>
+
+#define CLIENT_INPUT_MAX    (64 * 1024)
+#define CLIENT_WRITE_HIGH   (256 * 1024)
+#define CLIENT_WRITE_LOW    (64 * 1024)
+#define CLIENT_OVERFLOW_MAX 64 /* connections beyond max_connections being refused at once */
+
+struct proxy_service;
+struct client;
+
+/**
+ * Accepts a connection from `server` for `svc`. Beyond max_connections the connection is
+ * answered "503 too_many_connections" and closed. Errors are logged; nothing is returned.
+ */
+void client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix);
+
+/** Closes the connection (idempotent). */
+void client_close(struct client *c, const char *why);
+
+/**
+ * Shutdown: closes the connection now if it is between requests, else marks it to close after
+ * the response in progress (which then carries "Connection: close").
+ */
+void client_drain(struct client *c);
+
+/** client_drain() or client_close() on every client of `svc`. */
+void client_drain_all(struct proxy_service *svc);
+void client_close_all(struct proxy_service *svc, const char *why);
+
+#endif

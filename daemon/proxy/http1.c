@@ -1,0 +1,793 @@
+#include "proxy/http1.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#define HEAD_INITIAL 2048
+#define HDRS_INITIAL 16
+
+/* ---- Bounded head storage --------------------------------------------------------------- */
+
+static int head_reserve(struct http1_head *h, size_t extra)
+{
+    size_t need, cap;
+    char *nb;
+    if (extra > h->max || h->len > h->max - extra)
+        return -E2BIG;
+    need = h->len + extra;
+    if (need <= h->cap)
+        return 0;
+    cap = h->cap ? h->cap : HEAD_INITIAL;
+    while (cap < need)
+        cap *= 2;
+    if (cap > h->max)
+        cap = h->max;
+    nb = realloc(h->buf, cap);
+    if (nb == NULL)
+        return -ENOMEM;
+    h->buf = nb;
+    h->cap = cap;
+    return 0;
+}
+
+static int head_append(struct http1_head *h, const char *at, size_t len)
+{
+    int rc = head_reserve(h, len);
+    if (rc < 0)
+        return rc;
+    memcpy(h->buf + h->len, at, len);
+    h->len += len;
+    return 0;
+}
+
+static int head_new_header(struct http1_head *h)
+{
+    struct http1_header *nh;
+    size_t cap;
+    if (h->n == h->max_n)
+        return -E2BIG;
+    if (h->n == h->cap_n) {
+        cap = h->cap_n ? h->cap_n * 2 : HDRS_INITIAL;
+        if (cap > h->max_n)
+            cap = h->max_n;
+        nh = realloc(h->hdrs, cap * sizeof(*nh));
+        if (nh == NULL)
+            return -ENOMEM;
+        h->hdrs = nh;
+        h->cap_n = cap;
+    }
+    memset(&h->hdrs[h->n], 0, sizeof(h->hdrs[h->n]));
+    h->hdrs[h->n].name_off = (uint32_t)h->len;
+    h->n++;
+    return 0;
+}
+
+static void head_reset(struct http1_head *h)
+{
+    h->len = 0;
+    h->n = 0;
+    h->target_off = 0;
+    h->target_len = 0;
+}
+
+const char *http1_head_str(const struct http1_head *h, uint32_t off)
+{
+    return h->buf + off;
+}
+
+bool http1_name_is(const struct http1_head *h, size_t i, const char *name)
+{
+    size_t n = strlen(name);
+    return h->hdrs[i].name_len == n && strncasecmp(h->buf + h->hdrs[i].name_off, name, n) == 0;
+}
+
+int http1_head_find(const struct http1_head *h, const char *name, size_t from)
+{
+    for (size_t i = from; i < h->n; i++) {
+        if (http1_name_is(h, i, name))
+            return (int)i;
+    }
+    return -1;
+}
+
+size_t http1_head_count(const struct http1_head *h, const char *name)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < h->n; i++)
+        c += http1_name_is(h, i, name);
+    return c;
+}
+
+/* ---- llhttp callbacks --------------------------------------------------------------------- */
+
+void http1_parser_fail(struct http1_parser *p, enum http1_fail fail, const char *msg)
+{
+    if (p->fail != HTTP1_FAIL_NONE)
+        return; /* the first reason is the one reported */
+    p->fail = fail;
+    snprintf(p->fail_msg, sizeof(p->fail_msg), "%s", msg);
+}
+
+static int storage_error(struct http1_parser *p, int rc)
+{
+    if (rc == -E2BIG)
+        http1_parser_fail(p, HTTP1_FAIL_TOO_LARGE, "request head too large");
+    else
+        http1_parser_fail(p, HTTP1_FAIL_CALLBACK, "out of memory");
+    return HPE_USER;
+}
+
+static int on_message_begin(llhttp_t *ll)
+{
+    struct http1_parser *p = ll->data;
+    head_reset(&p->head);
+    p->in_trailers = false;
+    p->field_open = false;
+    p->value_open = false;
+    p->skip_body = false;
+    p->message_begun = true;
+    return 0;
+}
+
+static int on_target(llhttp_t *ll, const char *at, size_t len)
+{
+    struct http1_parser *p = ll->data;
+    int rc;
+    if (p->head.target_len == 0)
+        p->head.target_off = (uint32_t)p->head.len;
+    rc = head_append(&p->head, at, len);
+    if (rc < 0)
+        return storage_error(p, rc);
+    p->head.target_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_target_complete(llhttp_t *ll)
+{
+    struct http1_parser *p = ll->data;
+    int rc = head_append(&p->head, "", 1); /* NUL-terminate for the rewrite */
+    if (rc < 0)
+        return storage_error(p, rc);
+    return 0;
+}
+
+static int on_header_field(llhttp_t *ll, const char *at, size_t len)
+{
+    struct http1_parser *p = ll->data;
+    int rc;
+    if (p->in_trailers)
+        return 0; /* trailers are not forwarded (docs/architecture.md) */
+    if (!p->field_open) {
+        rc = head_new_header(&p->head);
+        if (rc == -E2BIG) {
+            http1_parser_fail(p, HTTP1_FAIL_TOO_LARGE, "too many header fields");
+            return HPE_USER;
+        }
+        if (rc < 0)
+            return storage_error(p, rc);
+        p->field_open = true;
+    }
+    rc = head_append(&p->head, at, len);
+    if (rc < 0)
+        return storage_error(p, rc);
+    p->head.hdrs[p->head.n - 1].name_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *ll)
+{
+    struct http1_parser *p = ll->data;
+    int rc;
+    if (p->in_trailers)
+        return 0;
+    p->field_open = false;
+    rc = head_append(&p->head, "", 1);
+    if (rc < 0)
+        return storage_error(p, rc);
+    p->head.hdrs[p->head.n - 1].value_off = (uint32_t)p->head.len;
+    p->value_open = true;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *ll, const char *at, size_t len)
+{
+    struct http1_parser *p = ll->data;
+    int rc;
+    if (p->in_trailers || !p->value_open)
+        return 0;
+    rc = head_append(&p->head, at, len);
+    if (rc < 0)
+        return storage_error(p, rc);
+    p->head.hdrs[p->head.n - 1].value_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *ll)
+{
+    struct http1_parser *p = ll->data;
+    struct http1_header *hd;
+    int rc;
+    if (p->in_trailers || !p->value_open)
+        return 0;
+    p->value_open = false;
+    rc = head_append(&p->head, "", 1);
+    if (rc < 0)
+        return storage_error(p, rc);
+    /* llhttp keeps trailing whitespace of a value; it is not part of the value (RFC 9110 5.5). */
+    hd = &p->head.hdrs[p->head.n - 1];
+    while (hd->value_len > 0 && (p->head.buf[hd->value_off + hd->value_len - 1] == ' ' ||
+                                 p->head.buf[hd->value_off + hd->value_len - 1] == '\t')) {
+        hd->value_len--;
+        p->head.buf[hd->value_off + hd->value_len] = '\0';
+    }
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *ll)
+{
+    struct http1_parser *p = ll->data;
+    int rc;
+    p->in_trailers = true;
+    /* Protocol upgrades are not relayed: Upgrade is removed as a hop-by-hop header and the
+     * request goes on as an ordinary one, so llhttp must not stop at its end. */
+    if (ll->type == HTTP_REQUEST && ll->method != HTTP_CONNECT)
+        ll->upgrade = 0;
+    rc = p->cb->on_head ? p->cb->on_head(p) : HTTP1_CB_OK;
+    if (rc == HTTP1_CB_ERROR)
+        return -1;
+    if (rc == HTTP1_CB_SKIP_BODY) {
+        p->skip_body = true;
+        return 1;
+    }
+    if (rc == HTTP1_CB_PAUSE) {
+        p->user_paused = true;
+        return HPE_PAUSED;
+    }
+    return 0;
+}
+
+/* Checks the CRLF that must follow a chunk's data, as far as the bytes in [pos, end) go. */
+static int check_chunk_crlf(struct http1_parser *p, const char *pos, const char *end)
+{
+    while (p->crlf_left > 0 && pos < end) {
+        char want = p->crlf_left == 2 ? '\r' : '\n';
+        if (*pos != want) {
+            http1_parser_fail(p, HTTP1_FAIL_BAD_MESSAGE,
+                              "malformed message: expected CRLF after chunk data");
+            return -1;
+        }
+        p->crlf_left--;
+        pos++;
+    }
+    return 0;
+}
+
+static int on_chunk_header(llhttp_t *ll)
+{
+    struct http1_parser *p = ll->data;
+    p->chunk_left = ll->content_length;
+    return 0;
+}
+
+static int on_body(llhttp_t *ll, const char *at, size_t len)
+{
+    struct http1_parser *p = ll->data;
+    if (ll->flags & F_CHUNKED) {
+        p->chunk_left = len <= p->chunk_left ? p->chunk_left - len : 0;
+        if (p->chunk_left == 0) {
+            p->crlf_left = 2;
+            if (check_chunk_crlf(p, at + len, p->exec_end) < 0)
+                return HPE_USER;
+        }
+    }
+    if (p->cb->on_body == NULL)
+        return 0;
+    return p->cb->on_body(p, at, len) == HTTP1_CB_ERROR ? HPE_USER : 0;
+}
+
+static int on_message_complete(llhttp_t *ll)
+{
+    struct http1_parser *p = ll->data;
+    int rc = p->cb->on_complete ? p->cb->on_complete(p) : HTTP1_CB_OK;
+    p->in_head = true;
+    p->head_bytes = 0;
+    p->seen_start_line = false;
+    p->after_cr = false;
+    p->at_line_start = true;
+    p->in_start_line = false;
+    p->in_name = false;
+    p->message_begun = false;
+    if (rc == HTTP1_CB_ERROR)
+        return -1;
+    if (rc == HTTP1_CB_PAUSE)
+        p->user_paused = true;
+    /* Always pause here, so that the head scanner sees the next message from its first byte. */
+    return HPE_PAUSED;
+}
+
+int http1_parser_init(struct http1_parser *p, llhttp_type_t type, size_t head_limit,
+                      size_t max_headers, const struct http1_callbacks *cb, void *data)
+{
+    memset(p, 0, sizeof(*p));
+    llhttp_settings_init(&p->settings);
+    p->settings.on_message_begin = on_message_begin;
+    p->settings.on_url = on_target;
+    p->settings.on_url_complete = on_target_complete;
+    p->settings.on_status = on_target;
+    p->settings.on_status_complete = on_target_complete;
+    p->settings.on_header_field = on_header_field;
+    p->settings.on_header_field_complete = on_header_field_complete;
+    p->settings.on_header_value = on_header_value;
+    p->settings.on_header_value_complete = on_header_value_complete;
+    p->settings.on_headers_complete = on_headers_complete;
+    p->settings.on_body = on_body;
+    p->settings.on_chunk_header = on_chunk_header;
+    p->settings.on_message_complete = on_message_complete;
+    llhttp_init(&p->ll, type, &p->settings);
+    /* Strict parsing: no leniency flag is ever set (they all default to off). */
+    p->ll.data = p;
+    p->cb = cb;
+    p->data = data;
+    p->head_limit = head_limit;
+    p->head.max = head_limit;
+    p->head.max_n = max_headers;
+    p->in_head = true;
+    p->at_line_start = true;
+    return 0;
+}
+
+void http1_parser_free(struct http1_parser *p)
+{
+    free(p->head.buf);
+    free(p->head.hdrs);
+    p->head.buf = NULL;
+    p->head.hdrs = NULL;
+    p->head.cap = p->head.cap_n = 0;
+}
+
+/*
+ * Scans raw head bytes before llhttp sees them, enforcing what llhttp 8.1 leaves out (or
+ * enforces only when built with LLHTTP_STRICT_MODE): CRLF line ends, no obs-fold, no
+ * whitespace or emptiness in a field name, a plain-ASCII request line, the head size limit.
+ * Returns 0 when all `len` bytes belong to the head (more needed), 1 when the head ends after
+ * `*used` bytes, -1 on an error (set in p).
+ */
+static int scan_head(struct http1_parser *p, const char *data, size_t len, size_t *used)
+{
+    const char *why = NULL;
+    size_t i;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)data[i];
+        if (++p->head_bytes > p->head_limit) {
+            http1_parser_fail(p, HTTP1_FAIL_TOO_LARGE, "request head too large");
+            *used = i;
+            return -1;
+        }
+        if (p->after_cr) {
+            p->after_cr = false;
+            if (c != '\n') {
+                why = "bare CR in message head";
+                break;
+            }
+            if (p->at_line_start) {
+                /* An empty line: before the start line it is ignored (RFC 9112 2.2), after it
+                 * the head ends. */
+                if (p->seen_start_line) {
+                    *used = i + 1;
+                    return 1;
+                }
+                continue;
+            }
+            p->at_line_start = true;
+            p->in_start_line = false;
+            p->in_name = false;
+            continue;
+        }
+        if (c == '\r') {
+            p->after_cr = true;
+            continue;
+        }
+        if (c == '\n') {
+            why = "bare LF in message head";
+            break;
+        }
+        if (c == '\0') {
+            why = "NUL byte in message head";
+            break;
+        }
+        if (p->at_line_start) {
+            p->at_line_start = false;
+            if (!p->seen_start_line) {
+                p->seen_start_line = true;
+                p->in_start_line = true;
+            } else if (c == ' ' || c == '\t') {
+                why = "obsolete line folding (obs-fold) in message head";
+                break;
+            } else if (c == ':') {
+                why = "empty header field name";
+                break;
+            } else {
+                p->in_name = true;
+            }
+        }
+        if (p->in_start_line && p->ll.type == HTTP_REQUEST && (c < 0x20 || c >= 0x7f)) {
+            why = "invalid character in request line";
+            break;
+        }
+        if (p->in_name) {
+            if (c == ':')
+                p->in_name = false;
+            else if (c == ' ' || c == '\t') {
+                why = "whitespace in or after a header field name";
+                break;
+            }
+        }
+    }
+    if (why != NULL) {
+        http1_parser_fail(p, HTTP1_FAIL_BAD_MESSAGE, why);
+        *used = i;
+        return -1;
+    }
+    *used = len;
+    return 0;
+}
+
+static enum http1_status llhttp_failure(struct http1_parser *p, llhttp_errno_t err)
+{
+    if (p->fail == HTTP1_FAIL_NONE) {
+        const char *why = llhttp_get_error_reason(&p->ll);
+        char msg[sizeof(p->fail_msg)];
+        snprintf(msg, sizeof(msg), "malformed message: %s",
+                 why != NULL ? why : llhttp_errno_name(err));
+        http1_parser_fail(p, HTTP1_FAIL_BAD_MESSAGE, msg);
+    }
+    return HTTP1_ERROR;
+}
+
+enum http1_status http1_parser_execute(struct http1_parser *p, const char *data, size_t len,
+                                       size_t *consumed)
+{
+    size_t off = 0;
+
+    *consumed = 0;
+    if (p->fail != HTTP1_FAIL_NONE)
+        return HTTP1_ERROR;
+    /* One pass per message part: head bytes are scanned first, then given to llhttp. A zero
+     * length call still runs llhttp once, to complete a message paused after its head. */
+    do {
+        size_t end = len, used = 0;
+        llhttp_errno_t err;
+        if (p->in_head && off < len) {
+            int r = scan_head(p, data + off, len - off, &used);
+            if (r < 0) {
+                *consumed = off + used;
+                return HTTP1_ERROR;
+            }
+            end = off + used;
+            if (r == 1)
+                p->in_head = false;
+        }
+        if (!p->in_head && p->crlf_left > 0 && check_chunk_crlf(p, data + off, data + end) < 0) {
+            *consumed = off;
+            return HTTP1_ERROR;
+        }
+        p->exec_end = data + end;
+        err = llhttp_execute(&p->ll, data + off, end - off);
+        if (err == HPE_OK) {
+            off = end;
+            continue;
+        }
+        if (err == HPE_PAUSED) {
+            const char *pos = llhttp_get_error_pos(&p->ll);
+            off = pos != NULL ? (size_t)(pos - data) : end;
+            llhttp_resume(&p->ll);
+            if (p->user_paused) {
+                p->user_paused = false;
+                *consumed = off;
+                return HTTP1_PAUSED;
+            }
+            continue;
+        }
+        if (err == HPE_PAUSED_UPGRADE) {
+            /* CONNECT: refused by the caller's on_head; nothing follows in HTTP. */
+            http1_parser_fail(p, HTTP1_FAIL_BAD_MESSAGE, "CONNECT is not supported");
+            *consumed = off;
+            return HTTP1_ERROR;
+        }
+        *consumed = off;
+        return llhttp_failure(p, err);
+    } while (off < len);
+    *consumed = len;
+    return HTTP1_NEED_MORE;
+}
+
+void http1_parser_resume(struct http1_parser *p)
+{
+    p->user_paused = false;
+}
+
+enum http1_status http1_parser_finish(struct http1_parser *p)
+{
+    llhttp_errno_t err;
+    if (p->fail != HTTP1_FAIL_NONE)
+        return HTTP1_ERROR;
+    err = llhttp_finish(&p->ll);
+    if (err == HPE_OK)
+        return HTTP1_NEED_MORE;
+    if (err == HPE_PAUSED) {
+        llhttp_resume(&p->ll);
+        if (p->user_paused) {
+            p->user_paused = false;
+            return HTTP1_PAUSED;
+        }
+        return HTTP1_NEED_MORE;
+    }
+    return llhttp_failure(p, err);
+}
+
+bool http1_parser_in_body(const struct http1_parser *p)
+{
+    return !p->in_head;
+}
+
+/* ---- Rewriting ---------------------------------------------------------------------------- */
+
+static const char *const hop_by_hop[] = {
+    "connection", "keep-alive",          "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade",    "proxy-authorization", "content-length",
+};
+
+bool http1_is_hop_by_hop(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++) {
+        if (strlen(hop_by_hop[i]) == len && strncasecmp(name, hop_by_hop[i], len) == 0)
+            return true;
+    }
+    return false;
+}
+
+bool http1_connection_names(const struct http1_head *h, const char *name, size_t len)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        const char *v, *end;
+        if (!http1_name_is(h, i, "connection"))
+            continue;
+        v = h->buf + h->hdrs[i].value_off;
+        end = v + h->hdrs[i].value_len;
+        while (v < end) {
+            const char *tok;
+            size_t tlen;
+            while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+                v++;
+            tok = v;
+            while (v < end && *v != ',' && *v != ' ' && *v != '\t')
+                v++;
+            tlen = (size_t)(v - tok);
+            if (tlen == len && tlen > 0 && strncasecmp(tok, name, len) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+static bool is_forwarded(const char *name, size_t len)
+{
+    return (len == 9 && strncasecmp(name, "forwarded", 9) == 0) ||
+           (len >= 12 && strncasecmp(name, "x-forwarded-", 12) == 0);
+}
+
+struct out {
+    char *buf;
+    size_t len, cap;
+    bool overflow;
+};
+
+static void out_put(struct out *o, const char *s, size_t n)
+{
+    if (n == 0)
+        return;
+    if (o->overflow || n > o->cap - o->len) {
+        o->overflow = true;
+        return;
+    }
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+}
+
+static void out_str(struct out *o, const char *s)
+{
+    out_put(o, s, strlen(s));
+}
+
+static void out_u64(struct out *o, uint64_t v)
+{
+    char num[24];
+    int n = snprintf(num, sizeof(num), "%llu", (unsigned long long)v);
+    out_put(o, num, (size_t)n);
+}
+
+/* Copies the end-to-end headers of `h`, skipping what `skip` says. */
+static void copy_headers(struct out *o, const struct http1_head *h,
+                         bool (*skip)(const struct http1_head *, size_t, const void *),
+                         const void *arg)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        const struct http1_header *hd = &h->hdrs[i];
+        const char *name = h->buf + hd->name_off;
+        if (http1_is_hop_by_hop(name, hd->name_len) ||
+            http1_connection_names(h, name, hd->name_len) || skip(h, i, arg))
+            continue;
+        out_put(o, name, hd->name_len);
+        out_put(o, ": ", 2);
+        out_put(o, h->buf + hd->value_off, hd->value_len);
+        out_put(o, "\r\n", 2);
+    }
+}
+
+static bool skip_request_header(const struct http1_head *h, size_t i, const void *arg)
+{
+    const struct http1_request_opts *o = arg;
+    const char *name = h->buf + h->hdrs[i].name_off;
+    size_t len = h->hdrs[i].name_len;
+    if (http1_name_is(h, i, "host"))
+        return true;
+    if (http1_name_is(h, i, "expect")) {
+        /* 100-continue is answered by the proxy itself once the upstream is attested. */
+        const char *v = h->buf + h->hdrs[i].value_off;
+        return h->hdrs[i].value_len == 12 && strncasecmp(v, "100-continue", 12) == 0;
+    }
+    if (o->strip_authorization && http1_name_is(h, i, "authorization"))
+        return true;
+    if (!o->keep_forwarded && is_forwarded(name, len))
+        return true;
+    return false;
+}
+
+static void out_framing(struct out *o, enum http1_framing framing, uint64_t content_length)
+{
+    if (framing == HTTP1_FRAMING_LENGTH) {
+        out_str(o, "Content-Length: ");
+        out_u64(o, content_length);
+        out_str(o, "\r\n");
+    } else if (framing == HTTP1_FRAMING_CHUNKED) {
+        out_str(o, "Transfer-Encoding: chunked\r\n");
+    }
+}
+
+int http1_build_request(const struct http1_parser *p, const struct http1_request_opts *o, char *buf,
+                        size_t cap)
+{
+    struct out out = {buf, 0, cap, false};
+    const struct http1_head *h = &p->head;
+
+    out_str(&out, llhttp_method_name((llhttp_method_t)p->ll.method));
+    out_put(&out, " ", 1);
+    out_put(&out, h->buf + h->target_off, h->target_len);
+    out_str(&out, " HTTP/1.1\r\nHost: ");
+    out_str(&out, o->authority);
+    out_str(&out, "\r\n");
+    copy_headers(&out, h, skip_request_header, o);
+    out_framing(&out, o->framing, o->content_length);
+    out_str(&out, "\r\n");
+    return out.overflow ? -ENOSPC : (int)out.len;
+}
+
+static bool skip_none(const struct http1_head *h, size_t i, const void *arg)
+{
+    (void)h;
+    (void)i;
+    (void)arg;
+    return false;
+}
+
+int http1_build_response(const struct http1_parser *p, const struct http1_response_opts *o,
+                         char *buf, size_t cap)
+{
+    struct out out = {buf, 0, cap, false};
+    const struct http1_head *h = &p->head;
+    char status[8];
+
+    snprintf(status, sizeof(status), "%03u", (unsigned)p->ll.status_code % 1000);
+    out_str(&out, "HTTP/1.1 ");
+    out_str(&out, status);
+    out_put(&out, " ", 1);
+    out_put(&out, h->buf + h->target_off, h->target_len);
+    out_str(&out, "\r\n");
+    copy_headers(&out, h, skip_none, NULL);
+    out_framing(&out, o->framing, o->content_length);
+    if (o->extra_headers != NULL)
+        out_str(&out, o->extra_headers);
+    if (o->close)
+        out_str(&out, "Connection: close\r\n");
+    out_str(&out, "\r\n");
+    return out.overflow ? -ENOSPC : (int)out.len;
+}
+
+/* ---- Host allow-list and bearer token ----------------------------------------------------- */
+
+static bool valid_port(const char *s, size_t n)
+{
+    unsigned long v = 0;
+    if (n == 0 || n > 5)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (unsigned long)(s[i] - '0');
+    }
+    return v >= 1 && v <= 65535;
+}
+
+bool http1_host_allowed(const char *host, size_t len, const char *const *allowed, size_t n)
+{
+    size_t name_len = len;
+    const char *colon;
+
+    if (len == 0)
+        return false;
+    /* Split off a port: after the closing bracket for IPv6, after the last colon otherwise
+     * (a bare IPv6 address without brackets is not a valid Host and matches nothing). */
+    if (host[0] == '[') {
+        const char *rb = memchr(host, ']', len);
+        if (rb == NULL)
+            return false;
+        name_len = (size_t)(rb - host) + 1;
+        if (name_len < len) {
+            if (host[name_len] != ':' || !valid_port(host + name_len + 1, len - name_len - 1))
+                return false;
+        }
+    } else {
+        colon = memchr(host, ':', len);
+        if (colon != NULL) {
+            name_len = (size_t)(colon - host);
+            if (!valid_port(colon + 1, len - name_len - 1))
+                return false;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *a = allowed[i];
+        size_t alen = strlen(a);
+        bool a_has_port = a[0] == '[' ? strstr(a, "]:") != NULL : strchr(a, ':') != NULL;
+        if (a_has_port) {
+            if (alen == len && strncasecmp(a, host, len) == 0)
+                return true;
+        } else if (alen == name_len && strncasecmp(a, host, name_len) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool http1_bearer_matches(const char *value, size_t len, const char *token)
+{
+    uint8_t a[32], b[32];
+    unsigned alen = 0, blen = 0;
+    size_t i = 6;
+    bool ok;
+
+    if (len < 7 || strncasecmp(value, "bearer", 6) != 0 || (value[6] != ' ' && value[6] != '\t'))
+        return false;
+    while (i < len && (value[i] == ' ' || value[i] == '\t'))
+        i++;
+    /* Digests of equal length are compared, so neither the token's length nor its content
+     * shows in the time taken. */
+    if (EVP_Digest(value + i, len - i, a, &alen, EVP_sha256(), NULL) != 1 ||
+        EVP_Digest(token, strlen(token), b, &blen, EVP_sha256(), NULL) != 1)
+        return false;
+    ok = alen == 32 && blen == 32 && CRYPTO_memcmp(a, b, 32) == 0;
+    OPENSSL_cleanse(a, sizeof(a));
+    OPENSSL_cleanse(b, sizeof(b));
+    return ok && token[0] != '\0';
+}
+
+size_t http1_chunk_header(uint64_t n, char out[HTTP1_CHUNK_HEADER_MAX])
+{
+    int len = snprintf(out, HTTP1_CHUNK_HEADER_MAX, "%llx\r\n", (unsigned long long)n);
+    return (size_t)len;
+}

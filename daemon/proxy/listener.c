@@ -1,0 +1,196 @@
+#include "proxy/listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "ops/sdnotify.h"
+#include "proxy/client.h"
+#include "proxy/proxy_internal.h"
+
+#define BACKLOG 511
+
+void listener_describe(const struct listen_addr *a, char *out, size_t cap)
+{
+    if (a->is_unix)
+        snprintf(out, cap, "unix:%s", a->path);
+    else if (strchr(a->host, ':') != NULL)
+        snprintf(out, cap, "[%s]:%u", a->host, a->port);
+    else
+        snprintf(out, cap, "%s:%u", a->host, a->port);
+}
+
+bool listener_is_loopback(const struct listen_addr *a)
+{
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (a->is_unix)
+        return true;
+    if (inet_pton(AF_INET, a->host, &v4) == 1)
+        return (ntohl(v4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, a->host, &v6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&v6);
+    return false;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct listener *l = server->data;
+    if (l->closing)
+        return;
+    if (status < 0) {
+        log_event(LOG_LEVEL_WARN, "accept_failed", "service", l->svc->name, "error",
+                  uv_strerror(status), NULL);
+        return;
+    }
+    client_accept(l->svc, server, l->is_unix);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct listener *l = h->data;
+    struct proxy *p = l->svc->proxy;
+    free(l);
+    proxy__object_closed(p);
+}
+
+void listener_close(struct listener *l)
+{
+    if (l->closing)
+        return;
+    l->closing = true;
+    if (l->unlink_on_close)
+        unlink(l->addr.path);
+    uv_close(&l->h.handle, on_closed);
+}
+
+/* A Unix socket path may be left over from a previous run. It is replaced only when it is a
+ * socket and nobody accepts on it; anything else is an error the operator must look at. */
+static int clear_stale_socket(const char *path)
+{
+    struct stat st;
+    struct sockaddr_un sun;
+    int fd, rc;
+
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode))
+        return -EEXIST;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sun.sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sun.sun_path, path, strlen(path));
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+    close(fd);
+    if (rc == 0)
+        return -EADDRINUSE;
+    return unlink(path) == 0 ? 0 : -errno;
+}
+
+static int bind_unix(struct listener *l, uv_loop_t *loop, unsigned mode)
+{
+    mode_t old;
+    int rc = uv_pipe_init(loop, &l->h.pipe, 0);
+    if (rc < 0)
+        return rc;
+    rc = clear_stale_socket(l->addr.path);
+    if (rc < 0)
+        return rc;
+    /* The socket file must never exist with wider permissions than unix_mode, not even for a
+     * moment: the umask is narrowed around bind() (the loop is single-threaded). */
+    old = umask((mode_t)(~mode & 0777));
+    rc = uv_pipe_bind(&l->h.pipe, l->addr.path);
+    umask(old);
+    if (rc < 0)
+        return rc;
+    l->unlink_on_close = true;
+    if (chmod(l->addr.path, (mode_t)mode) < 0)
+        return -errno;
+    return 0;
+}
+
+static int bind_tcp(struct listener *l, uv_loop_t *loop)
+{
+    struct sockaddr_storage ss;
+    int rc = uv_tcp_init(loop, &l->h.tcp);
+    if (rc < 0)
+        return rc;
+    if (uv_ip4_addr(l->addr.host, l->addr.port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(l->addr.host, l->addr.port, (struct sockaddr_in6 *)&ss) != 0)
+        return UV_EINVAL;
+    return uv_tcp_bind(&l->h.tcp, (const struct sockaddr *)&ss,
+                       ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+}
+
+int listener_start(struct proxy_service *svc, const struct listen_addr *a)
+{
+    const struct service_config *cfg = svc->cfg;
+    struct daemon *d = svc->proxy->d;
+    struct listener *l;
+    char desc[CONFIG_PATH_MAX + 16];
+    const char *how = "bound";
+    int idx, rc;
+
+    listener_describe(a, desc, sizeof(desc));
+    /* Checked again here, whatever the configuration loader did: a listener reachable from
+     * other hosts without a token would hand the enclave to anyone on the network. */
+    if (!listener_is_loopback(a) && (!cfg->allow_remote || cfg->token[0] == '\0')) {
+        log_event(LOG_LEVEL_ERROR, "listen_refused", "service", svc->name, "listen", desc, "why",
+                  "a non-loopback listener needs allow_remote = yes and a token", NULL);
+        return -EPERM;
+    }
+    l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return -ENOMEM;
+    l->svc = svc;
+    l->addr = *a;
+    l->is_unix = a->is_unix;
+
+    idx = listenfds_find(&d->lfds, a);
+    if (idx >= 0) {
+        int fd = listenfds_take(&d->lfds, (size_t)idx);
+        how = "adopted";
+        rc = a->is_unix ? uv_pipe_init(&d->loop, &l->h.pipe, 0) : uv_tcp_init(&d->loop, &l->h.tcp);
+        if (rc == 0) {
+            rc = a->is_unix ? uv_pipe_open(&l->h.pipe, fd) : uv_tcp_open(&l->h.tcp, fd);
+            if (rc < 0)
+                close(fd);
+        } else {
+            close(fd);
+        }
+    } else {
+        rc = a->is_unix ? bind_unix(l, &d->loop, cfg->unix_mode) : bind_tcp(l, &d->loop);
+    }
+    /* From here the handle is initialised (or not, when init itself failed). */
+    if (rc < 0 && l->h.handle.type == UV_UNKNOWN_HANDLE) {
+        log_event(LOG_LEVEL_ERROR, "listen_failed", "service", svc->name, "listen", desc, "error",
+                  uv_strerror(rc), NULL);
+        free(l);
+        return rc;
+    }
+    l->h.handle.data = l;
+    proxy__object_opened(svc->proxy);
+    l->next = svc->listeners;
+    svc->listeners = l;
+    if (rc == 0)
+        rc = uv_listen(&l->h.stream, BACKLOG, on_connection);
+    if (rc < 0) {
+        log_event(LOG_LEVEL_ERROR, "listen_failed", "service", svc->name, "listen", desc, "error",
+                  uv_strerror(rc), NULL);
+        return rc; /* closed with the service */
+    }
+    log_event(LOG_LEVEL_INFO, "listening", "service", svc->name, "listen", desc, "socket", how,
+              NULL);
+    return 0;
+}

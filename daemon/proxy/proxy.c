@@ -1,0 +1,587 @@
+#include "proxy/proxy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "core/log.h"
+#include "core/status.h"
+#include "ops/admin.h"
+#include "ops/metrics.h"
+#include "proxy/attest.h"
+#include "proxy/client.h"
+#include "proxy/listener.h"
+#include "proxy/pool.h"
+#include "proxy/proxy_internal.h"
+#include "proxy/tls.h"
+#include "proxy/upstream.h"
+
+/* ---- Small shared helpers ----------------------------------------------------------------- */
+
+int64_t proxy__wall_ms(void)
+{
+    return status_wall_ms();
+}
+
+void proxy__authority(const struct service_config *cfg, char *out, size_t cap)
+{
+    bool v6 = strchr(cfg->upstream_host, ':') != NULL;
+    if (cfg->upstream_port == 443)
+        snprintf(out, cap, v6 ? "[%s]" : "%s", cfg->upstream_host);
+    else
+        snprintf(out, cap, v6 ? "[%s]:%u" : "%s:%u", cfg->upstream_host, cfg->upstream_port);
+}
+
+static struct proxy_service *find_service(const struct proxy *p, const char *name)
+{
+    for (struct proxy_service *s = p->services; s != NULL; s = s->next) {
+        if (!s->removed && strcmp(s->name, name) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+/* ---- Object accounting and the end of a shutdown ------------------------------------------ */
+
+static void free_proxy(struct proxy *p)
+{
+    struct proxy_service *s = p->services;
+    while (s != NULL) {
+        struct proxy_service *next = s->next;
+        if (s->resume.session != NULL)
+            SSL_SESSION_free(s->resume.session);
+        OPENSSL_cleanse(&s->pins, sizeof(s->pins));
+        free(s);
+        s = next;
+    }
+    for (size_t i = 0; i < p->n_retired; i++)
+        config_free(p->retired[i]);
+    SSL_CTX_free(p->ssl_ctx);
+    free(p);
+}
+
+static void on_shutdown_timer_closed(uv_handle_t *h)
+{
+    struct proxy *p = h->data;
+    struct daemon *d = p->d;
+    void (*done)(struct daemon *) = p->done;
+    d->proxy = NULL;
+    free_proxy(p);
+    log_event(LOG_LEVEL_INFO, "proxy_stopped", NULL);
+    if (done != NULL)
+        done(d);
+}
+
+static void check_stopped(struct proxy *p)
+{
+    if (!p->stopping || p->open_objects > 0 || !p->shutdown_timer_open)
+        return;
+    p->shutdown_timer_open = false;
+    uv_close((uv_handle_t *)&p->shutdown_timer, on_shutdown_timer_closed);
+}
+
+void proxy__object_opened(struct proxy *p)
+{
+    p->open_objects++;
+}
+
+void proxy__object_closed(struct proxy *p)
+{
+    p->open_objects--;
+    check_stopped(p);
+}
+
+/* ---- Attested key set upkeep: refresh before expiry, TTL lapse ---------------------------- */
+
+static void refresh_done(struct upstream *up, const struct attest_outcome *o, void *arg)
+{
+    struct proxy_service *svc = arg;
+    (void)o;
+    if (!upstream_is_closing(up) && (!o->accepted || !o->reusable || !pool_put(svc, up)))
+        upstream_close(up, "refresh attestation ended");
+    proxy__schedule_refresh(svc);
+}
+
+static void on_refresh_timer(uv_timer_t *t)
+{
+    struct proxy_service *svc = t->data;
+    const struct service_config *cfg = svc->cfg;
+    uint64_t now = uv_now(t->loop);
+    size_t dropped;
+
+    if (svc->proxy->stopping || svc->removed)
+        return;
+    dropped = pinset_expire(&svc->pins, now);
+    for (size_t i = 0; i < dropped; i++)
+        metrics_inc_enforcement(svc->metrics, METRICS_ENFORCE_PIN_DROPPED,
+                                METRICS_ENFORCE_TTL_LAPSED);
+    if (dropped > 0) {
+        char n[24];
+        snprintf(n, sizeof(n), "%zu", dropped);
+        /* In-flight exchanges finish; the gate lets no new request use these pins. */
+        log_event(LOG_LEVEL_WARN, "pin_expired", "service", svc->name, "pins", n, "reason",
+                  "ttl_lapsed", "action", "re-attested on the next connection", NULL);
+    }
+    /* Every pin inside its refresh window is re-attested over one of its idle pooled
+     * connections, so that traffic never waits for it. A pin with no idle connection is
+     * attested on demand once it expires. */
+    for (size_t i = 0; i < svc->pins.n; i++) {
+        struct pin_entry *e = &svc->pins.entries[i];
+        struct upstream *up;
+        if (e->expires_mono_ms > now + cfg->refresh_before_ms)
+            continue;
+        up = pool_take_pin(svc, e->pin);
+        if (up == NULL)
+            continue;
+        if (attest_start(up, refresh_done, svc) < 0)
+            upstream_close(up, "refresh attestation could not start");
+    }
+    proxy__schedule_refresh(svc);
+}
+
+void proxy__schedule_refresh(struct proxy_service *svc)
+{
+    uint64_t now, due = 0;
+    const struct service_config *cfg = svc->cfg;
+    bool any = false;
+
+    if (svc->proxy->stopping || svc->removed)
+        return;
+    now = uv_now(&svc->proxy->d->loop);
+    /* The next moment something is due: a pin entering its refresh window (not yet in it),
+     * or a pin expiring. */
+    for (size_t i = 0; i < svc->pins.n; i++) {
+        const struct pin_entry *e = &svc->pins.entries[i];
+        uint64_t at = e->expires_mono_ms > cfg->refresh_before_ms
+                          ? e->expires_mono_ms - cfg->refresh_before_ms
+                          : 0;
+        if (at <= now)
+            at = e->expires_mono_ms;
+        if (!any || at < due)
+            due = at;
+        any = true;
+    }
+    if (!any) {
+        uv_timer_stop(&svc->refresh_timer);
+        metrics_set_pin_expiry(svc->metrics, 0);
+        return;
+    }
+    {
+        const struct pin_entry *next = pinset_next_expiry(&svc->pins, now);
+        metrics_set_pin_expiry(svc->metrics, next != NULL ? (uint64_t)next->info.expires_at_ms : 0);
+    }
+    uv_timer_start(&svc->refresh_timer, on_refresh_timer, due > now ? due - now : 1, 0);
+}
+
+void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], struct upstream *keep,
+                      const char *reason)
+{
+    struct upstream *up = svc->upstreams;
+    char msg[160];
+    snprintf(msg, sizeof(msg), "the enclave's attested key was dropped (%s)", reason);
+    metrics_inc_enforcement(svc->metrics, METRICS_ENFORCE_PIN_DROPPED,
+                            METRICS_ENFORCE_REATTESTATION_FAILED);
+    while (up != NULL) {
+        struct upstream *next = up->next;
+        if (up != keep && up->has_pin && !upstream_is_closing(up) &&
+            CRYPTO_memcmp(up->pin, pin, PIN_LEN) == 0) {
+            bool busy = up->state == UP_BUSY;
+            metrics_inc_enforcement(svc->metrics,
+                                    busy ? METRICS_ENFORCE_EXCHANGE_ABORTED
+                                         : METRICS_ENFORCE_CONNECTION_CLOSED,
+                                    METRICS_ENFORCE_REATTESTATION_FAILED);
+            if (busy)
+                upstream_abort(up, msg);
+            else if (up->state == UP_IDLE)
+                upstream_close(up, msg);
+        }
+        up = next;
+    }
+    log_event(LOG_LEVEL_WARN, "pin_dropped", "service", svc->name, "reason", reason, "action",
+              "connections using the key were closed", NULL);
+}
+
+/* ---- Services ----------------------------------------------------------------------------- */
+
+static void on_refresh_closed(uv_handle_t *h)
+{
+    struct proxy_service *svc = h->data;
+    proxy__object_closed(svc->proxy);
+}
+
+static struct proxy_service *service_new(struct proxy *p, const struct service_config *cfg)
+{
+    struct proxy_service *svc = calloc(1, sizeof(*svc));
+    if (svc == NULL)
+        return NULL;
+    svc->proxy = p;
+    svc->cfg = cfg;
+    snprintf(svc->name, sizeof(svc->name), "%s", cfg->name);
+    svc->metrics = metrics_service(p->d->metrics, cfg->name);
+    pinset_init(&svc->pins);
+    pool_init(&svc->pool);
+    uv_timer_init(&p->d->loop, &svc->refresh_timer);
+    svc->refresh_timer.data = svc;
+    proxy__object_opened(p);
+    svc->next = p->services;
+    p->services = svc;
+    return svc;
+}
+
+static int service_listen(struct proxy_service *svc)
+{
+    for (size_t i = 0; i < svc->cfg->n_listen; i++) {
+        int rc = listener_start(svc, &svc->cfg->listen[i]);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Stops accepting, closes idle upstream connections, and asks clients to finish. */
+static void service_stop(struct proxy_service *svc, const char *why)
+{
+    struct listener *l = svc->listeners;
+    svc->listeners = NULL;
+    while (l != NULL) {
+        struct listener *next = l->next;
+        listener_close(l);
+        l = next;
+    }
+    pool_close_all(svc, why);
+    uv_timer_stop(&svc->refresh_timer);
+    client_drain_all(svc);
+}
+
+int proxy_start(struct daemon *d)
+{
+    struct proxy *p = calloc(1, sizeof(*p));
+    char err[256];
+    int rc = 0;
+
+    if (p == NULL) {
+        log_event(LOG_LEVEL_ERROR, "proxy_start_failed", "error", "out of memory", NULL);
+        return -ENOMEM;
+    }
+    p->d = d;
+    d->proxy = p;
+    uv_timer_init(&d->loop, &p->shutdown_timer);
+    p->shutdown_timer.data = p;
+    p->shutdown_timer_open = true;
+    p->ssl_ctx = tls_client_ctx_new(err, sizeof(err));
+    if (p->ssl_ctx == NULL) {
+        log_event(LOG_LEVEL_ERROR, "proxy_start_failed", "error", err, NULL);
+        return -EIO;
+    }
+    for (size_t i = 0; i < d->cfg->n_services; i++) {
+        struct proxy_service *svc = service_new(p, &d->cfg->services[i]);
+        if (svc == NULL) {
+            log_event(LOG_LEVEL_ERROR, "proxy_start_failed", "error", "out of memory", NULL);
+            return -ENOMEM;
+        }
+        rc = service_listen(svc);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- Reload ------------------------------------------------------------------------------- */
+
+static bool same_listen(const struct service_config *a, const struct service_config *b)
+{
+    if (a->n_listen != b->n_listen || a->unix_mode != b->unix_mode)
+        return false;
+    for (size_t i = 0; i < a->n_listen; i++) {
+        const struct listen_addr *x = &a->listen[i], *y = &b->listen[i];
+        if (x->is_unix != y->is_unix || x->port != y->port || strcmp(x->host, y->host) != 0 ||
+            strcmp(x->path, y->path) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* What was attested under `a` is meaningless under `b` when any of these differ. */
+static const char *attestation_change(const struct service_config *a,
+                                      const struct service_config *b)
+{
+    char da[72], db[72];
+    status_policy_digest(&a->policy, da);
+    status_policy_digest(&b->policy, db);
+    if (strcmp(da, db) != 0)
+        return "policy_changed";
+    if (a->binding != b->binding || a->profile != b->profile || a->nonce != b->nonce ||
+        a->nonce_bytes != b->nonce_bytes || strcmp(a->evidence_path, b->evidence_path) != 0)
+        return "evidence_profile_changed";
+    if (strcmp(a->upstream_host, b->upstream_host) != 0 || a->upstream_port != b->upstream_port ||
+        strcmp(a->sni, b->sni) != 0)
+        return "upstream_changed";
+    return NULL;
+}
+
+/*
+ * BRIEF §5, policy change: every pin is dropped, idle connections close, and exchanges in
+ * flight continue only when the measurements their connection was admitted with satisfy the
+ * new policy (and the upstream itself did not change). New requests attest afresh.
+ */
+static void enforce_change(struct proxy_service *svc, const char *why)
+{
+    size_t pins = svc->pins.n, idle, aborted = 0;
+    char n_pins[24], n_idle[24], n_aborted[24];
+    bool upstream_moved = strcmp(why, "policy_changed") != 0;
+
+    pinset_clear(&svc->pins);
+    for (size_t i = 0; i < pins; i++)
+        metrics_inc_enforcement(svc->metrics, METRICS_ENFORCE_PIN_DROPPED,
+                                METRICS_ENFORCE_POLICY_CHANGED);
+    if (svc->resume.session != NULL) {
+        SSL_SESSION_free(svc->resume.session);
+        svc->resume.session = NULL;
+    }
+    idle = pool_close_all(svc, why);
+    for (size_t i = 0; i < idle; i++)
+        metrics_inc_enforcement(svc->metrics, METRICS_ENFORCE_CONNECTION_CLOSED,
+                                METRICS_ENFORCE_POLICY_CHANGED);
+    for (struct upstream *up = svc->upstreams; up != NULL;) {
+        struct upstream *next = up->next;
+        if (up->state == UP_BUSY && (upstream_moved || !up->has_info ||
+                                     !pinset_info_satisfies(&up->info, &svc->cfg->policy))) {
+            aborted++;
+            metrics_inc_enforcement(svc->metrics, METRICS_ENFORCE_EXCHANGE_ABORTED,
+                                    METRICS_ENFORCE_POLICY_CHANGED);
+            upstream_abort(up, "the policy changed and the enclave no longer satisfies it");
+        }
+        up = next;
+    }
+    proxy__schedule_refresh(svc);
+    snprintf(n_pins, sizeof(n_pins), "%zu", pins);
+    snprintf(n_idle, sizeof(n_idle), "%zu", idle);
+    snprintf(n_aborted, sizeof(n_aborted), "%zu", aborted);
+    log_event(LOG_LEVEL_WARN, "policy_enforced", "service", svc->name, "reason", why,
+              "pins_dropped", n_pins, "idle_closed", n_idle, "exchanges_aborted", n_aborted, NULL);
+}
+
+void proxy_reload(struct daemon *d, const struct config *old_cfg)
+{
+    struct proxy *p = d->proxy;
+    /* The daemon hands over ownership of the old configuration (core/daemon.h). */
+    struct config *old = (struct config *)old_cfg;
+    bool keep_old = false;
+
+    if (p == NULL || p->stopping) {
+        config_free(old);
+        return;
+    }
+    for (struct proxy_service *svc = p->services; svc != NULL; svc = svc->next) {
+        const struct service_config *fresh;
+        const char *change;
+        if (svc->removed)
+            continue;
+        fresh = config_find_service(d->cfg, svc->name);
+        if (fresh == NULL) {
+            /* Removed: stop listening and let exchanges in flight finish with the settings
+             * they started with, which is why the old configuration is kept. */
+            svc->removed = true;
+            keep_old = true;
+            log_event(LOG_LEVEL_WARN, "service_removed", "service", svc->name, "action",
+                      "listeners closed; exchanges in flight finish", NULL);
+            service_stop(svc, "service removed");
+            continue;
+        }
+        if (!same_listen(svc->cfg, fresh))
+            log_event(LOG_LEVEL_WARN, "listen_change_ignored", "service", svc->name, "why",
+                      "listen addresses and unix_mode change only with a restart", NULL);
+        change = attestation_change(svc->cfg, fresh);
+        svc->cfg = fresh;
+        if (change != NULL)
+            enforce_change(svc, change);
+    }
+    for (size_t i = 0; i < d->cfg->n_services; i++) {
+        const struct service_config *sc = &d->cfg->services[i];
+        struct proxy_service *svc;
+        if (find_service(p, sc->name) != NULL)
+            continue;
+        svc = service_new(p, sc);
+        if (svc == NULL) {
+            log_event(LOG_LEVEL_ERROR, "service_add_failed", "service", sc->name, "error",
+                      "out of memory", NULL);
+            continue;
+        }
+        log_event(LOG_LEVEL_INFO, "service_added", "service", sc->name, NULL);
+        if (service_listen(svc) < 0)
+            log_event(LOG_LEVEL_ERROR, "service_add_failed", "service", sc->name, "error",
+                      "a listener could not start (see above)", NULL);
+    }
+    if (!keep_old) {
+        config_free(old);
+    } else if (p->n_retired < sizeof(p->retired) / sizeof(p->retired[0])) {
+        p->retired[p->n_retired++] = old;
+    } else {
+        /* Bounded: past this many retired configurations, the oldest draining services are
+         * cut so that their configuration can go. Not reached in practice. */
+        for (struct proxy_service *svc = p->services; svc != NULL; svc = svc->next) {
+            if (svc->removed)
+                client_close_all(svc, "too many configurations retired");
+        }
+        p->retired[p->n_retired - 1 < 1 ? 0 : p->n_retired - 1] = old;
+    }
+}
+
+/* ---- Shutdown ----------------------------------------------------------------------------- */
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+    struct proxy *p = t->data;
+    char n[24];
+    size_t open = 0;
+    for (struct proxy_service *svc = p->services; svc != NULL; svc = svc->next)
+        open += svc->n_clients;
+    snprintf(n, sizeof(n), "%zu", open);
+    log_event(LOG_LEVEL_WARN, "shutdown_timeout", "clients", n, "action",
+              "closing connections still open", NULL);
+    p->draining_forced = true;
+    for (struct proxy_service *svc = p->services; svc != NULL; svc = svc->next) {
+        client_close_all(svc, "shutdown_timeout");
+        for (struct upstream *up = svc->upstreams; up != NULL;) {
+            struct upstream *next = up->next;
+            upstream_close(up, "shutdown_timeout");
+            up = next;
+        }
+    }
+}
+
+void proxy_shutdown(struct daemon *d, void (*done)(struct daemon *d))
+{
+    struct proxy *p = d->proxy;
+    if (p == NULL) {
+        if (done != NULL)
+            done(d);
+        return;
+    }
+    if (p->stopping)
+        return;
+    p->stopping = true;
+    p->done = done;
+    for (struct proxy_service *svc = p->services; svc != NULL; svc = svc->next) {
+        service_stop(svc, "shutting down");
+        uv_close((uv_handle_t *)&svc->refresh_timer, on_refresh_closed);
+    }
+    if (d->cfg->daemon.shutdown_timeout_ms == 0)
+        on_shutdown_timeout(&p->shutdown_timer);
+    else if (p->open_objects > 0)
+        uv_timer_start(&p->shutdown_timer, on_shutdown_timeout, d->cfg->daemon.shutdown_timeout_ms,
+                       0);
+    check_stopped(p);
+}
+
+/* ---- Status ------------------------------------------------------------------------------- */
+
+bool proxy_service_attested(struct daemon *d, const char *name)
+{
+    struct proxy_service *svc;
+    if (d->proxy == NULL)
+        return false;
+    svc = find_service(d->proxy, name);
+    return svc != NULL && pinset_any_fresh(&svc->pins, uv_now(&d->loop));
+}
+
+static json_t *pin_json(const struct proxy_service *svc, const struct pin_entry *e,
+                        int64_t now_wall)
+{
+    static const char hex[] = "0123456789abcdef";
+    json_t *o = json_object(), *pcrs = json_object();
+    char pin[8 + PIN_HEX_LEN], hx[2 * NITRO_PCR_LEN + 1];
+    json_int_t conns = 0;
+
+    if (o == NULL || pcrs == NULL) {
+        json_decref(o);
+        json_decref(pcrs);
+        return NULL;
+    }
+    memcpy(pin, "sha256:", 7);
+    pin_hex(e->pin, pin + 7);
+    for (unsigned i = 0; i < NITRO_PCR_COUNT; i++) {
+        bool zero = true;
+        char idx[4];
+        if (!(e->info.pcr_mask & (1u << i)))
+            continue;
+        for (unsigned j = 0; j < NITRO_PCR_LEN; j++) {
+            zero = zero && e->info.pcrs[i][j] == 0;
+            hx[2 * j] = hex[e->info.pcrs[i][j] >> 4];
+            hx[2 * j + 1] = hex[e->info.pcrs[i][j] & 15];
+        }
+        hx[2 * NITRO_PCR_LEN] = '\0';
+        if (zero && i > 2)
+            continue;
+        snprintf(idx, sizeof(idx), "%u", i);
+        json_object_set_new(pcrs, idx, json_string(hx));
+    }
+    for (const struct upstream *up = svc->upstreams; up != NULL; up = up->next) {
+        if (up->has_pin && !upstream_is_closing(up) && CRYPTO_memcmp(up->pin, e->pin, PIN_LEN) == 0)
+            conns++;
+    }
+    json_object_set_new(o, "pin", json_string(pin));
+    json_object_set_new(o, "module_id", json_string(e->info.module_id));
+    json_object_set_new(o, "pcrs", pcrs);
+    json_object_set_new(o, "document_time", admin_json_time((uint64_t)e->info.document_time_ms));
+    json_object_set_new(o, "verified_at", admin_json_time((uint64_t)e->info.verified_at_ms));
+    json_object_set_new(o, "expires_at", admin_json_time((uint64_t)e->info.expires_at_ms));
+    json_object_set_new(o, "expires_in_seconds",
+                        json_integer((json_int_t)((e->info.expires_at_ms - now_wall) / 1000)));
+    json_object_set_new(o, "certificate_not_after",
+                        admin_json_time((uint64_t)e->info.leaf_not_after_ms));
+    json_object_set_new(o, "connections", json_integer(conns));
+    return o;
+}
+
+void proxy_service_status(struct daemon *d, const char *name, json_t *obj)
+{
+    struct proxy_service *svc;
+    const struct pin_failure *f;
+    json_t *pins;
+    uint64_t now;
+    int64_t now_wall = status_wall_ms();
+
+    if (d->proxy == NULL)
+        return;
+    svc = find_service(d->proxy, name);
+    if (svc == NULL)
+        return;
+    now = uv_now(&d->loop);
+    pins = json_array();
+    for (size_t i = 0; pins != NULL && i < svc->pins.n; i++) {
+        const struct pin_entry *e = &svc->pins.entries[i];
+        json_t *pj;
+        if (now >= e->expires_mono_ms)
+            continue;
+        pj = pin_json(svc, e, now_wall);
+        if (pj != NULL)
+            json_array_append_new(pins, pj);
+    }
+    json_object_set_new(obj, "ready", json_boolean(pinset_any_fresh(&svc->pins, now)));
+    json_object_set_new(obj, "pins", pins != NULL ? pins : json_array());
+    f = &svc->pins.last_failure;
+    if (!f->set) {
+        json_object_set_new(obj, "last_failure", json_null());
+    } else {
+        json_t *fo = json_object();
+        char pin[8 + PIN_HEX_LEN];
+        if (fo == NULL)
+            return;
+        json_object_set_new(fo, "at", admin_json_time((uint64_t)f->at_ms));
+        json_object_set_new(fo, "verdict", json_string(f->rejected ? "rejected" : "error"));
+        json_object_set_new(fo, "reason", json_string(f->reason));
+        json_object_set_new(fo, "message", json_string(f->message));
+        if (f->has_pin) {
+            memcpy(pin, "sha256:", 7);
+            pin_hex(f->pin, pin + 7);
+            json_object_set_new(fo, "pin", json_string(pin));
+        } else {
+            json_object_set_new(fo, "pin", json_null());
+        }
+        json_object_set_new(obj, "last_failure", fo);
+    }
+}

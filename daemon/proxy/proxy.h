@@ -1,0 +1,63 @@
+/*
+ * The attested relay: per-service listeners, client HTTP/1.1 connections, upstream TLS
+ * connections pinned to attested keys, the idle pool and the attested key sets.
+ *
+ * Everything runs on the daemon's loop thread. The proxy owns every handle it creates and
+ * closes them all in proxy_shutdown(); nothing here outlives the `done` callback.
+ *
+ * docs/architecture.md describes the path of one request and where the pin check lives.
+ */
+#ifndef ATTESTPROXY_PROXY_PROXY_H
+#define ATTESTPROXY_PROXY_PROXY_H
+
+#include <stdbool.h>
+
+#include <jansson.h>
+
+#include "core/config.h"
+#include "core/daemon.h"
+
+/**
+ * Creates d->proxy and binds (or adopts from d->lfds, socket activation) every listener of
+ * every service in d->cfg. Returns 0, or a negative errno/UV_E* code after logging which
+ * listener failed and why; on failure every handle already opened is closed by a later
+ * proxy_shutdown() (the daemon calls it on its abort path) and d->proxy stays valid for that.
+ * Callbacks: none fire before the loop runs.
+ */
+int proxy_start(struct daemon *d);
+
+/**
+ * Applies a reloaded configuration. d->cfg already points at the new one; `old_cfg` is the
+ * previous one, and the proxy TAKES OWNERSHIP of it (config_free() once nothing refers into it).
+ * Limits, timeouts, tokens, Host lists and pool sizes apply to the next request; a changed
+ * policy, binding or evidence profile drops the service's attested pins, closes its idle pooled
+ * connections and aborts exchanges whose attested measurements fail the new policy. New services
+ * are started; removed services stop listening and drain. A changed listen address of an
+ * existing service needs a restart (logged as a warning).
+ */
+void proxy_reload(struct daemon *d, const struct config *old_cfg);
+
+/**
+ * Stops accepting, closes idle client connections and pooled upstream connections at once and
+ * lets in-flight exchanges finish for up to d->cfg->daemon.shutdown_timeout_ms, then closes the
+ * rest. `done(d)` is called exactly once, from a close callback, after the last proxy handle has
+ * been closed, so that uv_loop_close() succeeds right after the loop returns. d->proxy is freed
+ * before `done` runs and set to NULL. Safe to call when proxy_start() failed or was never
+ * called (done then runs on the next loop iteration).
+ */
+void proxy_shutdown(struct daemon *d, void (*done)(struct daemon *d));
+
+/**
+ * True when service `name` has at least one attested pin that has not expired (used by
+ * /readyz and READY=1 with ready_requires_attestation). False for an unknown service.
+ */
+bool proxy_service_attested(struct daemon *d, const char *name);
+
+/**
+ * Adds "ready", "pins" and "last_failure" of service `name` to `obj`, the service object of the
+ * /attestation document (docs/attestation-status.schema.json). Does nothing for an unknown
+ * service. `obj` stays owned by the caller.
+ */
+void proxy_service_status(struct daemon *d, const char *name, json_t *obj);
+
+#endif

@@ -1,0 +1,98 @@
+/*
+ * State shared by the proxy's modules (not part of the proxy's public interface, proxy.h).
+ *
+ * One `struct proxy` per daemon holds one `struct proxy_service` per configured service. A
+ * service owns its listeners, its client connections, its upstream connections (idle ones sit
+ * in its pool) and its attested key set. Objects never cache pointers into the configuration:
+ * they read `svc->cfg` when they need a setting, so that a reload applies to the next use and
+ * the old configuration can be freed at once.
+ */
+#ifndef ATTESTPROXY_PROXY_PROXY_INTERNAL_H
+#define ATTESTPROXY_PROXY_PROXY_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "core/config.h"
+#include "core/daemon.h"
+#include "proxy/pinset.h"
+
+struct listener;
+struct client;
+struct upstream;
+struct metrics_service;
+
+/* The idle pool of one service: a LIFO stack of upstream connections (newest on top). */
+struct pool {
+    struct upstream *top;    /* most recently returned */
+    struct upstream *bottom; /* least recently returned: evicted first */
+    size_t n;
+};
+
+/* One TLS session kept for resumption, with the pin of the key it was established with. */
+struct resume_session {
+    SSL_SESSION *session; /* owned reference, or NULL */
+    uint8_t pin[PIN_LEN];
+};
+
+struct proxy_service {
+    struct proxy *proxy;
+    const struct service_config *cfg; /* the live configuration of this service */
+    char name[CONFIG_NAME_MAX];
+    struct metrics_service *metrics; /* may be NULL: updates are then no-ops */
+
+    struct listener *listeners;
+    struct client *clients;     /* every open client connection (doubly linked) */
+    size_t n_clients;           /* counted against max_connections */
+    size_t n_overflow;          /* connections being refused with 503 (bounded separately) */
+    struct upstream *upstreams; /* every upstream connection (doubly linked) */
+    size_t n_upstreams;
+    struct pool pool;
+    struct pinset pins;
+    struct resume_session resume;
+
+    uv_timer_t refresh_timer; /* re-attests a pin over an idle pooled connection before expiry */
+    bool removed;             /* gone from the configuration: draining */
+    struct proxy_service *next;
+};
+
+struct proxy {
+    struct daemon *d;
+    SSL_CTX *ssl_ctx; /* client context shared by every upstream connection */
+    struct proxy_service *services;
+    size_t open_objects; /* listeners, clients, upstreams and service timers not yet closed */
+    uint64_t next_id;    /* connection ids for logs */
+    struct config *retired[CONFIG_MAX_SERVICES]; /* old configurations still referred to */
+    size_t n_retired;
+    bool stopping;
+    bool draining_forced;
+    uv_timer_t shutdown_timer;
+    bool shutdown_timer_open;
+    void (*done)(struct daemon *d);
+};
+
+/* Bookkeeping used by every object's final close callback: when the proxy is stopping and
+ * the last object closed, the shutdown completes. */
+void proxy__object_opened(struct proxy *p);
+void proxy__object_closed(struct proxy *p);
+
+/* The upstream authority for Host headers: "host:port", "[v6]:port", the port left out when
+ * it is 443. */
+void proxy__authority(const struct service_config *cfg, char *out, size_t cap);
+
+/* Re-arms the service's refresh timer for the attested pin that expires first. */
+void proxy__schedule_refresh(struct proxy_service *svc);
+
+/* Cuts every connection of `svc` whose peer has `pin` (except `keep`), in-flight exchanges
+ * included, and counts it as an enforcement event with `reason`. */
+void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], struct upstream *keep,
+                      const char *reason);
+
+/* Wall-clock time (Unix ms) for the verifier and for display; monotonic time is uv_now(). */
+int64_t proxy__wall_ms(void);
+
+#endif

@@ -1,0 +1,91 @@
+/*
+ * TLS for upstream connections: the client SSL_CTX and a memory-BIO bridge between OpenSSL
+ * and libuv. The connection owner moves ciphertext: bytes read from the socket go in with
+ * tls_feed(); bytes OpenSSL wants sent come out with tls_out_take() after every operation.
+ *
+ * The upstream certificate is NOT verified against any CA: an enclave's TLS certificate is
+ * self-signed, and trust comes from attestation instead. The handshake therefore accepts any
+ * certificate, and the connection carries no request until its peer key (the pin) is found in
+ * the service's attested key set or attested over this very connection (upstream.c, attest.c).
+ */
+#ifndef ATTESTPROXY_PROXY_TLS_H
+#define ATTESTPROXY_PROXY_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#define TLS_RECORD_MAX (16 * 1024) /* plaintext per record: the unit of SSL_read/SSL_write */
+
+struct tls_conn {
+    SSL *ssl;
+    BIO *net_in;  /* ciphertext received, for OpenSSL to read */
+    BIO *net_out; /* ciphertext OpenSSL produced, to send */
+    /* Called when the server issues a session (TLS 1.3: after the handshake, during reads).
+     * Returns true when it kept the reference to `s`. */
+    bool (*on_session)(void *arg, SSL_SESSION *s);
+    void *arg;
+};
+
+enum tls_result {
+    TLS_OK = 0, /* done (handshake complete, data read) */
+    TLS_WANT,   /* more ciphertext is needed */
+    TLS_CLOSED, /* the peer sent close_notify */
+    TLS_ERROR,  /* fatal; the connection must be closed */
+};
+
+/**
+ * Creates the client context: TLS 1.2 minimum (1.3 preferred by OpenSSL's negotiation),
+ * certificate verification off (see above), session tickets kept by the caller through
+ * tls_conn.on_session, ALPN "http/1.1". Returns NULL with a message in `err`.
+ */
+SSL_CTX *tls_client_ctx_new(char *err, size_t cap);
+
+/**
+ * Prepares a client connection: SNI `sni` when non-empty, offering `resume` (may be NULL) for
+ * resumption. Returns 0 or -ENOMEM. Free with tls_conn_free().
+ */
+int tls_conn_init(struct tls_conn *t, SSL_CTX *ctx, const char *sni, SSL_SESSION *resume,
+                  bool (*on_session)(void *arg, SSL_SESSION *s), void *arg);
+void tls_conn_free(struct tls_conn *t);
+
+/** Hands ciphertext from the socket to OpenSSL. Returns 0 or -ENOMEM. */
+int tls_feed(struct tls_conn *t, const char *data, size_t len);
+
+/** Bytes of ciphertext waiting to be sent, and taking up to `cap` of them. */
+size_t tls_out_pending(const struct tls_conn *t);
+size_t tls_out_take(struct tls_conn *t, char *buf, size_t cap);
+
+/** Advances the handshake. */
+enum tls_result tls_handshake(struct tls_conn *t);
+
+/** Reads decrypted bytes: TLS_OK with `*n` > 0, TLS_WANT, TLS_CLOSED or TLS_ERROR. */
+enum tls_result tls_read(struct tls_conn *t, char *buf, size_t cap, size_t *n);
+
+/** Encrypts `len` bytes (always accepted with memory BIOs). Returns 0 or -EIO. */
+int tls_write(struct tls_conn *t, const char *buf, size_t len);
+
+/** Queues a close_notify (best effort). */
+void tls_close_notify(struct tls_conn *t);
+
+/** True when the handshake resumed a session. */
+bool tls_resumed(const struct tls_conn *t);
+
+/** The negotiated protocol name ("TLSv1.3"). */
+const char *tls_version(const struct tls_conn *t);
+
+/** The peer's leaf certificate (borrowed; valid while the connection lives), or NULL. */
+X509 *tls_peer_cert(const struct tls_conn *t);
+
+/**
+ * The pin of the peer: SHA-256 of its SubjectPublicKeyInfo DER, or of its certificate DER when
+ * `cert_hash` (bindings that hash the certificate). Returns 0 or -EINVAL (no certificate).
+ */
+int tls_peer_pin(const struct tls_conn *t, bool cert_hash, uint8_t out[32]);
+
+/** Describes the last OpenSSL error of this thread into `buf` and clears the queue. */
+const char *tls_error_string(char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,674 @@
+#include "proxy/upstream.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "ops/metrics.h"
+#include "proxy/pool.h"
+#include "proxy/proxy_internal.h"
+
+struct write_req {
+    uv_write_t req;
+    struct upstream *up;
+    size_t len;
+    char data[];
+};
+
+static const char *const state_names[] = {
+    [UP_CONNECTING] = "connecting",
+    [UP_HANDSHAKING] = "handshaking",
+    [UP_UNVERIFIED] = "unverified",
+    [UP_ATTESTING] = "attesting",
+    [UP_BUSY] = "busy",
+    [UP_IDLE] = "idle",
+    [UP_CLOSING] = "closing",
+};
+
+const char *upstream_state_name(enum upstream_state s)
+{
+    return (unsigned)s < sizeof(state_names) / sizeof(state_names[0]) ? state_names[s] : "?";
+}
+
+static void set_state(struct upstream *up, enum upstream_state to)
+{
+    if (up->state == to)
+        return;
+    if (log_enabled(LOG_LEVEL_DEBUG)) {
+        char id[24];
+        snprintf(id, sizeof(id), "%llu", (unsigned long long)up->id);
+        log_event(LOG_LEVEL_DEBUG, "upstream_state", "service", up->svc->name, "conn", id, "from",
+                  upstream_state_name(up->state), "to", upstream_state_name(to), NULL);
+    }
+    up->state = to;
+}
+
+bool upstream_is_closing(const struct upstream *up)
+{
+    return up->state == UP_CLOSING;
+}
+
+const char *upstream_failure(const struct upstream *up)
+{
+    return up->fail_msg;
+}
+
+void upstream_set_handler(struct upstream *up, const struct upstream_handler *h, void *arg)
+{
+    up->h = h;
+    up->arg = arg;
+}
+
+/* ---- Closing ------------------------------------------------------------------------------ */
+
+/* One of the pending closes (handles, a cancelled resolver request) finished. */
+static void release(struct upstream *up)
+{
+    struct proxy_service *svc = up->svc;
+    struct proxy *p = svc->proxy;
+
+    if (--up->pending_closes > 0)
+        return;
+    if (up->counted_open)
+        metrics_add_upstream_open(svc->metrics, -1);
+    tls_conn_free(&up->tls);
+    if (up->prev != NULL)
+        up->prev->next = up->next;
+    else
+        svc->upstreams = up->next;
+    if (up->next != NULL)
+        up->next->prev = up->prev;
+    svc->n_upstreams--;
+    OPENSSL_cleanse(up->outbuf, sizeof(up->outbuf));
+    free(up);
+    proxy__object_closed(p);
+}
+
+static void on_closed(uv_handle_t *handle)
+{
+    release(handle->data);
+}
+
+void upstream_close(struct upstream *up, const char *why)
+{
+    if (up->state == UP_CLOSING)
+        return;
+    if (log_enabled(LOG_LEVEL_DEBUG)) {
+        char id[24];
+        snprintf(id, sizeof(id), "%llu", (unsigned long long)up->id);
+        log_event(LOG_LEVEL_DEBUG, "upstream_close", "service", up->svc->name, "conn", id, "why",
+                  why, NULL);
+    }
+    if (up->in_pool)
+        pool_remove(up->svc, up);
+    /* A close_notify is sent when the socket can take it at once; a peer that misses it sees
+     * a TCP close, which TLS 1.2+ peers tolerate for HTTP (framing tells them the end). */
+    if (up->state >= UP_UNVERIFIED && up->tls.ssl != NULL) {
+        char buf[256];
+        size_t n;
+        tls_close_notify(&up->tls);
+        n = tls_out_take(&up->tls, buf, sizeof(buf));
+        if (n > 0) {
+            uv_buf_t b = uv_buf_init(buf, (unsigned)n);
+            uv_try_write((uv_stream_t *)&up->tcp, &b, 1);
+        }
+    }
+    set_state(up, UP_CLOSING);
+    up->pending_closes = 2;
+    if (up->gai_active) {
+        /* The resolver callback still has to run (with UV_ECANCELED) before we may free. */
+        up->pending_closes++;
+        uv_cancel((uv_req_t *)&up->gai);
+    }
+    uv_close((uv_handle_t *)&up->tcp, on_closed);
+    uv_close((uv_handle_t *)&up->timer, on_closed);
+}
+
+/* ---- Writing ------------------------------------------------------------------------------ */
+
+static void fail(struct upstream *up, const char *msg);
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct write_req *w = (struct write_req *)req;
+    struct upstream *up = w->up;
+
+    up->write_queued -= w->len;
+    free(w);
+    if (up->state == UP_CLOSING)
+        return;
+    if (status < 0) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "write to upstream failed: %s", uv_strerror(status));
+        fail(up, msg);
+        return;
+    }
+    if (up->want_drain && up->write_queued + up->out_len < UPSTREAM_WRITE_LOW) {
+        up->want_drain = false;
+        if (up->h != NULL && up->h->on_drain != NULL)
+            up->h->on_drain(up, up->arg);
+    }
+}
+
+/* Sends whatever ciphertext OpenSSL produced. */
+static int send_ciphertext(struct upstream *up)
+{
+    size_t pending;
+    while ((pending = tls_out_pending(&up->tls)) > 0) {
+        struct write_req *w;
+        uv_buf_t b;
+        int rc;
+        if (pending > 4 * TLS_RECORD_MAX + 1024)
+            pending = 4 * TLS_RECORD_MAX + 1024;
+        w = malloc(sizeof(*w) + pending);
+        if (w == NULL)
+            return -ENOMEM;
+        w->up = up;
+        w->len = tls_out_take(&up->tls, w->data, pending);
+        if (w->len == 0) {
+            free(w);
+            break;
+        }
+        b = uv_buf_init(w->data, (unsigned)w->len);
+        rc = uv_write(&w->req, (uv_stream_t *)&up->tcp, &b, 1, on_written);
+        if (rc < 0) {
+            free(w);
+            return rc;
+        }
+        up->write_queued += w->len;
+    }
+    return 0;
+}
+
+static int encrypt_staged(struct upstream *up)
+{
+    int rc;
+    if (up->out_len == 0)
+        return 0;
+    rc = tls_write(&up->tls, up->outbuf, up->out_len);
+    up->out_len = 0;
+    return rc;
+}
+
+int upstream_write(struct upstream *up, const char *data, size_t len)
+{
+    int rc;
+    if (up->state != UP_BUSY && up->state != UP_ATTESTING)
+        return -EPERM; /* the trust gate: see upstream.h */
+    while (len > 0) {
+        size_t room = sizeof(up->outbuf) - up->out_len;
+        size_t n = len < room ? len : room;
+        memcpy(up->outbuf + up->out_len, data, n);
+        up->out_len += n;
+        data += n;
+        len -= n;
+        if (up->out_len == sizeof(up->outbuf)) {
+            rc = encrypt_staged(up);
+            if (rc == 0)
+                rc = send_ciphertext(up);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    if (up->write_queued + up->out_len >= UPSTREAM_WRITE_HIGH)
+        up->want_drain = true;
+    return 0;
+}
+
+void upstream_flush(struct upstream *up)
+{
+    int rc;
+    if (up->state != UP_BUSY && up->state != UP_ATTESTING)
+        return;
+    rc = encrypt_staged(up);
+    if (rc == 0)
+        rc = send_ciphertext(up);
+    if (rc < 0)
+        fail(up, "cannot write to upstream");
+}
+
+bool upstream_write_blocked(const struct upstream *up)
+{
+    return up->write_queued + up->out_len >= UPSTREAM_WRITE_HIGH;
+}
+
+/* ---- Reading ------------------------------------------------------------------------------ */
+
+static void fail(struct upstream *up, const char *msg)
+{
+    const struct upstream_handler *h = up->h;
+    if (up->state == UP_CLOSING)
+        return;
+    snprintf(up->fail_msg, sizeof(up->fail_msg), "%s", msg);
+    if (up->state == UP_CONNECTING || up->state == UP_HANDSHAKING) {
+        /* on_connected reports the failure; the close follows it. */
+        metrics_inc_upstream_connection(up->svc->metrics,
+                                        (enum metrics_upstream_result)up->fail_result);
+        if (h != NULL && h->on_connected != NULL)
+            h->on_connected(up, -ECONNABORTED, up->arg);
+        upstream_close(up, msg);
+        return;
+    }
+    upstream_close(up, msg);
+    if (h != NULL && h->on_error != NULL)
+        h->on_error(up, msg, up->arg);
+}
+
+static void handshake_done(struct upstream *up)
+{
+    const struct service_config *cfg = up->svc->cfg;
+    bool cert_hash = cfg->binding == BINDING_CERT_SHA256 || cfg->binding == BINDING_NITRIDING ||
+                     cfg->binding == BINDING_BLINDAI;
+    char id[24], hex[PIN_HEX_LEN + 1];
+
+    uv_timer_stop(&up->timer);
+    if (tls_peer_pin(&up->tls, cert_hash, up->pin) < 0) {
+        up->fail_result = METRICS_UPSTREAM_TLS_ERROR;
+        fail(up, "TLS handshake: the upstream presented no certificate");
+        return;
+    }
+    up->has_pin = true;
+    metrics_inc_upstream_connection(up->svc->metrics, METRICS_UPSTREAM_OK);
+    metrics_add_upstream_open(up->svc->metrics, 1);
+    up->counted_open = true;
+    set_state(up, UP_UNVERIFIED);
+    if (log_enabled(LOG_LEVEL_DEBUG)) {
+        pin_hex(up->pin, hex);
+        snprintf(id, sizeof(id), "%llu", (unsigned long long)up->id);
+        log_event(LOG_LEVEL_DEBUG, "upstream_connected", "service", up->svc->name, "conn", id,
+                  "tls", tls_version(&up->tls), "resumed", tls_resumed(&up->tls) ? "yes" : "no",
+                  "pin", hex, NULL);
+    }
+    if (up->h != NULL && up->h->on_connected != NULL)
+        up->h->on_connected(up, 0, up->arg);
+}
+
+/* Delivers decrypted data until OpenSSL needs more input, reading is paused or we close. */
+static void deliver(struct upstream *up)
+{
+    char buf[TLS_RECORD_MAX];
+    if (up->delivering)
+        return; /* a callback resumed reading from inside a delivery; the loop goes on */
+    up->delivering = true;
+    while (up->state != UP_CLOSING && !up->read_paused) {
+        size_t n = 0;
+        enum tls_result r = tls_read(&up->tls, buf, sizeof(buf), &n);
+        if (r == TLS_OK) {
+            if (up->h != NULL && up->h->on_data != NULL)
+                up->h->on_data(up, buf, n, up->arg);
+            continue;
+        }
+        if (r == TLS_CLOSED) {
+            up->peer_eof = true;
+            break;
+        }
+        if (r == TLS_ERROR) {
+            char e[160], msg[192];
+            snprintf(msg, sizeof(msg), "TLS error from upstream: %s",
+                     tls_error_string(e, sizeof(e)));
+            up->delivering = false;
+            fail(up, msg);
+            return;
+        }
+        break; /* TLS_WANT */
+    }
+    up->delivering = false;
+    if (up->state == UP_CLOSING)
+        return;
+    /* Reading can produce output (key updates); send it. */
+    if (send_ciphertext(up) < 0) {
+        fail(up, "cannot write to upstream");
+        return;
+    }
+    if (up->peer_eof && !up->read_paused && !up->eof_told) {
+        up->eof_told = true;
+        if (up->h != NULL && up->h->on_eof != NULL)
+            up->h->on_eof(up, up->arg);
+    }
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    struct upstream *up = handle->data;
+    (void)suggested;
+    *buf = uv_buf_init(up->readbuf, sizeof(up->readbuf));
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct upstream *up = stream->data;
+    (void)buf;
+
+    if (up->state == UP_CLOSING || nread == 0)
+        return;
+    if (nread < 0) {
+        uv_read_stop(stream);
+        if (nread != UV_EOF) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "upstream connection failed: %s", uv_strerror((int)nread));
+            up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
+            fail(up, msg);
+            return;
+        }
+        if (up->state == UP_CONNECTING || up->state == UP_HANDSHAKING) {
+            up->fail_result = METRICS_UPSTREAM_TLS_ERROR;
+            fail(up, "upstream closed the connection during the TLS handshake");
+            return;
+        }
+        up->peer_eof = true;
+        deliver(up);
+        return;
+    }
+    if (tls_feed(&up->tls, up->readbuf, (size_t)nread) < 0) {
+        fail(up, "out of memory");
+        return;
+    }
+    if (up->state == UP_HANDSHAKING) {
+        enum tls_result r = tls_handshake(&up->tls);
+        if (send_ciphertext(up) < 0) {
+            fail(up, "cannot write to upstream");
+            return;
+        }
+        if (r == TLS_WANT)
+            return;
+        if (r != TLS_OK) {
+            char e[160], msg[192];
+            snprintf(msg, sizeof(msg), "TLS handshake with upstream failed: %s",
+                     tls_error_string(e, sizeof(e)));
+            up->fail_result = METRICS_UPSTREAM_TLS_ERROR;
+            fail(up, msg);
+            return;
+        }
+        handshake_done(up);
+        if (up->state == UP_CLOSING)
+            return;
+    }
+    if (up->read_paused) {
+        /* Keep at most one read's worth of ciphertext buffered while paused. */
+        uv_read_stop(stream);
+        return;
+    }
+    deliver(up);
+}
+
+void upstream_pause_reading(struct upstream *up, bool paused)
+{
+    if (up->state == UP_CLOSING || up->read_paused == paused)
+        return;
+    up->read_paused = paused;
+    if (paused) {
+        uv_read_stop((uv_stream_t *)&up->tcp);
+        return;
+    }
+    if (!up->peer_eof)
+        uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
+    deliver(up);
+}
+
+/* ---- Timer -------------------------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t)
+{
+    struct upstream *up = t->data;
+    if (up->state == UP_CLOSING)
+        return;
+    if (up->state == UP_CONNECTING || up->state == UP_HANDSHAKING) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "connect_timeout (%llu ms) elapsed %s",
+                 (unsigned long long)up->svc->cfg->connect_timeout_ms,
+                 up->state == UP_CONNECTING ? "before the TCP connection was established"
+                                            : "during the TLS handshake");
+        up->fail_result = METRICS_UPSTREAM_CONNECT_TIMEOUT;
+        fail(up, msg);
+        return;
+    }
+    if (up->h != NULL && up->h->on_timeout != NULL)
+        up->h->on_timeout(up, up->arg);
+}
+
+void upstream_set_deadline(struct upstream *up, uint64_t ms)
+{
+    if (up->state == UP_CLOSING)
+        return;
+    if (ms == 0)
+        uv_timer_stop(&up->timer);
+    else
+        uv_timer_start(&up->timer, on_timer, ms, 0);
+}
+
+/* ---- Connecting --------------------------------------------------------------------------- */
+
+static bool keep_session(void *arg, SSL_SESSION *s)
+{
+    struct upstream *up = arg;
+    struct resume_session *rs = &up->svc->resume;
+    const struct service_config *cfg = up->svc->cfg;
+    bool cert_hash = cfg->binding == BINDING_CERT_SHA256 || cfg->binding == BINDING_NITRIDING ||
+                     cfg->binding == BINDING_BLINDAI;
+    uint8_t pin[PIN_LEN];
+
+    /* The session is remembered with the pin of the key it was made with, and offered again
+     * only while that pin is attested (see upstream_connect()). */
+    if (tls_peer_pin(&up->tls, cert_hash, pin) < 0)
+        return false;
+    if (rs->session != NULL)
+        SSL_SESSION_free(rs->session);
+    rs->session = s;
+    memcpy(rs->pin, pin, PIN_LEN);
+    return true;
+}
+
+static void on_tcp_connect(uv_connect_t *req, int status)
+{
+    struct upstream *up = req->data;
+    const struct service_config *cfg;
+    struct resume_session *rs;
+    SSL_SESSION *resume = NULL;
+    const char *sni;
+    enum tls_result r;
+    int rc;
+
+    if (up->state == UP_CLOSING)
+        return;
+    cfg = up->svc->cfg;
+    if (status < 0) {
+        char msg[CONFIG_HOST_MAX + 160];
+        snprintf(msg, sizeof(msg), "cannot connect to %s:%u: %s", cfg->upstream_host,
+                 cfg->upstream_port, uv_strerror(status));
+        up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
+        fail(up, msg);
+        return;
+    }
+    uv_tcp_nodelay(&up->tcp, 1);
+    rs = &up->svc->resume;
+    if (rs->session != NULL &&
+        pinset_lookup(&up->svc->pins, rs->pin, uv_now(up->tcp.loop), NULL) == PIN_FRESH)
+        resume = rs->session;
+    sni = cfg->sni[0] != '\0' ? cfg->sni : cfg->upstream_host;
+    rc = tls_conn_init(&up->tls, up->svc->proxy->ssl_ctx, sni, resume, keep_session, up);
+    if (rc < 0) {
+        up->fail_result = METRICS_UPSTREAM_TLS_ERROR;
+        fail(up, "cannot create a TLS connection");
+        return;
+    }
+    set_state(up, UP_HANDSHAKING);
+    rc = uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
+    if (rc < 0) {
+        up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
+        fail(up, "cannot read from the upstream socket");
+        return;
+    }
+    r = tls_handshake(&up->tls);
+    if (r == TLS_ERROR) {
+        up->fail_result = METRICS_UPSTREAM_TLS_ERROR;
+        fail(up, "TLS handshake could not start");
+        return;
+    }
+    if (send_ciphertext(up) < 0) {
+        up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
+        fail(up, "cannot write to upstream");
+    }
+}
+
+static int start_tcp(struct upstream *up, const struct sockaddr *addr)
+{
+    up->connect_req.data = up;
+    return uv_tcp_connect(&up->connect_req, &up->tcp, addr, on_tcp_connect);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct upstream *up = req->data;
+    int rc;
+
+    up->gai_active = false;
+    if (up->state == UP_CLOSING) {
+        uv_freeaddrinfo(res);
+        release(up); /* the extra pending close taken in upstream_close() */
+        return;
+    }
+    if (status < 0 || res == NULL) {
+        char msg[CONFIG_HOST_MAX + 160];
+        snprintf(msg, sizeof(msg), "cannot resolve %s: %s", up->svc->cfg->upstream_host,
+                 uv_strerror(status));
+        uv_freeaddrinfo(res);
+        up->fail_result = METRICS_UPSTREAM_RESOLVE_ERROR;
+        fail(up, msg);
+        return;
+    }
+    /* The first address is used: getaddrinfo() has ordered them by preference (RFC 6724). */
+    rc = start_tcp(up, res->ai_addr);
+    uv_freeaddrinfo(res);
+    if (rc < 0) {
+        char msg[CONFIG_HOST_MAX + 160];
+        snprintf(msg, sizeof(msg), "cannot connect to %s: %s", up->svc->cfg->upstream_host,
+                 uv_strerror(rc));
+        up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
+        fail(up, msg);
+    }
+}
+
+int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h, void *arg,
+                     struct upstream **out)
+{
+    const struct service_config *cfg = svc->cfg;
+    uv_loop_t *loop = &svc->proxy->d->loop;
+    struct upstream *up = calloc(1, sizeof(*up));
+    struct sockaddr_storage ss;
+    char port[8];
+    int rc;
+
+    *out = NULL;
+    if (up == NULL)
+        return -ENOMEM;
+    up->svc = svc;
+    up->id = ++svc->proxy->next_id;
+    up->h = h;
+    up->arg = arg;
+    up->state = UP_CONNECTING;
+    up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
+    rc = uv_tcp_init(loop, &up->tcp);
+    if (rc < 0) {
+        free(up);
+        return rc;
+    }
+    uv_timer_init(loop, &up->timer);
+    up->tcp.data = up;
+    up->timer.data = up;
+    /* From here on the object is freed only by its close callbacks. */
+    up->next = svc->upstreams;
+    if (svc->upstreams != NULL)
+        svc->upstreams->prev = up;
+    svc->upstreams = up;
+    svc->n_upstreams++;
+    proxy__object_opened(svc->proxy);
+
+    uv_timer_start(&up->timer, on_timer, cfg->connect_timeout_ms, 0);
+    if (uv_ip4_addr(cfg->upstream_host, cfg->upstream_port, (struct sockaddr_in *)&ss) == 0 ||
+        uv_ip6_addr(cfg->upstream_host, cfg->upstream_port, (struct sockaddr_in6 *)&ss) == 0) {
+        rc = start_tcp(up, (const struct sockaddr *)&ss);
+    } else {
+        struct addrinfo hints;
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_ADDRCONFIG;
+        snprintf(port, sizeof(port), "%u", cfg->upstream_port);
+        up->gai.data = up;
+        rc = uv_getaddrinfo(loop, &up->gai, on_resolved, cfg->upstream_host, port, &hints);
+        if (rc == 0)
+            up->gai_active = true;
+    }
+    if (rc < 0) {
+        upstream_close(up, "connect could not start");
+        return rc;
+    }
+    *out = up;
+    return 0;
+}
+
+/* ---- The gate and the exchange ------------------------------------------------------------ */
+
+int upstream_begin_exchange(struct upstream *up, uint64_t *retry_after_ms)
+{
+    const struct pin_entry *e;
+    if (up->state != UP_UNVERIFIED || !up->has_pin)
+        return -EINVAL;
+    switch (pinset_lookup(&up->svc->pins, up->pin, uv_now(up->tcp.loop), retry_after_ms)) {
+    case PIN_FRESH:
+        break;
+    case PIN_UNKNOWN:
+        return -ENOKEY;
+    case PIN_EXPIRED:
+        return -EKEYEXPIRED;
+    case PIN_NEGATIVE:
+    default:
+        return -EKEYREJECTED;
+    }
+    e = pinset_find(&up->svc->pins, up->pin);
+    if (e != NULL) {
+        up->info = e->info;
+        up->has_info = true;
+    }
+    up->exchanges++;
+    set_state(up, UP_BUSY);
+    return 0;
+}
+
+void upstream_end_exchange(struct upstream *up, bool reusable)
+{
+    if (up->state != UP_BUSY)
+        return;
+    upstream_set_deadline(up, 0);
+    set_state(up, UP_UNVERIFIED);
+    if (reusable && up->out_len == 0 && !up->peer_eof && pool_put(up->svc, up))
+        return;
+    upstream_close(up, reusable ? "not pooled" : "exchange ended the connection");
+}
+
+int upstream_begin_attestation(struct upstream *up)
+{
+    if (up->state != UP_UNVERIFIED)
+        return -EINVAL;
+    set_state(up, UP_ATTESTING);
+    return 0;
+}
+
+void upstream_end_attestation(struct upstream *up)
+{
+    if (up->state == UP_ATTESTING)
+        set_state(up, UP_UNVERIFIED);
+}
+
+void upstream__set_idle(struct upstream *up, bool idle)
+{
+    set_state(up, idle ? UP_IDLE : UP_UNVERIFIED);
+}
+
+void upstream_abort(struct upstream *up, const char *msg)
+{
+    fail(up, msg);
+}
