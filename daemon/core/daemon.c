@@ -12,6 +12,7 @@
 #include "core/watch.h"
 #include "ops/admin.h"
 #include "ops/metrics.h"
+#include "proxy/proxy.h"
 #include "verify/verifier.h"
 
 static void apply_logging(const struct config *cfg)
@@ -91,7 +92,7 @@ static void begin_stop(struct daemon *d, const char *signame)
     admin_close(d->admin, NULL, NULL);
     d->admin = NULL;
     /* PROXY-HOOK: proxy_shutdown(d, on_drained) drains and closes every connection. */
-    on_drained(d);
+    proxy_shutdown(d, on_drained);
 }
 
 static void on_sigterm(uv_signal_t *h, int signum)
@@ -167,7 +168,7 @@ int daemon_reload(struct daemon *d)
     restart_watch(d);
     /* PROXY-HOOK: proxy_reload(d, old) applies the new configuration and takes ownership of
      * `old`, freeing it once no exchange refers into it. */
-    config_free(old);
+    proxy_reload(d, old);
     snprintf(gen, sizeof(gen), "%llu", (unsigned long long)d->generation);
     log_event(LOG_LEVEL_INFO, "reload_applied", "config", d->cfg->path, "generation", gen, NULL);
     return 0;
@@ -335,6 +336,12 @@ int daemon_run(const char *config_path)
     }
 
     /* PROXY-HOOK: proxy_start(&d) binds (or adopts) the listeners; on failure abort start. */
+    rc = proxy_start(&d);
+    if (rc < 0) {
+        /* proxy_start() logged which listener failed; what it opened is closed here. */
+        proxy_shutdown(&d, NULL);
+        goto out_abort_start;
+    }
     close_unused_fds(&d);
     d.listening = true;
     restart_watch(&d);
