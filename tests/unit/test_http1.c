@@ -1,0 +1,553 @@
+/*
+ * Unit tests for proxy/http1.c: transcripts of request bytes in and the rewritten bytes sent
+ * upstream out; every strictness rule of BRIEF §6 as a refusal; pipelining; the Host
+ * allow-list, the bearer token and response rewriting. Each transcript is fed whole and one
+ * byte at a time, so that no rule depends on how reads split the input.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "proxy/http1.h"
+
+#define OUT_MAX 16384
+
+struct run {
+    struct http1_request_opts opts;
+    char up[OUT_MAX]; /* every rewritten head, concatenated */
+    size_t up_len;
+    char body[OUT_MAX]; /* decoded bodies, concatenated */
+    size_t body_len;
+    int heads, completes;
+    uint64_t content_length;
+    bool chunked;
+};
+
+static int on_head(struct http1_parser *p)
+{
+    struct run *r = p->data;
+    struct http1_request_opts o = r->opts;
+    int n;
+    r->heads++;
+    r->chunked = (p->ll.flags & F_CHUNKED) != 0;
+    r->content_length = p->ll.content_length;
+    if (r->chunked)
+        o.framing = HTTP1_FRAMING_CHUNKED;
+    else if ((p->ll.flags & F_CONTENT_LENGTH) && p->ll.content_length > 0) {
+        o.framing = HTTP1_FRAMING_LENGTH;
+        o.content_length = p->ll.content_length;
+    }
+    n = http1_build_request(p, &o, r->up + r->up_len, sizeof(r->up) - r->up_len);
+    assert_true(n > 0);
+    r->up_len += (size_t)n;
+    return HTTP1_CB_OK;
+}
+
+static int on_body(struct http1_parser *p, const char *at, size_t len)
+{
+    struct run *r = p->data;
+    assert_true(r->body_len + len <= sizeof(r->body));
+    memcpy(r->body + r->body_len, at, len);
+    r->body_len += len;
+    return HTTP1_CB_OK;
+}
+
+static int on_complete(struct http1_parser *p)
+{
+    struct run *r = p->data;
+    r->completes++;
+    return HTTP1_CB_PAUSE; /* as the client does: one request at a time */
+}
+
+static const struct http1_callbacks cbs = {on_head, on_body, on_complete};
+
+/* Feeds `in` in pieces of `step` bytes (0 = all at once); returns the failure, if any. */
+static enum http1_fail feed_limits(const char *in, size_t len, size_t step, struct run *r,
+                                   size_t head_limit, size_t max_headers, char *msg, size_t cap)
+{
+    struct http1_parser p;
+    size_t off = 0, end = 0;
+    enum http1_fail fail = HTTP1_FAIL_NONE;
+
+    if (r->opts.authority == NULL)
+        r->opts.authority = "enclave.example:8443";
+    http1_parser_init(&p, HTTP_REQUEST, head_limit, max_headers, &cbs, r);
+    while (off < len) {
+        size_t used = 0;
+        enum http1_status st;
+        if (end <= off)
+            end = step == 0 ? len : (off + step < len ? off + step : len);
+        st = http1_parser_execute(&p, in + off, end - off, &used);
+        off += used;
+        if (st == HTTP1_ERROR) {
+            fail = p.fail;
+            if (msg != NULL)
+                snprintf(msg, cap, "%s", p.fail_msg);
+            break;
+        }
+        if (st == HTTP1_PAUSED)
+            http1_parser_resume(&p);
+    }
+    http1_parser_free(&p);
+    return fail;
+}
+
+static enum http1_fail feed(const char *in, size_t step, struct run *r)
+{
+    return feed_limits(in, strlen(in), step, r, 8192, 100, NULL, 0);
+}
+
+/* Runs a transcript whole and byte by byte; both must give `want_up` and `want_body`. */
+static void transcript(const char *in, const struct http1_request_opts *opts, const char *want_up,
+                       const char *want_body, int want_requests)
+{
+    size_t steps[] = {0, 1, 7};
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        struct run *r = calloc(1, sizeof(*r));
+        assert_non_null(r);
+        if (opts != NULL)
+            r->opts = *opts;
+        assert_int_equal(feed(in, steps[i], r), HTTP1_FAIL_NONE);
+        r->up[r->up_len] = '\0';
+        r->body[r->body_len] = '\0';
+        assert_string_equal(r->up, want_up);
+        assert_string_equal(r->body, want_body);
+        assert_int_equal(r->completes, want_requests);
+        free(r);
+    }
+}
+
+/* ---- Rewriting transcripts ---------------------------------------------------------------- */
+
+static void test_rewrite_removes_hop_by_hop_and_rewrites_host(void **state)
+{
+    (void)state;
+    transcript("GET /v1/models?x=1 HTTP/1.1\r\n"
+               "Host: localhost:8080\r\n"
+               "Connection: keep-alive, X-Secret-Hop\r\n"
+               "Keep-Alive: timeout=5\r\n"
+               "Proxy-Connection: keep-alive\r\n"
+               "TE: trailers\r\n"
+               "Upgrade: websocket\r\n"
+               "Proxy-Authorization: Basic Zm9vOmJhcg==\r\n"
+               "X-Secret-Hop: 1\r\n"
+               "Accept: application/json\r\n"
+               "X-Forwarded-For: 10.0.0.1\r\n"
+               "X-Forwarded-Proto: http\r\n"
+               "Forwarded: for=10.0.0.1\r\n"
+               "User-Agent: test\r\n"
+               "\r\n",
+               NULL,
+               "GET /v1/models?x=1 HTTP/1.1\r\n"
+               "Host: enclave.example:8443\r\n"
+               "Accept: application/json\r\n"
+               "User-Agent: test\r\n"
+               "\r\n",
+               "", 1);
+}
+
+static void test_rewrite_keeps_forwarded_when_configured(void **state)
+{
+    struct http1_request_opts o = {.authority = "e:1", .keep_forwarded = true};
+    (void)state;
+    transcript("GET / HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 10.0.0.1\r\n"
+               "Forwarded: for=10.0.0.1\r\n\r\n",
+               &o,
+               "GET / HTTP/1.1\r\nHost: e:1\r\nX-Forwarded-For: 10.0.0.1\r\nForwarded: "
+               "for=10.0.0.1\r\n\r\n",
+               "", 1);
+}
+
+static void test_rewrite_strips_our_token_only_when_asked(void **state)
+{
+    struct http1_request_opts strip = {.authority = "e", .strip_authorization = true};
+    struct http1_request_opts keep = {.authority = "e"};
+    (void)state;
+    transcript(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret-token-0123\r\n\r\n",
+        &strip, "GET / HTTP/1.1\r\nHost: e\r\n\r\n", "", 1);
+    transcript("GET / HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer sk-upstream\r\n\r\n",
+               &keep, "GET / HTTP/1.1\r\nHost: e\r\nAuthorization: Bearer sk-upstream\r\n\r\n", "",
+               1);
+}
+
+static void test_rewrite_content_length_body(void **state)
+{
+    struct http1_request_opts o = {.authority = "e"};
+    (void)state;
+    transcript("POST /whisper/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+               "Content-Length: 11\r\nExpect: 100-continue\r\n\r\nhello world",
+               &o,
+               "POST /whisper/predict HTTP/1.1\r\nHost: e\r\nContent-Type: text/plain\r\n"
+               "Content-Length: 11\r\n\r\n",
+               "hello world", 1);
+}
+
+static void test_rewrite_chunked_body_and_trailers(void **state)
+{
+    struct http1_request_opts o = {.authority = "e"};
+    (void)state;
+    /* Chunk extensions and trailers are parsed and dropped; the body is decoded. */
+    transcript("POST /up HTTP/1.1\r\nHost: [::1]:8080\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+               &o, "POST /up HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n",
+               "hello world", 1);
+}
+
+static void test_rewrite_keeps_other_expectations_and_values(void **state)
+{
+    struct http1_request_opts o = {.authority = "e"};
+    (void)state;
+    /* Trailing whitespace of a value is not part of it; inner whitespace is kept. */
+    transcript(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nExpect: something-else\r\nX-A:  a  b  \r\n\r\n", &o,
+        "GET / HTTP/1.1\r\nHost: e\r\nExpect: something-else\r\nX-A: a  b\r\n\r\n", "", 1);
+}
+
+static void test_pipelined_requests_in_order(void **state)
+{
+    struct http1_request_opts o = {.authority = "e"};
+    (void)state;
+    transcript("GET /a HTTP/1.1\r\nHost: localhost\r\n\r\n"
+               "POST /b HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nxyz"
+               "GET /c HTTP/1.1\r\nHost: localhost\r\n\r\n",
+               &o,
+               "GET /a HTTP/1.1\r\nHost: e\r\n\r\n"
+               "POST /b HTTP/1.1\r\nHost: e\r\nContent-Length: 3\r\n\r\n"
+               "GET /c HTTP/1.1\r\nHost: e\r\n\r\n",
+               "xyz", 3);
+}
+
+static void test_leading_empty_line_is_ignored(void **state)
+{
+    struct http1_request_opts o = {.authority = "e"};
+    (void)state;
+    transcript("\r\nGET / HTTP/1.1\r\nHost: localhost\r\n\r\n", &o,
+               "GET / HTTP/1.1\r\nHost: e\r\n\r\n", "", 1);
+}
+
+/* ---- Refusals ----------------------------------------------------------------------------- */
+
+static void expect_refusal(const char *in, enum http1_fail want, const char *msg_part)
+{
+    size_t steps[] = {0, 1, 5};
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        struct run *r = calloc(1, sizeof(*r));
+        char msg[160] = "";
+        assert_non_null(r);
+        assert_int_equal(feed_limits(in, strlen(in), steps[i], r, 8192, 100, msg, sizeof(msg)),
+                         want);
+        if (msg_part != NULL && strstr(msg, msg_part) == NULL)
+            fail_msg("message '%s' lacks '%s' (step %zu)", msg, msg_part, steps[i]);
+        assert_int_equal(r->completes, 0);
+        free(r);
+    }
+}
+
+static void test_refuses_smuggling_vectors(void **state)
+{
+    (void)state;
+    expect_refusal(
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "0\r\n\r\n",
+        HTTP1_FAIL_BAD_MESSAGE, "Transfer-Encoding");
+    expect_refusal(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+        "0\r\n\r\n",
+        HTTP1_FAIL_BAD_MESSAGE, NULL);
+    expect_refusal(
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        HTTP1_FAIL_BAD_MESSAGE, "Content-Length");
+    expect_refusal(
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        HTTP1_FAIL_BAD_MESSAGE, "Content-Length");
+    expect_refusal("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1,1\r\n\r\nx",
+                   HTTP1_FAIL_BAD_MESSAGE, NULL);
+    expect_refusal("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+                   HTTP1_FAIL_BAD_MESSAGE, NULL);
+    expect_refusal("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                   HTTP1_FAIL_BAD_MESSAGE, NULL);
+}
+
+static void test_refuses_bad_chunks(void **state)
+{
+    (void)state;
+    expect_refusal(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        HTTP1_FAIL_BAD_MESSAGE, "chunk size");
+    expect_refusal("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "fffffffffffffffff\r\nx\r\n0\r\n\r\n",
+                   HTTP1_FAIL_BAD_MESSAGE, NULL);
+    expect_refusal(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+        HTTP1_FAIL_BAD_MESSAGE, NULL);
+    /* Chunk data must be followed by CRLF (llhttp 8.1 without strict mode skips two bytes). */
+    expect_refusal(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+        HTTP1_FAIL_BAD_MESSAGE, "CRLF after chunk");
+    expect_refusal(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\rX0\r\n\r\n",
+        HTTP1_FAIL_BAD_MESSAGE, "CRLF after chunk");
+}
+
+static void test_refuses_bad_lines_and_names(void **state)
+{
+    (void)state;
+    expect_refusal("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE,
+                   "obs-fold");
+    expect_refusal("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE,
+                   "obs-fold");
+    expect_refusal("GET / HTTP/1.1\nHost: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, "bare LF");
+    expect_refusal("GET / HTTP/1.1\r\nHost: a\n\r\n", HTTP1_FAIL_BAD_MESSAGE, "bare LF");
+    expect_refusal("GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, "bare CR");
+    expect_refusal("GET / HTTP/1.1\r\nHo\x01st: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, NULL);
+    expect_refusal("GET / HTTP/1.1\r\nHost : a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, "whitespace");
+    expect_refusal("GET / HTTP/1.1\r\n: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, "empty header");
+    expect_refusal("GET / HTTP/1.1\r\nX: a\x01"
+                   "b\r\n\r\n",
+                   HTTP1_FAIL_BAD_MESSAGE, NULL);
+    expect_refusal("GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, NULL);
+    expect_refusal("GET /\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, NULL);
+    expect_refusal("get / HTTP/1.1\r\nHost: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, NULL);
+}
+
+static void test_refuses_nul_in_name(void **state)
+{
+    static const char in[] = "GET / HTTP/1.1\r\nHo\0st: a\r\n\r\n";
+    struct run *r = calloc(1, sizeof(*r));
+    (void)state;
+    assert_non_null(r);
+    assert_int_equal(feed_limits(in, sizeof(in) - 1, 0, r, 8192, 100, NULL, 0),
+                     HTTP1_FAIL_BAD_MESSAGE);
+    free(r);
+}
+
+static void test_head_limits(void **state)
+{
+    char big[4096];
+    struct run *r = calloc(1, sizeof(*r));
+    int n;
+    (void)state;
+    assert_non_null(r);
+    n = snprintf(big, sizeof(big), "GET / HTTP/1.1\r\nHost: a\r\nX: %0*d\r\n\r\n", 2000, 0);
+    /* Bytes: a 1024-byte limit refuses, a 4096-byte one accepts. */
+    assert_int_equal(feed_limits(big, (size_t)n, 0, r, 1024, 100, NULL, 0), HTTP1_FAIL_TOO_LARGE);
+    memset(r, 0, sizeof(*r));
+    assert_int_equal(feed_limits(big, (size_t)n, 0, r, 4096, 100, NULL, 0), HTTP1_FAIL_NONE);
+    /* Count: three headers against a limit of two. */
+    memset(r, 0, sizeof(*r));
+    n = snprintf(big, sizeof(big), "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n");
+    assert_int_equal(feed_limits(big, (size_t)n, 1, r, 4096, 2, NULL, 0), HTTP1_FAIL_TOO_LARGE);
+    memset(r, 0, sizeof(*r));
+    assert_int_equal(feed_limits(big, (size_t)n, 1, r, 4096, 3, NULL, 0), HTTP1_FAIL_NONE);
+    free(r);
+}
+
+/* ---- Host, token, chunk header ------------------------------------------------------------ */
+
+static void test_host_allow_list(void **state)
+{
+    const char *const list[] = {"localhost", "127.0.0.1", "[::1]", "api.internal:9000"};
+    size_t n = sizeof(list) / sizeof(list[0]);
+    struct {
+        const char *host;
+        bool ok;
+    } cases[] = {
+        {"localhost", true},
+        {"LOCALHOST:8080", true},
+        {"127.0.0.1:1", true},
+        {"127.0.0.1:65535", true},
+        {"[::1]", true},
+        {"[::1]:8080", true},
+        {"api.internal:9000", true},
+        {"api.internal", false},
+        {"api.internal:9001", false},
+        {"localhost:0", false},
+        {"localhost:65536", false},
+        {"localhost:", false},
+        {"localhost:80x", false},
+        {"evil.example", false},
+        {"localhost.evil.example", false},
+        {"::1", false},
+        {"[::1", false},
+        {"[::1]x", false},
+        {"", false},
+        {"127.0.0.1.nip.io", false},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bool got = http1_host_allowed(cases[i].host, strlen(cases[i].host), list, n);
+        if (got != cases[i].ok)
+            fail_msg("host '%s': got %d", cases[i].host, got);
+    }
+}
+
+static void test_bearer_token(void **state)
+{
+    const char *tok = "0123456789abcdef-token";
+    struct {
+        const char *value;
+        bool ok;
+    } cases[] = {
+        {"Bearer 0123456789abcdef-token", true},
+        {"bearer 0123456789abcdef-token", true},
+        {"Bearer   0123456789abcdef-token", true},
+        {"Bearer 0123456789abcdef-toke", false},
+        {"Bearer 0123456789abcdef-tokenX", false},
+        {"Basic 0123456789abcdef-token", false},
+        {"Bearer0123456789abcdef-token", false},
+        {"Bearer ", false},
+        {"", false},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bool got = http1_bearer_matches(cases[i].value, strlen(cases[i].value), tok);
+        if (got != cases[i].ok)
+            fail_msg("value '%s': got %d", cases[i].value, got);
+    }
+    assert_false(http1_bearer_matches("Bearer x", 8, ""));
+}
+
+static void test_chunk_header(void **state)
+{
+    char out[HTTP1_CHUNK_HEADER_MAX];
+    (void)state;
+    assert_int_equal(http1_chunk_header(0x1a2b, out), 6);
+    assert_string_equal(out, "1a2b\r\n");
+    assert_int_equal(http1_chunk_header(UINT64_MAX, out), 18);
+    assert_string_equal(out, "ffffffffffffffff\r\n");
+}
+
+/* ---- Responses ---------------------------------------------------------------------------- */
+
+struct resp_run {
+    char out[OUT_MAX];
+    int n;
+    struct http1_response_opts opts;
+    char body[OUT_MAX];
+    size_t body_len;
+    bool done;
+};
+
+static int resp_head(struct http1_parser *p)
+{
+    struct resp_run *r = p->data;
+    r->n = http1_build_response(p, &r->opts, r->out, sizeof(r->out));
+    return HTTP1_CB_OK;
+}
+
+static int resp_body(struct http1_parser *p, const char *at, size_t len)
+{
+    struct resp_run *r = p->data;
+    memcpy(r->body + r->body_len, at, len);
+    r->body_len += len;
+    return HTTP1_CB_OK;
+}
+
+static int resp_complete(struct http1_parser *p)
+{
+    struct resp_run *r = p->data;
+    r->done = true;
+    return HTTP1_CB_PAUSE;
+}
+
+static const struct http1_callbacks resp_cbs = {resp_head, resp_body, resp_complete};
+
+static void test_response_rewrite(void **state)
+{
+    static const char in[] = "HTTP/1.1 200 OK\r\n"
+                             "Content-Type: text/event-stream\r\n"
+                             "Transfer-Encoding: chunked\r\n"
+                             "Connection: keep-alive, X-Hop\r\n"
+                             "X-Hop: 1\r\n"
+                             "Keep-Alive: timeout=5\r\n"
+                             "Cache-Control: no-cache\r\n\r\n"
+                             "9\r\ndata: a\n\n\r\n0\r\n\r\n";
+    struct resp_run *r = calloc(1, sizeof(*r));
+    struct http1_parser p;
+    size_t used = 0;
+    (void)state;
+    assert_non_null(r);
+    r->opts.framing = HTTP1_FRAMING_CHUNKED;
+    r->opts.close = true;
+    r->opts.extra_headers = "X-Attestation: pin=sha256:00\r\n";
+    http1_parser_init(&p, HTTP_RESPONSE, 4096, 50, &resp_cbs, r);
+    assert_int_equal(http1_parser_execute(&p, in, sizeof(in) - 1, &used), HTTP1_PAUSED);
+    assert_true(r->done);
+    assert_true(r->n > 0);
+    r->out[r->n] = '\0';
+    assert_string_equal(r->out, "HTTP/1.1 200 OK\r\n"
+                                "Content-Type: text/event-stream\r\n"
+                                "Cache-Control: no-cache\r\n"
+                                "Transfer-Encoding: chunked\r\n"
+                                "X-Attestation: pin=sha256:00\r\n"
+                                "Connection: close\r\n\r\n");
+    assert_int_equal(r->body_len, 9);
+    assert_memory_equal(r->body, "data: a\n\n", 9);
+    http1_parser_free(&p);
+    free(r);
+}
+
+static void test_response_eof_delimited(void **state)
+{
+    static const char in[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it";
+    struct resp_run *r = calloc(1, sizeof(*r));
+    struct http1_parser p;
+    size_t used = 0;
+    (void)state;
+    assert_non_null(r);
+    r->opts.framing = HTTP1_FRAMING_CHUNKED;
+    http1_parser_init(&p, HTTP_RESPONSE, 4096, 50, &resp_cbs, r);
+    assert_int_equal(http1_parser_execute(&p, in, sizeof(in) - 1, &used), HTTP1_NEED_MORE);
+    assert_false(r->done);
+    assert_int_equal(http1_parser_finish(&p), HTTP1_PAUSED);
+    assert_true(r->done);
+    assert_int_equal(r->body_len, 9);
+    http1_parser_free(&p);
+    free(r);
+}
+
+static void test_hop_by_hop_names(void **state)
+{
+    const char *hop[] = {
+        "Connection",    "keep-alive",        "PROXY-CONNECTION", "te",
+        "Trailer",       "transfer-encoding", "upgrade",          "proxy-authorization",
+        "content-length"};
+    (void)state;
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+        assert_true(http1_is_hop_by_hop(hop[i], strlen(hop[i])));
+    assert_false(http1_is_hop_by_hop("authorization", 13));
+    assert_false(http1_is_hop_by_hop("tee", 3));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rewrite_removes_hop_by_hop_and_rewrites_host),
+        cmocka_unit_test(test_rewrite_keeps_forwarded_when_configured),
+        cmocka_unit_test(test_rewrite_strips_our_token_only_when_asked),
+        cmocka_unit_test(test_rewrite_content_length_body),
+        cmocka_unit_test(test_rewrite_chunked_body_and_trailers),
+        cmocka_unit_test(test_rewrite_keeps_other_expectations_and_values),
+        cmocka_unit_test(test_pipelined_requests_in_order),
+        cmocka_unit_test(test_leading_empty_line_is_ignored),
+        cmocka_unit_test(test_refuses_smuggling_vectors),
+        cmocka_unit_test(test_refuses_bad_chunks),
+        cmocka_unit_test(test_refuses_bad_lines_and_names),
+        cmocka_unit_test(test_refuses_nul_in_name),
+        cmocka_unit_test(test_head_limits),
+        cmocka_unit_test(test_host_allow_list),
+        cmocka_unit_test(test_bearer_token),
+        cmocka_unit_test(test_chunk_header),
+        cmocka_unit_test(test_response_rewrite),
+        cmocka_unit_test(test_response_eof_delimited),
+        cmocka_unit_test(test_hop_by_hop_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
