@@ -421,7 +421,7 @@ static void handle_eof(struct client *c)
     case CLIENT_CONNECTING:
     case CLIENT_RELAYING:
         /* A request still being read that has no unparsed bytes left was abandoned. */
-        if (!c->ex.req_done && c->in_off == c->in_len && !c->paused_at_head) {
+        if (!c->ex.req_done && c->in_off == c->in_len) {
             client_close(c, "client closed before the request was complete");
             return;
         }
