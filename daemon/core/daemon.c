@@ -91,7 +91,7 @@ static void begin_stop(struct daemon *d, const char *signame)
     d->watch = NULL;
     admin_close(d->admin, NULL, NULL);
     d->admin = NULL;
-    /* PROXY-HOOK: proxy_shutdown(d, on_drained) drains and closes every connection. */
+    /* The proxy drains in-flight exchanges (up to shutdown_timeout), then calls on_drained. */
     proxy_shutdown(d, on_drained);
 }
 
@@ -166,8 +166,8 @@ int daemon_reload(struct daemon *d)
     metrics_set_policy_generation(d->metrics, d->generation);
     apply_logging(fresh);
     restart_watch(d);
-    /* PROXY-HOOK: proxy_reload(d, old) applies the new configuration and takes ownership of
-     * `old`, freeing it once no exchange refers into it. */
+    /* The proxy applies the new configuration and takes ownership of `old`, freeing it once no
+     * exchange refers into it. */
     proxy_reload(d, old);
     snprintf(gen, sizeof(gen), "%llu", (unsigned long long)d->generation);
     log_event(LOG_LEVEL_INFO, "reload_applied", "config", d->cfg->path, "generation", gen, NULL);
@@ -335,7 +335,7 @@ int daemon_run(const char *config_path)
         goto out_abort_start;
     }
 
-    /* PROXY-HOOK: proxy_start(&d) binds (or adopts) the listeners; on failure abort start. */
+    /* Bind (or adopt from socket activation) every service's listeners. */
     rc = proxy_start(&d);
     if (rc < 0) {
         /* proxy_start() logged which listener failed; what it opened is closed here. */

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 
 #include "ops/admin.h"
+#include "proxy/proxy.h"
 
 int64_t status_wall_ms(void)
 {
@@ -64,8 +65,11 @@ bool status_ready(struct daemon *d)
         return false;
     if (!d->cfg->daemon.ready_requires_attestation)
         return true;
-    /* PROXY-HOOK: every service must have an attested pin (proxy_service_attested). */
-    return false;
+    for (size_t i = 0; i < d->cfg->n_services; i++) {
+        if (!proxy_service_attested(d, d->cfg->services[i].name))
+            return false;
+    }
+    return true;
 }
 
 json_t *status_attestation_json(struct daemon *d)
@@ -90,8 +94,8 @@ json_t *status_attestation_json(struct daemon *d)
         json_object_set_new(s, "binding", json_string(config_binding_name(svc->binding)));
         json_object_set_new(s, "nonce", json_boolean(svc->nonce == NONCE_QUERY));
         json_object_set_new(s, "policy_digest", json_string(digest));
-        /* PROXY-HOOK: ready, pins and last_failure come from the service's attested key set
-         * (proxy_service_status). */
+        /* ready, pins and last_failure come from the service's attested key set. */
+        proxy_service_status(d, svc->name, s);
         json_object_set_new(services, svc->name, s);
     }
     json_object_set_new(root, "services", services);
