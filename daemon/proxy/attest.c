@@ -304,11 +304,20 @@ static void up_timeout(struct upstream *up, void *arg)
     fail_unavailable(job, REASON_TIMEOUT, why);
 }
 
+/* Closed from outside (shutdown, enforcement): the job ends as an error so that its owner
+ * hears of it and the job is freed. */
+static void up_closed(struct upstream *up, void *arg)
+{
+    (void)up;
+    fail_unavailable(arg, REASON_CLOSED, "the connection was closed during attestation");
+}
+
 static const struct upstream_handler attest_handler = {
     .on_data = up_data,
     .on_eof = up_eof,
     .on_error = up_error,
     .on_timeout = up_timeout,
+    .on_closed = up_closed,
 };
 
 /* ---- Detaching ---------------------------------------------------------------------------- */

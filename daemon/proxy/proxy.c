@@ -54,11 +54,13 @@ static void free_proxy(struct proxy *p)
         if (s->resume.session != NULL)
             SSL_SESSION_free(s->resume.session);
         OPENSSL_cleanse(&s->pins, sizeof(s->pins));
+        if (s->own_cfg != NULL) {
+            OPENSSL_cleanse(s->own_cfg->token, sizeof(s->own_cfg->token));
+            free(s->own_cfg);
+        }
         free(s);
         s = next;
     }
-    for (size_t i = 0; i < p->n_retired; i++)
-        config_free(p->retired[i]);
     SSL_CTX_free(p->ssl_ctx);
     free(p);
 }
@@ -383,9 +385,18 @@ void proxy_reload(struct daemon *d, const struct config *old_cfg)
         fresh = config_find_service(d->cfg, svc->name);
         if (fresh == NULL) {
             /* Removed: stop listening and let exchanges in flight finish with the settings
-             * they started with, which is why the old configuration is kept. */
+             * they started with. The service configuration holds no pointers, so a copy of it
+             * lets the old configuration go now. */
+            svc->own_cfg = malloc(sizeof(*svc->own_cfg));
+            if (svc->own_cfg != NULL) {
+                memcpy(svc->own_cfg, svc->cfg, sizeof(*svc->own_cfg));
+                svc->cfg = svc->own_cfg;
+            } else {
+                /* Out of memory: the old configuration is kept (never freed) rather than
+                 * freed under live references. */
+                keep_old = true;
+            }
             svc->removed = true;
-            keep_old = true;
             log_event(LOG_LEVEL_WARN, "service_removed", "service", svc->name, "action",
                       "listeners closed; exchanges in flight finish", NULL);
             service_stop(svc, "service removed");
@@ -415,19 +426,8 @@ void proxy_reload(struct daemon *d, const struct config *old_cfg)
             log_event(LOG_LEVEL_ERROR, "service_add_failed", "service", sc->name, "error",
                       "a listener could not start (see above)", NULL);
     }
-    if (!keep_old) {
+    if (!keep_old)
         config_free(old);
-    } else if (p->n_retired < sizeof(p->retired) / sizeof(p->retired[0])) {
-        p->retired[p->n_retired++] = old;
-    } else {
-        /* Bounded: past this many retired configurations, the oldest draining services are
-         * cut so that their configuration can go. Not reached in practice. */
-        for (struct proxy_service *svc = p->services; svc != NULL; svc = svc->next) {
-            if (svc->removed)
-                client_close_all(svc, "too many configurations retired");
-        }
-        p->retired[p->n_retired - 1 < 1 ? 0 : p->n_retired - 1] = old;
-    }
 }
 
 /* ---- Shutdown ----------------------------------------------------------------------------- */

@@ -5,7 +5,8 @@
  * service owns its listeners, its client connections, its upstream connections (idle ones sit
  * in its pool) and its attested key set. Objects never cache pointers into the configuration:
  * they read `svc->cfg` when they need a setting, so that a reload applies to the next use and
- * the old configuration can be freed at once.
+ * the old configuration can be freed at once (a removed service keeps a private copy of its
+ * last settings while its connections drain).
  */
 #ifndef ATTESTPROXY_PROXY_PROXY_INTERNAL_H
 #define ATTESTPROXY_PROXY_PROXY_INTERNAL_H
@@ -57,6 +58,7 @@ struct proxy_service {
 
     uv_timer_t refresh_timer; /* re-attests a pin over an idle pooled connection before expiry */
     bool removed;             /* gone from the configuration: draining */
+    struct service_config *own_cfg; /* a removed service's private copy of its last settings */
     struct proxy_service *next;
 };
 
@@ -66,8 +68,6 @@ struct proxy {
     struct proxy_service *services;
     size_t open_objects; /* listeners, clients, upstreams and service timers not yet closed */
     uint64_t next_id;    /* connection ids for logs */
-    struct config *retired[CONFIG_MAX_SERVICES]; /* old configurations still referred to */
-    size_t n_retired;
     bool stopping;
     bool draining_forced;
     uv_timer_t shutdown_timer;

@@ -72,6 +72,8 @@ static void release(struct upstream *up)
 
     if (--up->pending_closes > 0)
         return;
+    if (up->h != NULL && up->h->on_closed != NULL)
+        up->h->on_closed(up, up->arg);
     if (up->counted_open)
         metrics_add_upstream_open(svc->metrics, -1);
     tls_conn_free(&up->tls);

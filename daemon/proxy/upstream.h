@@ -63,6 +63,9 @@ struct upstream_handler {
     void (*on_drain)(struct upstream *up, void *arg);
     /* The deadline set with upstream_set_deadline() passed. */
     void (*on_timeout)(struct upstream *up, void *arg);
+    /* The connection was closed by someone else (upstream_close()) while this handler was
+     * set; runs from the last close callback, just before the object is freed. */
+    void (*on_closed)(struct upstream *up, void *arg);
 };
 
 struct upstream {
