@@ -1,0 +1,632 @@
+#!/usr/bin/python3
+"""The enclave simulator: an HTTPS service that behaves like an application inside a Nitro
+enclave, serving fresh attestation evidence for every profile of BRIEF §4 over the same TLS
+connection as its demo endpoints, and misbehaving on demand. See tests/sim/README.md.
+
+Written with the standard library, python3-cryptography and our own CBOR encoder (nsm.py), and
+independently of the daemon's attestation code.
+"""
+import argparse
+import asyncio
+import base64
+import datetime
+import hashlib
+import itertools
+import json
+import os
+import pathlib
+import secrets
+import ssl
+import sys
+import tempfile
+import time
+import urllib.parse
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import chain as chainmod  # noqa: E402
+import nsm  # noqa: E402
+
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import NameOID  # noqa: E402
+
+HEAD_MAX = 64 * 1024
+JSON_BODY_MAX = 1 << 20
+MODES = ("wrong_pcrs", "debug_pcrs", "bad_signature", "wrong_nonce", "missing_nonce",
+         "replay_old", "expired_leaf", "garbage_evidence", "bind_other_key", "evidence_500",
+         "drop_mid_stream", "stall", "close_after_headers")
+PROFILE_BINDING = {"native": "spki_sha256", "nitriding": "nitriding", "blindai": "blindai",
+                   "evervault": "spki_der"}
+
+
+class Identity:
+    """One enclave TLS key and its self-signed certificate (the key documents bind)."""
+
+    def __init__(self, workdir):
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.utcnow()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "enclave.test")])
+        self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                     .public_key(self.key.public_key())
+                     .serial_number(x509.random_serial_number())
+                     .not_valid_before(now - datetime.timedelta(minutes=5))
+                     .not_valid_after(now + datetime.timedelta(days=2))
+                     .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                                 x509.DNSName("enclave.test")]),
+                                    critical=False)
+                     .sign(self.key, hashes.SHA256()))
+        tag = secrets.token_hex(4)
+        cert_path = pathlib.Path(workdir) / f"tls-{tag}.crt"
+        key_path = pathlib.Path(workdir) / f"tls-{tag}.key"
+        cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(self.key.private_bytes(serialization.Encoding.PEM,
+                                                    serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+        self.cert_path, self.key_path = str(cert_path), str(key_path)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(self.cert_path, self.key_path)
+        self.pin = hashlib.sha256(nsm.spki_der(self.cert)).hexdigest()
+
+
+class Sim:
+    def __init__(self, args):
+        self.args = args
+        self.workdir = tempfile.mkdtemp(prefix="enclave-sim-")
+        self.chain = chainmod.Chain.load_or_create(args.chain_dir)
+        self.pcrs = nsm.default_pcrs()
+        for item in args.pcr:
+            n, _, hx = item.partition("=")
+            self.pcrs[int(n)] = bytes.fromhex(hx)
+        self.identities = [Identity(self.workdir) for _ in range(args.keys)]
+        self.rr = itertools.count()
+        self.mode = None
+        self.mode_params = {}
+        for m in args.misbehave:
+            self.set_mode(m, {})
+        self.conn_ids = itertools.count(1)
+        self.reset()
+        self.server = None
+        self.listen_ctx = self._listen_context()
+
+    def _listen_context(self):
+        """With one key the identity's own context listens. With several (enclaves behind a
+        load balancer), sni_callback picks one per connection (OpenSSL calls it for every
+        ClientHello, with or without SNI) and session tickets are off: separate enclaves do not
+        share ticket keys, so a ticket of one must never resume on another."""
+        if len(self.identities) == 1:
+            return self.identities[0].ctx
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.identities[0].cert_path, self.identities[0].key_path)
+        ctx.num_tickets = 0
+        ctx.options |= ssl.OP_NO_TICKET
+        for ident in self.identities:
+            ident.ctx.num_tickets = 0
+            ident.ctx.options |= ssl.OP_NO_TICKET
+        ctx.sni_callback = self._pick_identity
+        return ctx
+
+    def _pick_identity(self, sslobj, servername, ctx):
+        ident = self.identities[next(self.rr) % len(self.identities)]
+        sslobj.context = ident.ctx
+        return None
+
+    def identity_of(self, writer):
+        obj = writer.get_extra_info("ssl_object")
+        for ident in self.identities + self.retired:
+            if obj is not None and obj.context is ident.ctx:
+                return ident
+        return self.identities[0]
+
+    def reset(self):
+        self.stats = {"evidence_requests": 0, "app_requests": 0, "connections": 0}
+        self.requests = []
+        self.retired = getattr(self, "retired", [])
+
+    def set_mode(self, mode, params):
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+        self.mode, self.mode_params = mode, params
+
+    async def rotate(self):
+        """A restarted enclave: new TLS keys, new TLS state (ticket keys) and a new listening
+        socket on the same port. Established connections keep their old key, as they would
+        with a real restart behind a proxy that keeps them open until they drain."""
+        self.retired.extend(self.identities)
+        self.identities = [Identity(self.workdir) for _ in range(len(self.identities))]
+        self.listen_ctx = self._listen_context()
+        await self.start_tls()
+
+    async def start_tls(self):
+        host, port = host_port(self.args.listen)
+        if self.server is not None:
+            port = self.server.sockets[0].getsockname()[1]
+            self.server.close()
+            await self.server.wait_closed()
+        self.server = await asyncio.start_server(self.handle, host, port, ssl=self.listen_ctx,
+                                                 limit=HEAD_MAX, backlog=1024)
+        return self.server.sockets[0].getsockname()[1]
+
+    # ---- Evidence -------------------------------------------------------------------------
+
+    def document(self, profile, ident, nonce):
+        pcrs = dict(self.pcrs)
+        ts = int(time.time() * 1000)
+        leaf_key, leaf_der = self.chain.keys["leaf"], self.chain.der("leaf")
+        binding = PROFILE_BINDING[profile]
+        cert = ident.cert
+        mode = self.mode
+        if mode == "wrong_pcrs":
+            pcrs[0] = hashlib.sha384(b"some other enclave image").digest()
+        elif mode == "debug_pcrs":
+            for i in (0, 1, 2):
+                pcrs[i] = bytes(48)
+        elif mode == "wrong_nonce" and nonce is not None:
+            nonce = secrets.token_bytes(len(nonce))
+        elif mode == "missing_nonce":
+            nonce = None
+        elif mode == "replay_old":
+            ts -= int(self.mode_params.get("age_s", 600)) * 1000
+        elif mode == "expired_leaf":
+            leaf_key, cert_obj = self.chain.renew_leaf(time.time() - 4 * 3600)
+            leaf_der = cert_obj.public_bytes(serialization.Encoding.DER)
+        elif mode == "bind_other_key":
+            cert = Identity(self.workdir).cert
+        public_key, user_data = nsm.binding_fields(binding, cert)
+        m = nsm.payload_map(self.chain, pcrs, public_key, user_data, nonce, ts,
+                            leaf_der=leaf_der)
+        payload = nsm.enc(m)
+        sig = nsm.sign_raw(leaf_key, nsm.sig_structure(nsm.PROTECTED_ES384, payload))
+        if mode == "bad_signature":
+            sig = sig[:-1] + bytes([sig[-1] ^ 1])
+        return nsm.enc([nsm.PROTECTED_ES384, {}, payload, sig])
+
+    async def evidence(self, w, profile, query):
+        self.stats["evidence_requests"] += 1
+        nonce = None
+        if "nonce" in query:
+            try:
+                nonce = bytes.fromhex(query["nonce"][0])
+            except ValueError:
+                return await send(w, 400, {"Content-Type": "text/plain"}, b"bad nonce\n")
+        if self.mode == "evidence_500":
+            return await send(w, 500, {"Content-Type": "text/plain"}, b"nsm unavailable\n")
+        if self.mode == "garbage_evidence":
+            return await send(w, 200, {"Content-Type": "application/cbor"},
+                              b"\x84garbage, not a document")
+        doc = self.document(profile, self.identity_of(w), nonce)
+        if profile == "nitriding":
+            return await send(w, 200, {"Content-Type": "text/plain"},
+                              base64.b64encode(doc) + b"\n")
+        if profile == "evervault":
+            body = json.dumps({"attestation_doc": base64.b64encode(doc).decode()}).encode()
+            return await send(w, 200, {"Content-Type": "application/json"}, body)
+        return await send(w, 200, {"Content-Type": "application/cbor"}, doc)
+
+    # ---- Connections ----------------------------------------------------------------------
+
+    async def handle(self, reader, writer):
+        conn = next(self.conn_ids)
+        self.stats["connections"] += 1
+        ident = self.identity_of(writer)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                        ConnectionError):
+                    return
+                req = parse_head(head)
+                if req is None:
+                    await send(writer, 400, {"Connection": "close"}, b"bad request\n")
+                    return
+                method, target, headers = req
+                url = urllib.parse.urlsplit(target)
+                query = urllib.parse.parse_qs(url.query)
+                evidence = url.path in ("/.well-known/nitro-attestation", "/enclave/attestation",
+                                        "/.well-known/attestation")
+                self.requests.append({"conn": conn, "pin": ident.pin, "method": method,
+                                      "path": target, "evidence": evidence, "t": time.time()})
+                if headers.get("expect", "").lower() == "100-continue":
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                body = Body(reader, headers)
+                if evidence:
+                    profile = {"/.well-known/nitro-attestation": "native",
+                               "/.well-known/attestation": "evervault"}.get(url.path)
+                    if profile is None:
+                        profile = "nitriding" if "nonce" in query else "blindai"
+                    await body.drain()
+                    await self.evidence(writer, profile, query)
+                else:
+                    self.stats["app_requests"] += 1
+                    if self.mode == "stall":
+                        await asyncio.sleep(self.mode_params.get("seconds", 600))
+                        return
+                    if self.mode == "close_after_headers":
+                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+                        await writer.drain()
+                        return
+                    keep = await self.app(writer, method, url, query, headers, body)
+                    if not keep:
+                        return
+                if headers.get("connection", "").lower() == "close":
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            return
+        finally:
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    # ---- Application endpoints --------------------------------------------------------------
+
+    async def app(self, w, method, url, query, headers, body):
+        path = url.path
+        if path == "/echo":
+            h, n = hashlib.sha256(), 0
+            async for chunk in body:
+                h.update(chunk)
+                n += len(chunk)
+            out = {"method": method, "path": url.path + ("?" + url.query if url.query else ""),
+                   "headers": headers, "body_bytes": n, "body_sha256": h.hexdigest()}
+            await send(w, 200, {"Content-Type": "application/json"}, json.dumps(out).encode())
+        elif path == "/upload":
+            h, n = hashlib.sha256(), 0
+            async for chunk in body:
+                h.update(chunk)
+                n += len(chunk)
+            await send(w, 200, {"Content-Type": "application/json"},
+                       json.dumps({"bytes": n, "sha256": h.hexdigest()}).encode())
+        elif path == "/whisper/predict":
+            ctype = headers.get("content-type", "")
+            if "boundary=" not in ctype:
+                await body.drain()
+                await send(w, 400, {"Content-Type": "application/json"},
+                           b'{"error":"multipart/form-data with a boundary expected"}')
+                return True
+            boundary = ctype.split("boundary=", 1)[1].split(";")[0].strip().strip('"')
+            n, digest = await audio_part(body, boundary.encode())
+            if n is None:
+                await send(w, 400, {"Content-Type": "application/json"},
+                           b'{"error":"no audio field"}')
+                return True
+            text = "I fart in your general direction" if n else ""
+            await send(w, 200, {"Content-Type": "application/json"},
+                       json.dumps({"text": text, "bytes": n, "sha256": digest}).encode())
+        elif path == "/v1/chat/completions":
+            raw = await body.read_all(JSON_BODY_MAX)
+            try:
+                req = json.loads(raw or b"{}")
+            except ValueError:
+                await send(w, 400, {"Content-Type": "application/json"}, b'{"error":"bad json"}')
+                return True
+            return await self.chat(w, req)
+        elif path == "/download":
+            await body.drain()
+            return await self.download(w, int(query.get("bytes", ["0"])[0]),
+                                       query.get("chunked", ["0"])[0] == "1")
+        elif path == "/slow":
+            await body.drain()
+            await asyncio.sleep(float(query.get("delay", ["1"])[0]))
+            await send(w, 200, {"Content-Type": "text/plain"}, b"slow\n")
+        elif path == "/sse":
+            await body.drain()
+            return await self.sse(w, int(query.get("events", ["5"])[0]),
+                                  int(query.get("interval", ["50"])[0]))
+        elif path.startswith("/status/"):
+            await body.drain()
+            code = int(path.split("/")[2])
+            await send(w, code, {"Content-Type": "text/plain"},
+                       b"" if code in (204, 304) else f"status {code}\n".encode())
+        else:
+            await body.drain()
+            await send(w, 404, {"Content-Type": "text/plain"}, b"not found\n")
+        return True
+
+    async def chat(self, w, req):
+        words = ["Attested", " hello", " from", " the", " enclave", "."]
+        created = int(time.time())
+        cid = "chatcmpl-" + secrets.token_hex(6)
+        model = req.get("model", "sim")
+        if not req.get("stream"):
+            out = {"id": cid, "object": "chat.completion", "created": created, "model": model,
+                   "choices": [{"index": 0, "message": {"role": "assistant",
+                                                        "content": "".join(words)},
+                                "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 5, "completion_tokens": len(words),
+                             "total_tokens": 5 + len(words)}}
+            await send(w, 200, {"Content-Type": "application/json"}, json.dumps(out).encode())
+            return True
+        interval = self.args.sse_interval / 1000
+        await start_chunked(w, 200, {"Content-Type": "text/event-stream",
+                                     "Cache-Control": "no-cache"})
+        for i, word in enumerate(words):
+            chunk = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                     "model": model, "seq": i, "sent_at": time.time(),
+                     "choices": [{"index": 0, "delta": {"content": word},
+                                  "finish_reason": None}]}
+            await write_chunk(w, f"data: {json.dumps(chunk)}\n\n".encode())
+            await asyncio.sleep(interval)
+        done = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                "seq": len(words), "sent_at": time.time(),
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        await write_chunk(w, f"data: {json.dumps(done)}\n\n".encode())
+        await write_chunk(w, b"data: [DONE]\n\n")
+        await end_chunked(w)
+        return True
+
+    async def sse(self, w, events, interval_ms):
+        await start_chunked(w, 200, {"Content-Type": "text/event-stream"})
+        for i in range(events):
+            if self.mode == "drop_mid_stream" and i >= events // 2:
+                return False
+            await write_chunk(w, f"id: {i}\ndata: {{\"seq\": {i}, \"sent_at\": {time.time()}}}"
+                                 f"\n\n".encode())
+            await asyncio.sleep(interval_ms / 1000)
+        await end_chunked(w)
+        return True
+
+    async def download(self, w, n, chunked):
+        hdrs = {"Content-Type": "application/octet-stream",
+                "X-Content-SHA256": pattern_sha256(n)}
+        if chunked:
+            await start_chunked(w, 200, hdrs)
+        else:
+            hdrs["Content-Length"] = str(n)
+            w.write(response_head(200, hdrs))
+        sent = 0
+        limit = n // 2 if self.mode == "drop_mid_stream" else n
+        for block in pattern_blocks(n):
+            if sent + len(block) > limit:
+                w.write(block[:limit - sent])
+                await w.drain()
+                return False
+            if chunked:
+                await write_chunk(w, block)
+            else:
+                w.write(block)
+                await w.drain()
+            sent += len(block)
+        if chunked:
+            await end_chunked(w)
+        return True
+
+
+# ---- HTTP helpers ---------------------------------------------------------------------------
+
+REASONS = {100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request",
+           404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+def parse_head(head):
+    try:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ")
+        if not version.startswith("HTTP/1."):
+            return None
+        headers = {}
+        for line in lines[1:]:
+            if not line:
+                continue
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return method, target, headers
+    except ValueError:
+        return None
+
+
+def response_head(code, headers):
+    lines = [f"HTTP/1.1 {code} {REASONS.get(code, 'Status')}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def send(w, code, headers, body):
+    headers = dict(headers)
+    headers["Content-Length"] = str(len(body))
+    w.write(response_head(code, headers) + body)
+    await w.drain()
+
+
+async def start_chunked(w, code, headers):
+    headers = dict(headers)
+    headers["Transfer-Encoding"] = "chunked"
+    w.write(response_head(code, headers))
+    await w.drain()
+
+
+async def write_chunk(w, data):
+    if data:
+        w.write(b"%x\r\n%s\r\n" % (len(data), data))
+        await w.drain()
+
+
+async def end_chunked(w):
+    w.write(b"0\r\n\r\n")
+    await w.drain()
+
+
+class Body:
+    """The request body as an async iterator of chunks: Content-Length or chunked."""
+
+    def __init__(self, reader, headers):
+        self.reader = reader
+        self.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        self.left = int(headers.get("content-length", "0") or 0)
+
+    def __aiter__(self):
+        return self._chunks()
+
+    async def _chunks(self):
+        if self.chunked:
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if size == 0:
+                    while (await self.reader.readuntil(b"\r\n")) != b"\r\n":
+                        pass  # trailers
+                    return
+                left = size
+                while left:
+                    data = await self.reader.read(min(left, 65536))
+                    if not data:
+                        raise ConnectionError("eof in chunk")
+                    left -= len(data)
+                    yield data
+                await self.reader.readexactly(2)
+        else:
+            while self.left:
+                data = await self.reader.read(min(self.left, 65536))
+                if not data:
+                    raise ConnectionError("eof in body")
+                self.left -= len(data)
+                yield data
+
+    async def drain(self):
+        async for _ in self:
+            pass
+
+    async def read_all(self, limit):
+        out = bytearray()
+        async for chunk in self:
+            out += chunk
+            if len(out) > limit:
+                raise ConnectionError("body too large")
+        return bytes(out)
+
+
+async def audio_part(body, boundary):
+    """Streams a multipart body; returns (length, sha256 hex) of the field named "audio"."""
+    delim = b"\r\n--" + boundary
+    buf = b"\r\n"  # lets the first delimiter match like the others
+    state, h, n, found = "preamble", None, 0, None
+    async for chunk in body:
+        buf += chunk
+        while True:
+            if state == "preamble":
+                i = buf.find(delim)
+                if i < 0:
+                    buf = buf[-len(delim):]
+                    break
+                buf, state = buf[i + len(delim):], "headers"
+            elif state == "headers":
+                i = buf.find(b"\r\n\r\n")
+                if i < 0:
+                    break
+                part_headers = buf[:i].decode("latin-1").lower()
+                buf = buf[i + 4:]
+                if 'name="audio"' in part_headers:
+                    state, h, n = "audio", hashlib.sha256(), 0
+                else:
+                    state = "preamble"
+            else:  # audio data up to the next delimiter
+                i = buf.find(delim)
+                if i < 0:
+                    keep = len(delim)
+                    h.update(buf[:-keep])
+                    n += len(buf[:-keep])
+                    buf = buf[-keep:]
+                    break
+                h.update(buf[:i])
+                n += i
+                found = (n, h.hexdigest())
+                buf, state = buf[i + len(delim):], "headers"
+    return found if found else (None, None)
+
+
+_PATTERN = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(2048))  # 64 KiB
+_DIGESTS = {}
+
+
+def pattern_blocks(n):
+    full, rest = divmod(n, len(_PATTERN))
+    for _ in range(full):
+        yield _PATTERN
+    if rest:
+        yield _PATTERN[:rest]
+
+
+def pattern_sha256(n):
+    if n not in _DIGESTS:
+        h = hashlib.sha256()
+        for b in pattern_blocks(n):
+            h.update(b)
+        _DIGESTS[n] = h.hexdigest()
+    return _DIGESTS[n]
+
+
+# ---- Control API ----------------------------------------------------------------------------
+
+async def control(sim, reader, writer):
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        req = parse_head(head)
+        if req is None:
+            return
+        method, target, headers = req
+        n = int(headers.get("content-length", "0") or 0)
+        raw = await reader.readexactly(n) if n else b""
+        code, out = 200, {}
+        if method == "GET" and target == "/stats":
+            out = sim.stats
+        elif method == "GET" and target == "/requests":
+            out = sim.requests
+        elif method == "GET" and target == "/pins":
+            out = [i.pin for i in sim.identities]
+        elif method == "POST" and target == "/reset":
+            sim.reset()
+        elif method == "POST" and target == "/misbehave":
+            body = json.loads(raw or b"{}")
+            try:
+                sim.set_mode(body.pop("mode", None), body)
+                out = {"mode": sim.mode}
+            except ValueError as e:
+                code, out = 400, {"error": str(e)}
+        elif method == "POST" and target == "/rotate-key":
+            await sim.rotate()
+            out = [i.pin for i in sim.identities]
+        else:
+            code, out = 404, {"error": "unknown control endpoint"}
+        await send(writer, code, {"Content-Type": "application/json", "Connection": "close"},
+                   json.dumps(out).encode())
+    except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+        pass
+    finally:
+        writer.close()
+
+
+def host_port(s):
+    host, _, port = s.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--listen", default="127.0.0.1:0", help="TLS address (port 0: pick one)")
+    ap.add_argument("--control", default="127.0.0.1:0", help="plain-HTTP control address")
+    ap.add_argument("--chain-dir", required=True, help="test PKI directory (created if empty)")
+    ap.add_argument("--pcr", action="append", default=[], metavar="N=HEX",
+                    help="override PCR N (repeatable)")
+    ap.add_argument("--keys", type=int, default=1,
+                    help="distinct TLS keys behind the port, round-robin per connection")
+    ap.add_argument("--misbehave", action="append", default=[], choices=MODES)
+    ap.add_argument("--sse-interval", type=int, default=50, help="ms between chat SSE events")
+    args = ap.parse_args()
+
+    sim = Sim(args)
+    tls_port = await sim.start_tls()
+    chost, cport = host_port(args.control)
+    ctl = await asyncio.start_server(lambda r, w: control(sim, r, w), chost, cport)
+    ctl_port = ctl.sockets[0].getsockname()[1]
+    print(f"READY port={tls_port} control={ctl_port} root={pathlib.Path(args.chain_dir).resolve()}"
+          f"/root.pem", flush=True)
+    print("MEASUREMENT " + " ".join(f"pcr{i}={sim.pcrs[i].hex()}" for i in (0, 1, 2)), flush=True)
+    async with ctl:
+        await ctl.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
