@@ -23,6 +23,7 @@ static const char usage_main[] =
     "  run [-c FILE]            run in the foreground, logging to stderr (the default command)\n"
     "  check-config [-c FILE]   validate a configuration and print it with defaults filled in\n"
     "  verify [OPTIONS] FILE    check one attestation document offline\n"
+    "  attest [-c FILE] SERVICE connect once to SERVICE's enclave, attest it, print the result\n"
     "  help [COMMAND]           show help for a command\n"
     "\n"
     "Options:\n"
@@ -61,6 +62,22 @@ static const char usage_check[] =
     "  -h, --help          show this help\n"
     "\n"
     "Exit status: 0 valid, 2 invalid or unreadable.\n";
+
+static const char usage_attest[] =
+    "Usage: attestproxy attest [-c FILE] SERVICE\n"
+    "\n"
+    "Connects once to SERVICE's enclave (its upstream), fetches evidence over that TLS\n"
+    "connection and verifies it exactly as the proxy would (trust root, policy, nonce,\n"
+    "binding), then prints the verified summary as JSON on stdout: pin, module_id, PCRs,\n"
+    "document time, expiry, policy digest. Nothing is relayed and no listener is opened.\n"
+    "Logs go to stderr.\n"
+    "\n"
+    "Options:\n"
+    "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "Exit status: 0 attested, 1 refused or unreachable (the reason on stderr), 2 usage,\n"
+    "configuration error or unknown service.\n";
 
 static const struct option config_opts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -140,6 +157,37 @@ static int cmd_check_config(int argc, char **argv)
     return EXIT_OK;
 }
 
+static int cmd_attest(int argc, char **argv)
+{
+    const char *path = DEFAULT_CONFIG;
+    const char *service;
+    int c;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+c:h", config_opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'h':
+            fputs(usage_attest, stdout);
+            return EXIT_OK;
+        default:
+            fprintf(stderr, "attestproxy: attest: invalid option or missing argument\n");
+            fputs(usage_attest, stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind + 1 != argc) {
+        fprintf(stderr, "attestproxy: attest needs exactly one SERVICE\n");
+        fputs(usage_attest, stderr);
+        return EXIT_USAGE;
+    }
+    service = argv[optind];
+    return daemon_attest(path, service);
+}
+
 struct command {
     const char *name;
     int (*main)(int argc, char **argv);
@@ -150,6 +198,7 @@ static const struct command commands[] = {
     {"run", cmd_run, usage_run},
     {"check-config", cmd_check_config, usage_check},
     {"verify", verify_cmd_main, NULL},
+    {"attest", cmd_attest, usage_attest},
 };
 
 static const struct command *find_command(const char *name)

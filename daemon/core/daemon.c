@@ -254,23 +254,22 @@ static void close_unused_fds(struct daemon *d)
     }
 }
 
-int daemon_run(const char *config_path)
+/* What `run` and `attest` share: configuration, logging, the trust root, metrics and the loop.
+ * Returns 0, or the exit code after undoing what was done. */
+static int daemon_open(struct daemon *d, const char *config_path)
 {
-    struct daemon d;
     char err[CONFIG_ERROR_MAX];
     struct sigaction sa;
-    char nsvc[16];
     int rc;
 
-    memset(&d, 0, sizeof(d));
-    d.exit_code = EXIT_OK;
-
-    rc = config_load(config_path, &d.cfg, err, sizeof(err));
+    memset(d, 0, sizeof(*d));
+    d->exit_code = EXIT_OK;
+    rc = config_load(config_path, &d->cfg, err, sizeof(err));
     if (rc < 0) {
         log_event(LOG_LEVEL_ERROR, "config_invalid", "error", err, NULL);
         return EXIT_USAGE;
     }
-    apply_logging(d.cfg);
+    apply_logging(d->cfg);
 
     /* A peer that closes while we write must surface as EPIPE on that connection, not kill
      * the daemon. */
@@ -280,22 +279,63 @@ int daemon_run(const char *config_path)
 
     /* The trust anchor must load, or nothing can ever be attested: exit rather than run a
      * proxy that can only refuse. */
-    d.verifier =
-        verifier_new(d.cfg->daemon.root_ca[0] ? d.cfg->daemon.root_ca : NULL, err, sizeof(err));
-    if (d.verifier == NULL) {
+    d->verifier =
+        verifier_new(d->cfg->daemon.root_ca[0] ? d->cfg->daemon.root_ca : NULL, err, sizeof(err));
+    if (d->verifier == NULL) {
         log_event(LOG_LEVEL_ERROR, "trust_root_failed", "error", err, NULL);
-        d.exit_code = EXIT_RUNTIME;
         goto out_free_config;
     }
     log_event(LOG_LEVEL_INFO, "trust_root", "root_ca",
-              d.cfg->daemon.root_ca[0] ? d.cfg->daemon.root_ca : "compiled-in AWS Root-G1", NULL);
+              d->cfg->daemon.root_ca[0] ? d->cfg->daemon.root_ca : "compiled-in AWS Root-G1", NULL);
 
-    d.metrics = metrics_new();
-    if (d.metrics == NULL) {
+    d->metrics = metrics_new();
+    if (d->metrics == NULL) {
         log_event(LOG_LEVEL_ERROR, "start_failed", "error", "out of memory", NULL);
-        d.exit_code = EXIT_RUNTIME;
         goto out_free_verifier;
     }
+    rc = uv_loop_init(&d->loop);
+    if (rc < 0) {
+        log_event(LOG_LEVEL_ERROR, "start_failed", "error", uv_strerror(rc), NULL);
+        goto out_free_metrics;
+    }
+    return 0;
+
+out_free_metrics:
+    metrics_free(d->metrics);
+out_free_verifier:
+    verifier_free(d->verifier);
+out_free_config:
+    config_free(d->cfg);
+    return EXIT_RUNTIME;
+}
+
+/* Runs the loop until every handle closed, then releases everything daemon_open() made.
+ * Returns the exit code. */
+static int daemon_close(struct daemon *d)
+{
+    int rc;
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    rc = uv_loop_close(&d->loop);
+    if (rc < 0) {
+        /* A handle still open here is a bug; name it so it can be found. */
+        uv_walk(&d->loop, on_walk_report, NULL);
+        log_event(LOG_LEVEL_ERROR, "loop_close_failed", "error", uv_strerror(rc), NULL);
+        d->exit_code = EXIT_RUNTIME;
+    }
+    metrics_free(d->metrics);
+    verifier_free(d->verifier);
+    config_free(d->cfg);
+    return d->exit_code;
+}
+
+int daemon_run(const char *config_path)
+{
+    struct daemon d;
+    char nsvc[16];
+    int rc = daemon_open(&d, config_path);
+
+    if (rc != 0)
+        return rc;
 
     rc = listenfds_parse(&d.lfds, true);
     if (rc < 0) {
@@ -303,21 +343,14 @@ int daemon_run(const char *config_path)
          * silently diverge from the socket unit, so refuse to start. */
         log_event(LOG_LEVEL_ERROR, "socket_activation_invalid", "error", strerror(-rc), NULL);
         d.exit_code = EXIT_RUNTIME;
-        goto out_free_metrics;
-    }
-
-    rc = uv_loop_init(&d.loop);
-    if (rc < 0) {
-        log_event(LOG_LEVEL_ERROR, "start_failed", "error", uv_strerror(rc), NULL);
-        d.exit_code = EXIT_RUNTIME;
-        goto out_free_metrics;
+        return daemon_close(&d);
     }
 
     rc = sdnotify_init(&d.sn, &d.loop);
     if (rc < 0) {
         log_event(LOG_LEVEL_ERROR, "start_failed", "error", uv_strerror(rc), NULL);
         d.exit_code = EXIT_RUNTIME;
-        goto out_close_loop;
+        return daemon_close(&d);
     }
     if (sdnotify_config_error(&d.sn) < 0)
         log_event(LOG_LEVEL_WARN, "sdnotify_environment_ignored", "error",
@@ -352,7 +385,7 @@ int daemon_run(const char *config_path)
               "services", nsvc, NULL);
     sdnotify_watchdog_start(&d.sn);
     daemon_check_ready(&d);
-    goto out_run_loop;
+    return daemon_close(&d);
 
 out_abort_start:
     /* Nothing was served yet: close what was opened and leave with a runtime failure. */
@@ -363,21 +396,84 @@ out_abort_start:
     d.admin = NULL;
     listenfds_close_unused(&d.lfds);
     sdnotify_close(&d.sn, NULL);
-out_run_loop:
-    uv_run(&d.loop, UV_RUN_DEFAULT);
-out_close_loop:
-    rc = uv_loop_close(&d.loop);
-    if (rc < 0) {
-        /* A handle still open here is a bug; name it so it can be found. */
-        uv_walk(&d.loop, on_walk_report, NULL);
-        log_event(LOG_LEVEL_ERROR, "loop_close_failed", "error", uv_strerror(rc), NULL);
-        d.exit_code = EXIT_RUNTIME;
+    return daemon_close(&d);
+}
+
+/* ---- attestproxy attest --------------------------------------------------------------------- */
+
+static const char *attest_service;
+
+static void on_attest_stopped(struct daemon *d)
+{
+    (void)d;
+}
+
+/* Prints the verified summary (or the refusal) and shuts the one-connection proxy down. */
+static void on_attest_done(struct daemon *d, const struct proxy_attest_result *r)
+{
+    json_t *out = json_object(), *svc = status_attestation_json(d);
+    json_t *service =
+        svc ? json_object_get(json_object_get(svc, "services"), attest_service) : NULL;
+    char pin[8 + 2 * 32] = "";
+
+    if (r->has_pin) {
+        static const char hex[] = "0123456789abcdef";
+        memcpy(pin, "sha256:", 7);
+        for (unsigned i = 0; i < 32; i++) {
+            pin[7 + 2 * i] = hex[r->pin[i] >> 4];
+            pin[8 + 2 * i] = hex[r->pin[i] & 15];
+        }
+        pin[71] = '\0';
     }
-out_free_metrics:
-    metrics_free(d.metrics);
-out_free_verifier:
-    verifier_free(d.verifier);
-out_free_config:
-    config_free(d.cfg);
-    return d.exit_code;
+    json_object_set_new(out, "service", json_string(attest_service));
+    json_object_set_new(out, "accepted", json_boolean(r->accepted));
+    json_object_set_new(out, "message", json_string(r->message));
+    json_object_set_new(out, "pin", r->has_pin ? json_string(pin) : json_null());
+    if (service != NULL) {
+        const char *keys[] = {"upstream", "profile", "binding", "nonce", "policy_digest"};
+        json_t *pins = json_object_get(service, "pins");
+        size_t i;
+        json_t *p;
+        for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+            json_object_set(out, keys[k], json_object_get(service, keys[k]));
+        /* The attested pin's facts: module_id, PCRs, document time, expiry. */
+        json_array_foreach(pins, i, p)
+        {
+            const char *pv = json_string_value(json_object_get(p, "pin"));
+            if (r->has_pin && pv != NULL && strcmp(pv, pin) == 0)
+                json_object_set(out, "attestation", p);
+        }
+    }
+    json_dumpf(out, stdout, JSON_INDENT(2));
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (!r->accepted)
+        fprintf(stderr, "rejected: %s\n", r->message);
+    json_decref(out);
+    json_decref(svc);
+    d->exit_code = r->accepted ? EXIT_OK : EXIT_RUNTIME;
+    d->stopping = true;
+    proxy_shutdown(d, on_attest_stopped);
+}
+
+int daemon_attest(const char *config_path, const char *service)
+{
+    struct daemon d;
+    int rc = daemon_open(&d, config_path);
+
+    if (rc != 0)
+        return rc;
+    if (config_find_service(d.cfg, service) == NULL) {
+        fprintf(stderr, "attestproxy: no service '%s' in %s\n", service, config_path);
+        d.exit_code = EXIT_USAGE;
+        return daemon_close(&d);
+    }
+    attest_service = service;
+    rc = proxy_attest_once(&d, service, on_attest_done);
+    if (rc < 0) {
+        fprintf(stderr, "rejected: cannot connect: %s\n", uv_strerror(rc));
+        d.exit_code = EXIT_RUNTIME;
+        proxy_shutdown(&d, on_attest_stopped);
+    }
+    return daemon_close(&d);
 }

@@ -58,6 +58,14 @@ int daemon_run(const char *config_path);
 int daemon_reload(struct daemon *d);
 
 /**
+ * `attestproxy attest`: loads the configuration, connects once to `service`'s enclave, attests
+ * it over that connection exactly as the relay would, prints the verified summary as JSON on
+ * stdout, and closes. Returns 0 when accepted, 1 when refused or unreachable (the reason on
+ * stderr), 2 for an invalid configuration or an unknown service.
+ */
+int daemon_attest(const char *config_path, const char *service);
+
+/**
  * Sends READY=1 to systemd the first time the daemon is ready (core/status.c status_ready()).
  * Called at start-up and, with ready_requires_attestation, by the proxy after each successful
  * attestation; cheap and idempotent.

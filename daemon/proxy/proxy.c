@@ -258,11 +258,12 @@ static void service_stop(struct proxy_service *svc, const char *why)
     client_drain_all(svc);
 }
 
-int proxy_start(struct daemon *d)
+/* The proxy without services: d->proxy, the shutdown timer and the TLS client context. On
+ * failure d->proxy may still be set; proxy_shutdown() then closes what was opened. */
+static int proxy_create(struct daemon *d)
 {
     struct proxy *p = calloc(1, sizeof(*p));
     char err[256];
-    int rc = 0;
 
     if (p == NULL) {
         log_event(LOG_LEVEL_ERROR, "proxy_start_failed", "error", "out of memory", NULL);
@@ -278,6 +279,17 @@ int proxy_start(struct daemon *d)
         log_event(LOG_LEVEL_ERROR, "proxy_start_failed", "error", err, NULL);
         return -EIO;
     }
+    return 0;
+}
+
+int proxy_start(struct daemon *d)
+{
+    struct proxy *p;
+    int rc = proxy_create(d);
+
+    if (rc < 0)
+        return rc;
+    p = d->proxy;
     for (size_t i = 0; i < d->cfg->n_services; i++) {
         struct proxy_service *svc = service_new(p, &d->cfg->services[i]);
         if (svc == NULL) {
@@ -584,4 +596,12 @@ void proxy_service_status(struct daemon *d, const char *name, json_t *obj)
         }
         json_object_set_new(obj, "last_failure", fo);
     }
+}
+
+struct proxy_service *proxy__start_unlistened(struct daemon *d, const char *service)
+{
+    const struct service_config *cfg = config_find_service(d->cfg, service);
+    if (cfg == NULL || proxy_create(d) < 0)
+        return NULL;
+    return service_new(d->proxy, cfg);
 }

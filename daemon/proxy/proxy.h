@@ -11,6 +11,7 @@
 #define ATTESTPROXY_PROXY_PROXY_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -59,5 +60,23 @@ bool proxy_service_attested(struct daemon *d, const char *name);
  * service. `obj` stays owned by the caller.
  */
 void proxy_service_status(struct daemon *d, const char *name, json_t *obj);
+
+/* The outcome of proxy_attest_once(). */
+struct proxy_attest_result {
+    bool accepted;
+    char message[400]; /* "accepted", or why not (the verifier's reason, a connect error...) */
+    bool has_pin;
+    uint8_t pin[32]; /* the peer's pin, when the TLS handshake got that far */
+};
+
+/**
+ * `attestproxy attest`: creates the proxy with only `service` and no listener, connects once to
+ * its upstream and attests the peer over that connection, then calls `done` exactly once (never
+ * from inside this call). The caller then reads the result (proxy_service_status() has the pin)
+ * and calls proxy_shutdown(). Returns 0, -ENOENT for an unknown service, or another negative
+ * code when nothing was started (no callback); proxy_shutdown() is needed in every case.
+ */
+int proxy_attest_once(struct daemon *d, const char *service,
+                      void (*done)(struct daemon *d, const struct proxy_attest_result *r));
 
 #endif

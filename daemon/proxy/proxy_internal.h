@@ -95,4 +95,9 @@ void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], str
 /* Wall-clock time (Unix ms) for the verifier and for display; monotonic time is uv_now(). */
 int64_t proxy__wall_ms(void);
 
+/* The proxy of proxy_start() with only `service` and no listeners (`attestproxy attest`).
+ * NULL when the service does not exist or the proxy cannot be created; proxy_shutdown() closes
+ * whatever was opened either way. */
+struct proxy_service *proxy__start_unlistened(struct daemon *d, const char *service);
+
 #endif
