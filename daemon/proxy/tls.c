@@ -45,6 +45,10 @@ SSL_CTX *tls_client_ctx_new(char *err, size_t cap)
         snprintf(err, cap, "cannot require TLS 1.2: %s", tls_error_string(e, sizeof(e)));
         goto fail;
     }
+    /* The pin is taken from the handshake once; a TLS 1.2 renegotiation could present another
+     * certificate on the same connection afterwards. Refusing renegotiation keeps "the pin is
+     * this connection's peer" true by construction (TLS 1.3 has no renegotiation). */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, accept_any_certificate);
     /* Sessions are kept per service by the proxy (with the pin of the key they were made
      * with), never in OpenSSL's internal cache. */
