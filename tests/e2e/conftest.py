@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+pytest_plugins = ["proxy_fixtures"]
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("ATTESTPROXY_BIN", str(ROOT / "build" / "daemon" / "attestproxy"))
 PCR_A = "00" * 47 + "01"
