@@ -192,20 +192,18 @@ static void touch_stream(struct client *c)
 static void log_request(struct client *c)
 {
     struct exchange *ex = &c->ex;
-    char status[8], dur[24], up[24], bin[24], bout[24], id[24];
+    char status[8], dur[24], bin[24], bout[24], id[24];
     uint64_t now = uv_now(c->h.handle.loop);
     snprintf(status, sizeof(status), "%u", ex->status);
     snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(now - ex->started_ms));
     snprintf(bin, sizeof(bin), "%llu", (unsigned long long)ex->bytes_up);
     snprintf(bout, sizeof(bout), "%llu", (unsigned long long)ex->bytes_down);
     snprintf(id, sizeof(id), "%llu", (unsigned long long)c->id);
-    up[0] = '\0';
     /* The request target is not logged: query strings carry secrets often enough. */
     log_event(LOG_LEVEL_INFO, "request", "service", c->svc->name, "conn", id, "method",
               llhttp_method_name(ex->method), "status", status, "error", ex->error_code, "reused",
               ex->reused ? "yes" : "no", "bytes_up", bin, "bytes_down", bout, "duration_ms", dur,
               NULL);
-    (void)up;
 }
 
 /* ---- Closing ------------------------------------------------------------------------------ */
