@@ -79,6 +79,7 @@ def test_one_gib_download(relay, chunked):
     assert rss.max_kib < RSS_LIMIT_KIB, f"daemon RSS reached {rss.max_kib} KiB"
 
 
+@pytest.mark.slow  # a resident-size bound means nothing under ASan's shadow memory
 def test_slow_reader_does_not_make_the_daemon_buffer(relay):
     """A client that reads 64 MiB slowly: the daemon stops reading the enclave instead of
     buffering what the client has not taken."""
