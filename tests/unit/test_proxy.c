@@ -1,0 +1,275 @@
+/*
+ * Unit tests for proxy/proxy.c and proxy/listener.c on a real loop: start binds TCP and Unix
+ * listeners (mode applied, stale sockets replaced, foreign files and live sockets refused),
+ * the loopback rule is enforced again at bind, reload stops removed services, shutdown closes
+ * every handle and calls `done` once, so that uv_loop_close() succeeds.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <netinet/in.h>
+
+#include "core/config.h"
+#include "core/daemon.h"
+#include "core/log.h"
+#include "ops/metrics.h"
+#include "proxy/listener.h"
+#include "proxy/proxy.h"
+
+struct fixture {
+    char dir[64];
+    char conf[128];
+    char sock[128];
+    uint16_t port;
+    struct daemon d;
+    int done_calls;
+};
+
+static uint16_t free_port(void)
+{
+    struct sockaddr_in sin;
+    socklen_t len = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    close(fd);
+    return ntohs(sin.sin_port);
+}
+
+static void write_config(struct fixture *f, const char *extra)
+{
+    FILE *fp = fopen(f->conf, "w");
+    assert_non_null(fp);
+    fprintf(fp,
+            "[daemon]\nlog_level = error\nshutdown_timeout = 2s\n\n"
+            "[service demo]\nlisten = 127.0.0.1:%u\nlisten = unix:%s\nunix_mode = 0640\n"
+            "upstream = 127.0.0.1:9\nmeasurement = pcr0=%096d\n%s",
+            f->port, f->sock, 1, extra);
+    fclose(fp);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    char err[CONFIG_ERROR_MAX];
+    assert_non_null(f);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/test_proxy.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->conf, sizeof(f->conf), "%s/a.conf", f->dir);
+    snprintf(f->sock, sizeof(f->sock), "%s/demo.sock", f->dir);
+    f->port = free_port();
+    write_config(f, "");
+    log_configure(LOG_LEVEL_ERROR, LOG_FORMAT_LOGFMT, NULL);
+    assert_int_equal(config_load(f->conf, &f->d.cfg, err, sizeof(err)), 0);
+    assert_int_equal(uv_loop_init(&f->d.loop), 0);
+    f->d.metrics = metrics_new();
+    assert_non_null(f->d.metrics);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    assert_null(f->d.proxy);
+    assert_int_equal(uv_loop_close(&f->d.loop), 0);
+    config_free(f->d.cfg);
+    metrics_free(f->d.metrics);
+    unlink(f->sock);
+    unlink(f->conf);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void on_done(struct daemon *d)
+{
+    struct fixture *f = (struct fixture *)((char *)d - offsetof(struct fixture, d));
+    f->done_calls++;
+}
+
+static void stop(struct fixture *f)
+{
+    proxy_shutdown(&f->d, on_done);
+    assert_int_equal(uv_run(&f->d.loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(f->done_calls, 1);
+}
+
+static bool tcp_accepts(uint16_t port)
+{
+    struct sockaddr_in sin;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), rc;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons(port);
+    rc = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
+    close(fd);
+    return rc == 0;
+}
+
+static int unix_listen(const char *path)
+{
+    struct sockaddr_un sun;
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, path, strlen(path));
+    assert_int_equal(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+    return fd;
+}
+
+static void test_start_binds_and_shutdown_closes_everything(void **state)
+{
+    struct fixture *f = *state;
+    struct stat st;
+    assert_int_equal(proxy_start(&f->d), 0);
+    assert_non_null(f->d.proxy);
+    assert_true(tcp_accepts(f->port));
+    assert_int_equal(stat(f->sock, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0640);
+    uv_run(&f->d.loop, UV_RUN_NOWAIT); /* accept and see the probe close */
+    stop(f);
+    /* The socket file we created is gone; the port is free again. */
+    assert_int_equal(stat(f->sock, &st), -1);
+    assert_false(tcp_accepts(f->port));
+}
+
+static void test_non_loopback_refused_at_bind(void **state)
+{
+    struct fixture *f = *state;
+    struct service_config *svc = &f->d.cfg->services[0];
+    /* As if the loader had let it through: the listener checks again. */
+    snprintf(svc->listen[0].host, sizeof(svc->listen[0].host), "0.0.0.0");
+    assert_int_equal(proxy_start(&f->d), -EPERM);
+    stop(f);
+    /* allow_remote without a token is not enough either. */
+    svc->allow_remote = true;
+    f->done_calls = 0;
+    assert_int_equal(proxy_start(&f->d), -EPERM);
+    stop(f);
+}
+
+static void test_stale_socket_is_replaced(void **state)
+{
+    struct fixture *f = *state;
+    int fd = unix_listen(f->sock); /* bound, never listening, then closed: stale */
+    close(fd);
+    assert_int_equal(proxy_start(&f->d), 0);
+    stop(f);
+}
+
+static void test_live_socket_and_foreign_file_are_refused(void **state)
+{
+    struct fixture *f = *state;
+    int fd = unix_listen(f->sock);
+    FILE *fp;
+    assert_int_equal(listen(fd, 1), 0);
+    assert_int_equal(proxy_start(&f->d), -EADDRINUSE);
+    stop(f);
+    close(fd);
+    unlink(f->sock);
+    fp = fopen(f->sock, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    f->done_calls = 0;
+    assert_int_equal(proxy_start(&f->d), -EEXIST);
+    stop(f);
+    /* A file that is not ours is left alone. */
+    assert_int_equal(access(f->sock, F_OK), 0);
+}
+
+static void test_reload_removing_the_service_stops_listening(void **state)
+{
+    struct fixture *f = *state;
+    char err[CONFIG_ERROR_MAX];
+    struct config *old = f->d.cfg, *fresh = NULL;
+    FILE *fp;
+    uint16_t port2 = free_port();
+
+    assert_int_equal(proxy_start(&f->d), 0);
+    fp = fopen(f->conf, "w");
+    assert_non_null(fp);
+    fprintf(fp,
+            "[daemon]\nlog_level = error\n\n[service other]\nlisten = 127.0.0.1:%u\n"
+            "upstream = 127.0.0.1:9\nmeasurement = pcr0=%096d\n",
+            port2, 2);
+    fclose(fp);
+    assert_int_equal(config_load(f->conf, &fresh, err, sizeof(err)), 0);
+    f->d.cfg = fresh;
+    proxy_reload(&f->d, old); /* takes ownership of `old` */
+    uv_run(&f->d.loop, UV_RUN_NOWAIT);
+    assert_false(tcp_accepts(f->port));
+    assert_true(tcp_accepts(port2));
+    assert_int_equal(access(f->sock, F_OK), -1);
+    assert_false(proxy_service_attested(&f->d, "demo"));
+    assert_false(proxy_service_attested(&f->d, "other"));
+    stop(f);
+}
+
+static void test_shutdown_without_start(void **state)
+{
+    struct fixture *f = *state;
+    proxy_shutdown(&f->d, on_done);
+    assert_int_equal(f->done_calls, 1);
+}
+
+static void test_listener_helpers(void **state)
+{
+    struct listen_addr a;
+    char out[64];
+    (void)state;
+    memset(&a, 0, sizeof(a));
+    snprintf(a.host, sizeof(a.host), "127.0.0.2");
+    a.port = 8080;
+    assert_true(listener_is_loopback(&a));
+    listener_describe(&a, out, sizeof(out));
+    assert_string_equal(out, "127.0.0.2:8080");
+    snprintf(a.host, sizeof(a.host), "::1");
+    assert_true(listener_is_loopback(&a));
+    listener_describe(&a, out, sizeof(out));
+    assert_string_equal(out, "[::1]:8080");
+    snprintf(a.host, sizeof(a.host), "10.0.0.1");
+    assert_false(listener_is_loopback(&a));
+    snprintf(a.host, sizeof(a.host), "::");
+    assert_false(listener_is_loopback(&a));
+    snprintf(a.host, sizeof(a.host), "128.0.0.1");
+    assert_false(listener_is_loopback(&a));
+    a.is_unix = true;
+    snprintf(a.path, sizeof(a.path), "/run/x.sock");
+    assert_true(listener_is_loopback(&a));
+    listener_describe(&a, out, sizeof(out));
+    assert_string_equal(out, "unix:/run/x.sock");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_start_binds_and_shutdown_closes_everything, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_non_loopback_refused_at_bind, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_socket_is_replaced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_live_socket_and_foreign_file_are_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reload_removing_the_service_stops_listening, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_without_start, setup, teardown),
+        cmocka_unit_test(test_listener_helpers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
