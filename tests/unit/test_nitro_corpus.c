@@ -265,7 +265,8 @@ static void test_corpus(void **state)
         if (want_stage != NULL && !(want_accept && strcmp(want_stage, "none") != 0))
             ok = ok && strcmp(verify_stage_name(res.stage), want_stage) == 0;
         if (want_reason == NULL) {
-            print_message("corpus: case %s has no expected reason in the table (got \"%s\")\n",
+            /* Printed ready to paste into reasons[] once the verdict has been reviewed. */
+            print_message("corpus: no expected reason for this case; got:  {\"%s\", \"%s\"},\n",
                           name, res.reason);
             missing++;
         } else {
