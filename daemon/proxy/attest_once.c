@@ -3,7 +3,9 @@
  * that connection exactly as the relay would (same verifier, policy, nonce and binding), report,
  * and close. No listener is opened and no request is relayed.
  */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "proxy/attest.h"
@@ -82,15 +84,20 @@ static const struct upstream_handler once_handler = {
 int proxy_attest_once(struct daemon *d, const char *service,
                       void (*done)(struct daemon *d, const struct proxy_attest_result *r))
 {
-    static struct once o; /* one attestation per process: the CLI command's */
     struct proxy_service *svc = proxy__start_unlistened(d, service);
+    struct once *o;
     int rc;
 
     if (svc == NULL)
         return -ENOENT;
-    memset(&o, 0, sizeof(o));
-    o.d = d;
-    o.done = done;
-    rc = upstream_connect(svc, &once_handler, &o, &o.up);
+    /* The proxy owns this state and frees it with itself, after the last callback that could
+     * reach it (the upstream's) has run. */
+    o = calloc(1, sizeof(*o));
+    if (o == NULL)
+        return -ENOMEM;
+    d->proxy->attest_once = o;
+    o->d = d;
+    o->done = done;
+    rc = upstream_connect(svc, &once_handler, o, &o->up);
     return rc < 0 ? rc : 0;
 }

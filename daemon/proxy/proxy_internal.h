@@ -73,6 +73,7 @@ struct proxy {
     uv_timer_t shutdown_timer;
     bool shutdown_timer_open;
     void (*done)(struct daemon *d);
+    void *attest_once; /* state of `attestproxy attest` (attest_once.c); freed with the proxy */
 };
 
 /* Bookkeeping used by every object's final close callback: when the proxy is stopping and
