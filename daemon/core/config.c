@@ -404,7 +404,7 @@ int config_parse_listen(const char *s, struct listen_addr *out)
     return 0;
 }
 
-static bool listen_is_loopback(const struct listen_addr *a)
+bool config_listen_is_loopback(const struct listen_addr *a)
 {
     struct in_addr v4;
     struct in6_addr v6;
@@ -417,7 +417,7 @@ static bool listen_is_loopback(const struct listen_addr *a)
     return false;
 }
 
-static int hexval(int c)
+int config_hex_digit(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -453,8 +453,9 @@ static int measurement_add(const char *s, struct measurement_set *set, char *why
             return -EINVAL;
         }
         p = end + 1;
-        for (; hexval(p[0]) >= 0 && hexval(p[1]) >= 0 && n < NITRO_PCR_LEN; p += 2, n++)
-            set->pcr[idx][n] = (uint8_t)(hexval(p[0]) << 4 | hexval(p[1]));
+        for (; config_hex_digit(p[0]) >= 0 && config_hex_digit(p[1]) >= 0 && n < NITRO_PCR_LEN;
+             p += 2, n++)
+            set->pcr[idx][n] = (uint8_t)(config_hex_digit(p[0]) << 4 | config_hex_digit(p[1]));
         if (n != NITRO_PCR_LEN || !(*p == '\0' || *p == ' ' || *p == '\t' || *p == ',')) {
             snprintf(why, cap, "pcr%" PRIu64 " needs exactly 96 hex digits (48 bytes)", idx);
             return -EINVAL;
@@ -790,7 +791,7 @@ static int set_value(struct load_ctx *ctx, const struct key_def *k, void *base, 
             snprintf(why, whycap, "expected IP:PORT, [IPv6]:PORT or unix:/absolute/path");
             return -EINVAL;
         }
-        if (!listen_is_loopback(&d->admin)) {
+        if (!config_listen_is_loopback(&d->admin)) {
             snprintf(why, whycap, "the admin listener must be on loopback or a Unix socket");
             return -EINVAL;
         }
@@ -1093,7 +1094,7 @@ static void finish_service(struct load_ctx *ctx, struct service_config *svc)
         return;
     }
     for (size_t i = 0; i < svc->n_listen; i++) {
-        if (listen_is_loopback(&svc->listen[i]))
+        if (config_listen_is_loopback(&svc->listen[i]))
             continue;
         if (!svc->allow_remote) {
             load_error(ctx,

@@ -160,6 +160,12 @@ int config_parse_listen(const char *s,
                         struct listen_addr *out); /* host:port, [v6]:port, unix:PATH */
 int config_parse_measurement(const char *s, struct measurement_set *out); /* "pcr0=HEX pcr8=HEX" */
 
+/** True for Unix sockets and for TCP addresses in 127.0.0.0/8 or ::1. */
+bool config_listen_is_loopback(const struct listen_addr *a);
+
+/** The value of one hexadecimal digit (either case), or -1. */
+int config_hex_digit(int c);
+
 const char *config_profile_name(enum evidence_profile p);
 const char *config_binding_name(enum binding_mode b);
 int config_parse_binding(const char *s, enum binding_mode *out);

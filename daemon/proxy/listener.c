@@ -27,19 +27,6 @@ void listener_describe(const struct listen_addr *a, char *out, size_t cap)
         snprintf(out, cap, "%s:%u", a->host, a->port);
 }
 
-bool listener_is_loopback(const struct listen_addr *a)
-{
-    struct in_addr v4;
-    struct in6_addr v6;
-    if (a->is_unix)
-        return true;
-    if (inet_pton(AF_INET, a->host, &v4) == 1)
-        return (ntohl(v4.s_addr) >> 24) == 127;
-    if (inet_pton(AF_INET6, a->host, &v6) == 1)
-        return IN6_IS_ADDR_LOOPBACK(&v6);
-    return false;
-}
-
 static void on_connection(uv_stream_t *server, int status)
 {
     struct listener *l = server->data;
@@ -145,7 +132,7 @@ int listener_start(struct proxy_service *svc, const struct listen_addr *a)
     listener_describe(a, desc, sizeof(desc));
     /* Checked again here, whatever the configuration loader did: a listener reachable from
      * other hosts without a token would hand the enclave to anyone on the network. */
-    if (!listener_is_loopback(a) && (!cfg->allow_remote || cfg->token[0] == '\0')) {
+    if (!config_listen_is_loopback(a) && (!cfg->allow_remote || cfg->token[0] == '\0')) {
         log_event(LOG_LEVEL_ERROR, "listen_refused", "service", svc->name, "listen", desc, "why",
                   "a non-loopback listener needs allow_remote = yes and a token", NULL);
         return -EPERM;

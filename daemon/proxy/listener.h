@@ -43,7 +43,4 @@ void listener_close(struct listener *l);
 /** "127.0.0.1:8080", "[::1]:8080" or "unix:/run/x.sock". */
 void listener_describe(const struct listen_addr *a, char *out, size_t cap);
 
-/** True when `a` is a Unix path or a TCP address in 127.0.0.0/8 or ::1. */
-bool listener_is_loopback(const struct listen_addr *a);
-
 #endif

@@ -102,17 +102,6 @@ struct cmd {
 
 /* ---- Parsing helpers ------------------------------------------------------------------------ */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes exactly `n` bytes of hex from a string of exactly 2n digits. */
 static int parse_hex(const char *s, uint8_t *out, size_t cap, size_t *n)
 {
@@ -120,8 +109,8 @@ static int parse_hex(const char *s, uint8_t *out, size_t cap, size_t *n)
     if (len == 0 || len % 2 != 0 || len / 2 > cap)
         return -EINVAL;
     for (size_t i = 0; i < len / 2; i++) {
-        int hi = hexval((unsigned char)s[2 * i]);
-        int lo = hexval((unsigned char)s[2 * i + 1]);
+        int hi = config_hex_digit((unsigned char)s[2 * i]);
+        int lo = config_hex_digit((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -EINVAL;
         out[i] = (uint8_t)(hi << 4 | lo);
