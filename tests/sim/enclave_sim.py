@@ -11,6 +11,7 @@ import asyncio
 import base64
 import datetime
 import hashlib
+import ipaddress
 import itertools
 import json
 import os
@@ -229,14 +230,24 @@ class Sim:
                                       "path": target, "evidence": evidence, "t": time.time()})
                 if headers.get("expect", "").lower() == "100-continue":
                     writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                body = Body(reader, headers)
+                try:
+                    body = Body(reader, headers)
+                except ValueError:
+                    await send(writer, 400, {"Connection": "close"}, b"bad content-length\n")
+                    return
                 if evidence:
                     profile = {"/.well-known/nitro-attestation": "native",
                                "/.well-known/attestation": "evervault"}.get(url.path)
                     if profile is None:
                         profile = "nitriding" if "nonce" in query else "blindai"
                     await body.drain()
-                    await self.evidence(writer, profile, query)
+                    if self.args.profile not in ("all", profile):
+                        self.stats["evidence_requests"] += 1
+                        await send(writer, 404, {"Content-Type": "text/plain"},
+                                   f"this enclave serves only {self.args.profile} "
+                                   f"evidence\n".encode())
+                    else:
+                        await self.evidence(writer, profile, query)
                 else:
                     self.stats["app_requests"] += 1
                     if self.mode == "stall":
@@ -246,12 +257,19 @@ class Sim:
                         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
                         await writer.drain()
                         return
-                    keep = await self.app(writer, method, url, query, headers, body)
+                    try:
+                        keep = await self.app(writer, method, url, query, headers, body)
+                    except ValueError:  # a malformed query value such as ?bytes=abc
+                        await body.drain()
+                        await send(writer, 400, {"Content-Type": "text/plain"},
+                                   b"bad parameter\n")
+                        keep = True
                     if not keep:
                         return
                 if headers.get("connection", "").lower() == "close":
                     return
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ssl.SSLError, ValueError):  # ValueError: a malformed chunk size
             return
         finally:
             try:
@@ -342,6 +360,8 @@ class Sim:
         await start_chunked(w, 200, {"Content-Type": "text/event-stream",
                                      "Cache-Control": "no-cache"})
         for i, word in enumerate(words):
+            if self.mode == "drop_mid_stream" and i >= len(words) // 2:
+                return False
             chunk = {"id": cid, "object": "chat.completion.chunk", "created": created,
                      "model": model, "seq": i, "sent_at": time.time(),
                      "choices": [{"index": 0, "delta": {"content": word},
@@ -454,6 +474,8 @@ class Body:
         self.reader = reader
         self.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         self.left = int(headers.get("content-length", "0") or 0)
+        if self.left < 0:
+            raise ValueError("negative content-length")
 
     def __aiter__(self):
         return self._chunks()
@@ -595,6 +617,15 @@ async def control(sim, reader, writer):
         writer.close()
 
 
+def is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def host_port(s):
     host, _, port = s.rpartition(":")
     return host.strip("[]"), int(port)
@@ -611,7 +642,12 @@ async def main():
                     help="distinct TLS keys behind the port, round-robin per connection")
     ap.add_argument("--misbehave", action="append", default=[], choices=MODES)
     ap.add_argument("--sse-interval", type=int, default=50, help="ms between chat SSE events")
+    ap.add_argument("--profile", default="all", choices=("all",) + tuple(PROFILE_BINDING),
+                    help="serve only this profile's evidence (default: all four at once)")
     args = ap.parse_args()
+    for opt, addr in (("--listen", args.listen), ("--control", args.control)):
+        if not is_loopback(host_port(addr)[0]):
+            ap.error(f"{opt} {addr}: the simulator binds loopback addresses only")
 
     sim = Sim(args)
     tls_port = await sim.start_tls()
