@@ -3,10 +3,10 @@
 
     /usr/bin/python3 tests/sim/gen_corpus.py OUTDIR
 
-OUTDIR gets root.pem (the test root), peer-*.der (TLS certificates for binding cases), one
-<name>.bin per case and manifest.json: {"root_ca": "root.pem", "cases": [{name, file, expect,
-stage, now_ms, nonce, measurements, allow_debug, max_age_ms, skew_ms, binding, peer_cert,
-why}, ...]}. One case per rule of BRIEF §2.3-§2.4; `stage` is where a strict verifier must
+OUTDIR gets root.pem (the test root; chain/ holds the whole test PKI), peer.der and other.der
+(self-signed TLS certificates for binding cases), one <name>.bin per case and manifest.json:
+{"root_ca": "root.pem", "now_ms": ..., "cases": [{name (also as "case"), file, expect, stage,
+now_ms, nonce, measurements, allow_debug, max_age_ms, skew_ms, binding, peer_cert, why}, ...]}. One case per rule of BRIEF §2.3-§2.4; `stage` is where a strict verifier must
 reject. Built from tests/sim/chain.py and nsm.py, independently of the daemon's verifier.
 """
 import base64
@@ -85,7 +85,7 @@ class Corpus:
     def add(self, name, data, expect, stage, why, **kw):
         f = f"{name}.bin"
         (self.out / f).write_bytes(data)
-        case = {"name": name, "file": f, "expect": expect, "stage": stage, "now_ms": NOW_MS,
+        case = {"name": name, "case": name, "file": f, "expect": expect, "stage": stage, "now_ms": NOW_MS,
                 "nonce": NONCE.hex(), "measurements": self.meas, "allow_debug": False,
                 "max_age_ms": MAX_AGE, "skew_ms": SKEW, "binding": "none", "peer_cert": None,
                 "why": why}
@@ -144,6 +144,8 @@ def generate(out):
     C.accept("ok_17_pcrs", C.doc(pcrs=pcrs17), "PCR16 locked by the application")
     C.accept("ok_1024_fields", C.doc(public_key=b"\x01" * 1024, user_data=b"\x01" * 1024),
              "1024-byte public_key and user_data, as AWS's own test sends")
+    C.accept("ok_1024_nonce", C.doc(nonce=b"\x02" * 1024), "a 1024-byte nonce, sent and echoed",
+             nonce=(b"\x02" * 1024).hex())
     C.accept("ok_age_edge", C.doc(timestamp=NOW_MS - MAX_AGE), "exactly max_age old")
     C.accept("ok_future_edge", C.doc(timestamp=NOW_MS + SKEW), "exactly skew in the future")
     other_set = {"0": hashlib.sha384(b"old release").hexdigest()}

@@ -43,3 +43,50 @@ def test_accept_cases_verify_independently(tmp_path):
         to_sign = cbor2.dumps(["Signature1", protected, b"", payload])
         der = encode_dss_signature(int.from_bytes(sig[:48], "big"), int.from_bytes(sig[48:], "big"))
         chain[-1].public_key().verify(der, to_sign, ec.ECDSA(hashes.SHA384()))
+
+
+def _binding_holds(binding, doc, peer_der):
+    """BRIEF §4, recomputed here from the peer certificate alone."""
+    import hashlib
+    from cryptography.hazmat.primitives import serialization
+    peer = x509.load_der_x509_certificate(peer_der)
+    spki = peer.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    ud, cert_hash = doc["user_data"] or b"", hashlib.sha256(peer_der).digest()
+    if binding == "spki_sha256":
+        return ud == hashlib.sha256(spki).digest()
+    if binding == "public_key_spki":
+        return doc["public_key"] == spki
+    if binding == "spki_der":
+        return ud == spki
+    if binding == "cert_sha256":
+        return ud == cert_hash
+    if binding == "nitriding":
+        return ud == b"\x12\x20" + cert_hash or (len(ud) == 68 and ud[:34] == b"\x12\x20" + cert_hash
+                                                and ud[34:36] == b"\x12\x20")
+    if binding == "blindai":
+        return len(ud) == 79 and ud[:47] == b"sha256:" + cert_hash + b";sha256:"
+    raise AssertionError(binding)
+
+
+def test_accept_cases_satisfy_their_policy(tmp_path):
+    """Beyond the signature: each accept case also meets the policy and binding its manifest
+    entry states (digest, timestamp window, nonce, one measurement set, debug, binding)."""
+    subprocess.run(["/usr/bin/python3", str(GEN), str(tmp_path)], check=True, timeout=120)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    accepted = [c for c in manifest["cases"] if c["expect"] == "accept"]
+    for case in accepted:
+        _, _, payload, _ = document((tmp_path / case["file"]).read_bytes())
+        doc = cbor2.loads(payload)
+        assert doc["digest"] == "SHA384", case["name"]
+        assert (case["now_ms"] - case["max_age_ms"] <= doc["timestamp"]
+                <= case["now_ms"] + case["skew_ms"]), case["name"]
+        if case["nonce"] is not None:
+            assert doc["nonce"] == bytes.fromhex(case["nonce"]), case["name"]
+        assert any(all(doc["pcrs"].get(int(i)) == bytes.fromhex(v) for i, v in s.items())
+                   for s in case["measurements"]), case["name"]
+        debug = all(doc["pcrs"].get(i) == bytes(48) for i in (0, 1, 2))
+        assert case["allow_debug"] or not debug, case["name"]
+        if case["binding"] != "none":
+            peer_der = (tmp_path / case["peer_cert"]).read_bytes()
+            assert _binding_holds(case["binding"], doc, peer_der), case["name"]
