@@ -16,6 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 LEVELS = ("root", "regional", "zonal", "instance", "leaf")
+# Knobs of Chain.create() that build a chain a strict verifier must refuse (see its docstring).
+KNOBS = ("wrong_root", "expired", "not_yet_valid", "not_ca", "no_certsign", "extra_ca",
+         "leaf_curve", "sha256", "leaf_wrong_signer", "leaf_is_ca", "instance_ski")
+DIGITAL_SIGNATURE_ONLY = x509.KeyUsage(True, False, False, False, False, False, False, False,
+                                       False)
 
 
 def _name(cn):
@@ -28,8 +33,9 @@ def _name(cn):
 
 
 def make_cert(cn, key, issuer_name, issuer_key, not_before, not_after, *, ca, path_length=None,
-              leaf=False, hash_alg=None, ski=True, instance=False):
-    """One certificate with the Nitro profile. `issuer_key` None means self-signed."""
+              leaf=False, hash_alg=None, ski=True, instance=False, key_usage=None):
+    """One certificate with the Nitro profile. `issuer_key` None means self-signed.
+    `key_usage` (an x509.KeyUsage) replaces the profile's key usage, marked critical."""
     b = (x509.CertificateBuilder()
          .subject_name(_name(cn))
          .issuer_name(issuer_name if issuer_name is not None else _name(cn))
@@ -38,7 +44,9 @@ def make_cert(cn, key, issuer_name, issuer_key, not_before, not_after, *, ca, pa
          .not_valid_before(not_before)
          .not_valid_after(not_after)
          .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length), critical=True))
-    if leaf:
+    if key_usage is not None:
+        b = b.add_extension(key_usage, critical=True)
+    elif leaf:
         b = b.add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False,
                                           False), critical=False)
     elif instance:
@@ -63,17 +71,46 @@ def _utc(t):
 
 
 class Chain:
-    """keys[level] and certs[level] for LEVELS; cabundle() is root-first like the NSM's."""
+    """keys[level] and certs[level] for LEVELS (plus "extra" with the extra_ca knob);
+    cabundle() is root-first like the NSM's. `pinned_root` is the root a verifier trusts
+    (root.pem): certs["root"] unless the wrong_root knob made them differ."""
 
-    def __init__(self, keys, certs):
+    def __init__(self, keys, certs, pinned_root=None):
         self.keys = keys
         self.certs = certs
+        self.pinned_root = pinned_root if pinned_root is not None else certs["root"]
+
+    @property
+    def levels(self):
+        return LEVELS[:4] + (("extra",) if "extra" in self.certs else ()) + ("leaf",)
 
     @classmethod
     def create(cls, now=None, region="us-east-1", leaf_lifetime_s=3 * 3600 + 3,
-               leaf_age_s=60):
+               leaf_age_s=60, **knobs):
+        """A fresh chain valid at `now` (seconds since the epoch). Knobs break it on purpose:
+          wrong_root=True        root.pem (pinned_root) is another root with the same name
+          expired=LEVEL          LEVEL's certificate expired an hour before now
+          not_yet_valid=LEVEL    LEVEL's certificate becomes valid an hour after now
+          not_ca=LEVEL           intermediate LEVEL has basicConstraints cA=FALSE
+          no_certsign=LEVEL      intermediate LEVEL's keyUsage is digitalSignature only
+          extra_ca=True          a fifth CA ("extra") under the instance CA (pathLen 0) issues
+                                 the leaf; cabundle() then has 5 entries
+          leaf_curve="P-256"     the leaf key is on P-256 (or pass an ec curve instance)
+          sha256=LEVEL           LEVEL is signed with ecdsa-with-SHA256
+          leaf_wrong_signer=True the leaf names the instance CA but is signed by another key
+          leaf_is_ca=True        the leaf has cA=TRUE and keyCertSign
+          instance_ski=False     instance CA without SKI/AKI (valid: some real chains)
+        LEVEL is one of root, regional, zonal, instance, leaf."""
+        unknown = set(knobs) - set(KNOBS)
+        if unknown:
+            raise TypeError(f"unknown chain knobs: {sorted(unknown)}")
         now = now if now is not None else datetime.datetime.now(datetime.timezone.utc).timestamp()
         keys = {lvl: ec.generate_private_key(ec.SECP384R1()) for lvl in LEVELS}
+        curve = knobs.get("leaf_curve")
+        if curve is not None:
+            curve = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(),
+                     "P-521": ec.SECP521R1()}.get(curve, curve)
+            keys["leaf"] = ec.generate_private_key(curve)
         tag = secrets.token_hex(8)
         inst = "i-" + secrets.token_hex(8)[:17]
         names = {
@@ -90,19 +127,57 @@ class Chain:
             "instance": (now - 3600, now + 86400 - 3600),
             "leaf": (now - leaf_age_s, now - leaf_age_s + leaf_lifetime_s),
         }
+        for knob, shift in (("expired", lambda nb, na: now - 3600 - na),
+                            ("not_yet_valid", lambda nb, na: now + 3600 - nb)):
+            lvl = knobs.get(knob)
+            if lvl is not None:
+                nb, na = windows[lvl]
+                windows[lvl] = (nb + shift(nb, na), na + shift(nb, na))
+
+        def extra(lvl):
+            kw = {}
+            if knobs.get("sha256") == lvl:
+                kw["hash_alg"] = hashes.SHA256()
+            if knobs.get("not_ca") == lvl:
+                kw.update(ca=False, path_length=None)
+            if knobs.get("no_certsign") == lvl:
+                kw["key_usage"] = DIGITAL_SIGNATURE_ONLY
+            return kw
+
         certs = {}
         certs["root"] = make_cert(names["root"], keys["root"], None, None,
-                                  *map(_utc, windows["root"]), ca=True)
+                                  *map(_utc, windows["root"]), ca=True, **extra("root"))
         prev = "root"
         for lvl, plen in (("regional", 2), ("zonal", 1), ("instance", 0)):
+            kw = dict(ca=True, path_length=plen, instance=lvl == "instance")
+            if lvl == "instance" and knobs.get("instance_ski") is False:
+                kw["ski"] = False
+            kw.update(extra(lvl))
             certs[lvl] = make_cert(names[lvl], keys[lvl], certs[prev].subject, keys[prev],
-                                   *map(_utc, windows[lvl]), ca=True, path_length=plen,
-                                   instance=lvl == "instance")
+                                   *map(_utc, windows[lvl]), **kw)
             prev = lvl
-        certs["leaf"] = make_cert(names["leaf"], keys["leaf"], certs["instance"].subject,
-                                  keys["instance"], *map(_utc, windows["leaf"]), ca=False,
-                                  leaf=True, ski=False)
-        return cls(keys, certs)
+        if knobs.get("extra_ca"):
+            keys["extra"] = ec.generate_private_key(ec.SECP384R1())
+            certs["extra"] = make_cert(f"extra.{region}.test.nitro-enclaves", keys["extra"],
+                                       certs["instance"].subject, keys["instance"],
+                                       *map(_utc, windows["instance"]), ca=True,
+                                       instance=True)
+            prev = "extra"
+        leaf_kw = dict(ca=False, leaf=True, ski=False)
+        if knobs.get("leaf_is_ca"):
+            leaf_kw = dict(ca=True, key_usage=x509.KeyUsage(True, False, False, False, False,
+                                                            True, True, False, False))
+        leaf_kw.update(extra("leaf"))
+        signer = keys[prev]
+        if knobs.get("leaf_wrong_signer"):
+            signer = ec.generate_private_key(ec.SECP384R1())
+        certs["leaf"] = make_cert(names["leaf"], keys["leaf"], certs[prev].subject, signer,
+                                  *map(_utc, windows["leaf"]), **leaf_kw)
+        pinned = None
+        if knobs.get("wrong_root"):
+            pinned = make_cert(names["root"], ec.generate_private_key(ec.SECP384R1()), None,
+                               None, *map(_utc, windows["root"]), ca=True)
+        return cls(keys, certs, pinned)
 
     def renew_leaf(self, now=None, lifetime_s=3 * 3600 + 3, age_s=60, **kw):
         """A new NSM leaf under the same instance CA (the NSM re-issues it every few hours)."""
@@ -118,7 +193,7 @@ class Chain:
         return self.certs[level].public_bytes(serialization.Encoding.DER)
 
     def cabundle(self):
-        return [self.der(lvl) for lvl in ("root", "regional", "zonal", "instance")]
+        return [self.der(lvl) for lvl in self.levels[:-1]]
 
     def leaf_valid_at(self, t):
         c = self.certs["leaf"]
@@ -127,7 +202,7 @@ class Chain:
     def save(self, directory):
         d = pathlib.Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        for lvl in LEVELS:
+        for lvl in self.levels:
             (d / f"{lvl}.crt.pem").write_bytes(self.certs[lvl].public_bytes(
                 serialization.Encoding.PEM))
             kp = d / f"{lvl}.key.pem"
@@ -135,17 +210,21 @@ class Chain:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption()))
             os.chmod(kp, 0o600)
-        (d / "root.pem").write_bytes(self.certs["root"].public_bytes(serialization.Encoding.PEM))
+        (d / "root.pem").write_bytes(self.pinned_root.public_bytes(serialization.Encoding.PEM))
 
     @classmethod
     def load(cls, directory):
         d = pathlib.Path(directory)
         keys, certs = {}, {}
-        for lvl in LEVELS:
+        has_extra = (d / "extra.crt.pem").exists()
+        for lvl in LEVELS[:4] + (("extra",) if has_extra else ()) + LEVELS[4:]:
             certs[lvl] = x509.load_pem_x509_certificate((d / f"{lvl}.crt.pem").read_bytes())
             keys[lvl] = serialization.load_pem_private_key((d / f"{lvl}.key.pem").read_bytes(),
                                                            None)
-        return cls(keys, certs)
+        pinned = None
+        if (d / "root.pem").exists():
+            pinned = x509.load_pem_x509_certificate((d / "root.pem").read_bytes())
+        return cls(keys, certs, pinned)
 
     @classmethod
     def load_or_create(cls, directory, min_leaf_life_s=1800):

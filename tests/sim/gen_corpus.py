@@ -6,7 +6,8 @@
 OUTDIR gets root.pem (the test root; chain/ holds the whole test PKI), peer.der and other.der
 (self-signed TLS certificates for binding cases), one <name>.bin per case and manifest.json:
 {"root_ca": "root.pem", "now_ms": ..., "cases": [{name (also as "case"), file, expect, stage,
-now_ms, nonce, measurements, allow_debug, max_age_ms, skew_ms, binding, peer_cert, why}, ...]}. One case per rule of BRIEF §2.3-§2.4; `stage` is where a strict verifier must
+now_ms, nonce, measurements, allow_debug, max_age_ms, skew_ms, binding, peer_cert, why}, ...]}.
+One case per rule of BRIEF §2.3-§2.4; `stage` is where a strict verifier must
 reject. Built from tests/sim/chain.py and nsm.py, independently of the daemon's verifier.
 """
 import base64

@@ -62,8 +62,8 @@ def _binding_holds(binding, doc, peer_der):
     if binding == "cert_sha256":
         return ud == cert_hash
     if binding == "nitriding":
-        return ud == b"\x12\x20" + cert_hash or (len(ud) == 68 and ud[:34] == b"\x12\x20" + cert_hash
-                                                and ud[34:36] == b"\x12\x20")
+        prefix = b"\x12\x20" + cert_hash
+        return ud == prefix or (len(ud) == 68 and ud[:34] == prefix and ud[34:36] == b"\x12\x20")
     if binding == "blindai":
         return len(ud) == 79 and ud[:47] == b"sha256:" + cert_hash + b";sha256:"
     raise AssertionError(binding)
