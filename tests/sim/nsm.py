@@ -103,17 +103,52 @@ def payload_map(chain, pcrs, public_key=None, user_data=None, nonce=None, timest
     }
 
 
+DROP = object()  # as a `fields` value: leave that key out of the payload
+CORRUPTIONS = ("fields", "protected", "unprotected", "signature", "flip_payload_bit",
+               "trailing", "digest", "certificate", "cabundle")
+
+
 def make_document(chain, pcrs=None, public_key=None, user_data=None, nonce=None,
                   timestamp_ms=None, module_id=None, tagged=False, indefinite_map=False,
-                  signing_key=None, payload=None):
-    """COSE_Sign1 bytes exactly like the NSM's (untagged unless `tagged`)."""
+                  signing_key=None, payload=None, **corruptions):
+    """COSE_Sign1 bytes exactly like the NSM's (untagged unless `tagged`).
+
+    Corruptions (none by default), for negative tests:
+      fields={key: value or DROP}  replace, add (appended after the 9) or drop payload keys
+      digest=, certificate=, cabundle=  shorthands for those fields
+      protected=bytes     another protected header, signed over as given
+      unprotected=value   another unprotected header (not signed, as in COSE)
+      signature=bytes     replaces the signature (raw, any length)
+      flip_payload_bit=N  flips bit N of the payload after signing (a forged payload)
+      trailing=bytes      appended after the COSE_Sign1 item
+    """
+    unknown = set(corruptions) - set(CORRUPTIONS)
+    if unknown:
+        raise TypeError(f"unknown corruptions: {sorted(unknown)}")
+    protected = corruptions.get("protected", PROTECTED_ES384)
     if payload is None:
         m = payload_map(chain, pcrs if pcrs is not None else default_pcrs(), public_key,
                         user_data, nonce, timestamp_ms, module_id)
+        fields = dict(corruptions.get("fields", {}))
+        for k in ("digest", "certificate", "cabundle"):
+            if k in corruptions:
+                fields[k] = corruptions[k]
+        for k, v in fields.items():
+            if v is DROP:
+                m.pop(k, None)
+            else:
+                m[k] = v
         payload = enc(Indef(m) if indefinite_map else m)
-    sig = sign_raw(signing_key or chain.keys["leaf"], sig_structure(PROTECTED_ES384, payload))
-    doc = enc([PROTECTED_ES384, {}, payload, sig])
-    return enc(Tag(18, Raw(doc))) if tagged else doc
+    sig = sign_raw(signing_key or chain.keys["leaf"], sig_structure(protected, payload))
+    sig = corruptions.get("signature", sig)
+    if "flip_payload_bit" in corruptions:
+        bit = corruptions["flip_payload_bit"] % (8 * len(payload))
+        flipped = bytearray(payload)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        payload = bytes(flipped)
+    doc = enc([protected, corruptions.get("unprotected", {}), payload, sig])
+    doc = enc(Tag(18, Raw(doc))) if tagged else doc
+    return doc + corruptions.get("trailing", b"")
 
 
 # ---- Bindings (BRIEF §4): what user_data / public_key carry for a TLS certificate ----------
