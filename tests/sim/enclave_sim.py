@@ -39,6 +39,7 @@ MODES = ("wrong_pcrs", "debug_pcrs", "bad_signature", "wrong_nonce", "missing_no
          "drop_mid_stream", "stall", "close_after_headers")
 PROFILE_BINDING = {"native": "spki_sha256", "nitriding": "nitriding", "blindai": "blindai",
                    "evervault": "spki_der"}
+BINDINGS = ("spki_sha256", "public_key_spki", "spki_der", "cert_sha256", "nitriding", "blindai")
 
 
 class Identity:
@@ -154,7 +155,7 @@ class Sim:
         pcrs = dict(self.pcrs)
         ts = int(time.time() * 1000)
         leaf_key, leaf_der = self.chain.keys["leaf"], self.chain.der("leaf")
-        binding = PROFILE_BINDING[profile]
+        binding = self.args.binding or PROFILE_BINDING[profile]
         cert = ident.cert
         mode = self.mode
         if mode == "wrong_pcrs":
@@ -644,6 +645,8 @@ async def main():
     ap.add_argument("--sse-interval", type=int, default=50, help="ms between chat SSE events")
     ap.add_argument("--profile", default="all", choices=("all",) + tuple(PROFILE_BINDING),
                     help="serve only this profile's evidence (default: all four at once)")
+    ap.add_argument("--binding", choices=BINDINGS,
+                    help="bind every document this way instead of by its profile's binding")
     args = ap.parse_args()
     for opt, addr in (("--listen", args.listen), ("--control", args.control)):
         if not is_loopback(host_port(addr)[0]):
