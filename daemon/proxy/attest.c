@@ -92,10 +92,13 @@ static void finish(struct attest_job *job, struct attest_outcome *o, const char 
     if (!o->accepted) {
         uint64_t neg = svc->cfg->negative_cache_ms;
         uint64_t now = uv_now(&svc->proxy->d->loop);
-        /* A known pin that fails re-attestation leaves the set, and every connection using
-         * it is cut, in-flight exchanges included (BRIEF §5). */
+        /* A known pin that fails re-attestation (the verifier rejected its evidence) leaves
+         * the set, and every connection using it is cut, in-flight exchanges included (BRIEF
+         * §5). A fresh pin whose refresh merely obtained no evidence keeps the life it was
+         * verified for: if no later refresh succeeds, it lapses at its expiry (TTL lapse). */
         bool was_fresh = pinset_lookup(&svc->pins, up->pin, now, NULL) == PIN_FRESH;
-        if (pinset_remove(&svc->pins, up->pin) && was_fresh)
+        bool rejected = verdict == METRICS_VERDICT_REJECTED;
+        if ((rejected || !was_fresh) && pinset_remove(&svc->pins, up->pin) && was_fresh)
             proxy__abort_pin(svc, up->pin, up, "reattestation_failed");
         pinset_add_negative(&svc->pins, up->pin, now, neg);
         pinset_set_failure(&svc->pins, proxy__wall_ms(), verdict == METRICS_VERDICT_REJECTED,

@@ -39,6 +39,11 @@ const struct pin_entry *pinset_find(const struct pinset *ps, const uint8_t pin[P
     return find_entry(ps, pin);
 }
 
+struct pin_entry *pinset_entry(struct pinset *ps, const uint8_t pin[PIN_LEN])
+{
+    return find_entry(ps, pin);
+}
+
 enum pin_status pinset_lookup(const struct pinset *ps, const uint8_t pin[PIN_LEN], uint64_t now,
                               uint64_t *retry_after_ms)
 {
@@ -90,6 +95,8 @@ int pinset_add(struct pinset *ps, const uint8_t pin[PIN_LEN], const struct pin_i
     e->info.verified_at_ms = now_wall;
     e->info.expires_at_ms = expires_wall;
     e->expires_mono_ms = now + (uint64_t)(expires_wall - now_wall);
+    e->refreshing = false;
+    e->refresh_not_before_mono_ms = 0;
     remove_negative(ps, pin);
     return 0;
 }

@@ -41,6 +41,10 @@ struct pin_info {
 struct pin_entry {
     uint8_t pin[PIN_LEN];
     uint64_t expires_mono_ms; /* fresh while now < expires_mono_ms */
+    /* Proactive refresh (core of BRIEF §3): a refresh of this pin is running, and a refresh
+     * that could not obtain evidence is not retried before refresh_not_before_mono_ms. */
+    bool refreshing;
+    uint64_t refresh_not_before_mono_ms;
     struct pin_info info;
 };
 
@@ -85,11 +89,15 @@ enum pin_status pinset_lookup(const struct pinset *ps, const uint8_t pin[PIN_LEN
 /** The entry of `pin` (fresh or expired), or NULL. */
 const struct pin_entry *pinset_find(const struct pinset *ps, const uint8_t pin[PIN_LEN]);
 
+/** The same, writable (for the refresh bookkeeping of the entry). */
+struct pin_entry *pinset_entry(struct pinset *ps, const uint8_t pin[PIN_LEN]);
+
 /**
  * Adds (or replaces) `pin` after a successful attestation at monotonic `now` / wall `now_wall`.
  * Its expiry is min(now + ttl_ms, leaf_not_after_ms - margin_ms), translated to the monotonic
  * clock. Returns 0, or -ETIME when that expiry is not in the future (the leaf certificate ends
- * within the margin): nothing is added then. A negative entry for the pin is removed.
+ * within the margin): nothing is added then. A negative entry for the pin is removed, and the
+ * entry's refresh bookkeeping starts afresh.
  * `info->verified_at_ms` and `info->expires_at_ms` are filled in here.
  */
 int pinset_add(struct pinset *ps, const uint8_t pin[PIN_LEN], const struct pin_info *info,

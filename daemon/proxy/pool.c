@@ -80,6 +80,8 @@ bool pool_put(struct proxy_service *svc, struct upstream *up)
      * either way, so true is returned. */
     upstream_set_deadline(up, svc->cfg->pool_idle_timeout_ms);
     upstream_pause_reading(up, false);
+    if (svc->refresh_waiting && up->in_pool)
+        proxy__connection_idle(svc);
     return true;
 }
 

@@ -99,13 +99,37 @@ void proxy__object_closed(struct proxy *p)
 
 /* ---- Attested key set upkeep: refresh before expiry, TTL lapse ---------------------------- */
 
+/* A refresh that obtained no evidence is retried this long after it failed (at least 1 s),
+ * while the pin is still fresh. */
+static uint64_t refresh_retry_ms(const struct service_config *cfg)
+{
+    return cfg->negative_cache_ms > 1000 ? cfg->negative_cache_ms : 1000;
+}
+
 static void refresh_done(struct upstream *up, const struct attest_outcome *o, void *arg)
 {
     struct proxy_service *svc = arg;
-    (void)o;
+    struct pin_entry *e = pinset_entry(&svc->pins, up->pin);
+
+    /* Accepted: pinset_add() renewed the entry. Rejected: the entry is gone and the key's
+     * connections were cut (attest.c). No evidence: the pin keeps its verified life and the
+     * refresh is retried later; if none succeeds, the pin lapses at its expiry. */
+    if (e != NULL && e->refreshing) {
+        e->refreshing = false;
+        e->refresh_not_before_mono_ms = uv_now(&svc->proxy->d->loop) + refresh_retry_ms(svc->cfg);
+    }
     if (!upstream_is_closing(up) && (!o->accepted || !o->reusable || !pool_put(svc, up)))
         upstream_close(up, "refresh attestation ended");
     proxy__schedule_refresh(svc);
+}
+
+/* True when `e` should be re-attested now: inside its refresh window, not being refreshed,
+ * and not backing off after a refresh that obtained no evidence. */
+static bool refresh_due(const struct pin_entry *e, const struct service_config *cfg,
+                        uint64_t now)
+{
+    return e->expires_mono_ms <= now + cfg->refresh_before_ms && now < e->expires_mono_ms &&
+           !e->refreshing && now >= e->refresh_not_before_mono_ms;
 }
 
 static void on_refresh_timer(uv_timer_t *t)
@@ -113,7 +137,8 @@ static void on_refresh_timer(uv_timer_t *t)
     struct proxy_service *svc = t->data;
     const struct service_config *cfg = svc->cfg;
     uint64_t now = uv_now(t->loop);
-    size_t dropped;
+    uint8_t due[PINSET_MAX][PIN_LEN];
+    size_t dropped, n_due = 0;
 
     if (svc->proxy->stopping || svc->removed)
         return;
@@ -129,20 +154,41 @@ static void on_refresh_timer(uv_timer_t *t)
                   "ttl_lapsed", "action", "re-attested on the next connection", NULL);
     }
     /* Every pin inside its refresh window is re-attested over one of its idle pooled
-     * connections, so that traffic never waits for it. A pin with no idle connection is
-     * attested on demand once it expires. */
+     * connections, so that traffic never waits for it. A pin whose connections are all busy
+     * waits for the next one to go idle (proxy__connection_idle); a pin with no connection at
+     * all is attested on demand once it expires. The due pins are collected first: starting
+     * an attestation may change the set. */
     for (size_t i = 0; i < svc->pins.n; i++) {
-        struct pin_entry *e = &svc->pins.entries[i];
+        if (refresh_due(&svc->pins.entries[i], cfg, now))
+            memcpy(due[n_due++], svc->pins.entries[i].pin, PIN_LEN);
+    }
+    svc->refresh_waiting = false;
+    for (size_t i = 0; i < n_due; i++) {
+        struct pin_entry *e = pinset_entry(&svc->pins, due[i]);
         struct upstream *up;
-        if (e->expires_mono_ms > now + cfg->refresh_before_ms)
+        if (e == NULL || !refresh_due(e, cfg, now))
             continue;
         up = pool_take_pin(svc, e->pin);
-        if (up == NULL)
+        if (up == NULL) {
+            svc->refresh_waiting = true;
             continue;
-        if (attest_start(up, refresh_done, svc) < 0)
+        }
+        e->refreshing = true;
+        if (attest_start(up, refresh_done, svc) < 0) {
+            e->refreshing = false;
+            e->refresh_not_before_mono_ms = now + refresh_retry_ms(cfg);
             upstream_close(up, "refresh attestation could not start");
+        }
     }
     proxy__schedule_refresh(svc);
+}
+
+void proxy__connection_idle(struct proxy_service *svc)
+{
+    /* Runs the refresh pass from the loop rather than from inside pool_put()'s caller. */
+    svc->refresh_waiting = false;
+    if (!svc->proxy->stopping && !svc->removed)
+        uv_timer_start(&svc->refresh_timer, on_refresh_timer, 0, 0);
 }
 
 void proxy__schedule_refresh(struct proxy_service *svc)
@@ -154,15 +200,21 @@ void proxy__schedule_refresh(struct proxy_service *svc)
     if (svc->proxy->stopping || svc->removed)
         return;
     now = uv_now(&svc->proxy->d->loop);
-    /* The next moment something is due: a pin entering its refresh window (not yet in it),
-     * or a pin expiring. */
+    /* The next moment something is due for any pin: entering its refresh window, the end of
+     * a refresh back-off, or its expiry. A pin being refreshed, or waiting for an idle
+     * connection, is next due at its expiry (the refresh's end or an idle connection re-arm
+     * the timer sooner). */
     for (size_t i = 0; i < svc->pins.n; i++) {
         const struct pin_entry *e = &svc->pins.entries[i];
-        uint64_t at = e->expires_mono_ms > cfg->refresh_before_ms
-                          ? e->expires_mono_ms - cfg->refresh_before_ms
-                          : 0;
-        if (at <= now)
-            at = e->expires_mono_ms;
+        uint64_t window = e->expires_mono_ms > cfg->refresh_before_ms
+                              ? e->expires_mono_ms - cfg->refresh_before_ms
+                              : 0;
+        uint64_t at = e->expires_mono_ms;
+        if (window > now)
+            at = window;
+        else if (!e->refreshing && e->refresh_not_before_mono_ms > now &&
+                 e->refresh_not_before_mono_ms < at)
+            at = e->refresh_not_before_mono_ms;
         if (!any || at < due)
             due = at;
         any = true;

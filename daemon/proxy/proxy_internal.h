@@ -57,6 +57,7 @@ struct proxy_service {
     struct resume_session resume;
 
     uv_timer_t refresh_timer; /* re-attests a pin over an idle pooled connection before expiry */
+    bool refresh_waiting;     /* a pin in its refresh window waits for an idle connection */
     bool removed;             /* gone from the configuration: draining */
     struct service_config *own_cfg; /* a removed service's private copy of its last settings */
     struct proxy_service *next;
@@ -87,6 +88,9 @@ void proxy__authority(const struct service_config *cfg, char *out, size_t cap);
 
 /* Re-arms the service's refresh timer for the attested pin that expires first. */
 void proxy__schedule_refresh(struct proxy_service *svc);
+
+/* The pool received an idle connection: a pin waiting in its refresh window may use it. */
+void proxy__connection_idle(struct proxy_service *svc);
 
 /* Cuts every connection of `svc` whose peer has `pin` (except `keep`), in-flight exchanges
  * included, and counts it as an enforcement event with `reason`. */

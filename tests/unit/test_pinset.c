@@ -64,6 +64,34 @@ static void test_ttl_bounds_expiry(void **state)
     free(ps);
 }
 
+static void test_renewal_resets_refresh_bookkeeping(void **state)
+{
+    struct pinset *ps = new_set();
+    uint8_t pin[PIN_LEN];
+    struct pin_info info = info_with_leaf(WALL + 3 * HOUR_MS);
+    struct pin_entry *e;
+    (void)state;
+    pin_of(pin, 4);
+    assert_int_equal(pinset_add(ps, pin, &info, 1000, WALL, 10 * MIN_MS, MIN_MS), 0);
+    e = pinset_entry(ps, pin);
+    assert_non_null(e);
+    assert_false(e->refreshing);
+    assert_int_equal(e->refresh_not_before_mono_ms, 0);
+    /* A refresh runs, then one obtains no evidence and backs off... */
+    e->refreshing = true;
+    e->refresh_not_before_mono_ms = 9 * MIN_MS;
+    /* ...and a successful attestation renews the entry and starts its bookkeeping afresh. */
+    assert_int_equal(pinset_add(ps, pin, &info, 5 * MIN_MS, WALL + 5 * MIN_MS, 10 * MIN_MS,
+                                MIN_MS),
+                     0);
+    e = pinset_entry(ps, pin);
+    assert_ptr_equal(e, pinset_find(ps, pin));
+    assert_false(e->refreshing);
+    assert_int_equal(e->refresh_not_before_mono_ms, 0);
+    assert_int_equal(e->expires_mono_ms, 15 * MIN_MS);
+    free(ps);
+}
+
 static void test_certificate_bounds_expiry(void **state)
 {
     struct pinset *ps = new_set();
@@ -226,6 +254,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ttl_bounds_expiry),
+        cmocka_unit_test(test_renewal_resets_refresh_bookkeeping),
         cmocka_unit_test(test_certificate_bounds_expiry),
         cmocka_unit_test(test_certificate_within_margin_is_refused),
         cmocka_unit_test(test_negative_cache),
