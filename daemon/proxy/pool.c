@@ -62,6 +62,10 @@ bool pool_put(struct proxy_service *svc, struct upstream *up)
 
     if (max == 0 || svc->proxy->stopping || svc->removed || up->in_pool)
         return false;
+    /* A pin in its refresh window whose connections were all busy is re-attested over the
+     * first one that goes idle, before a waiting request can take it again. */
+    if (svc->refresh_waiting && proxy__refresh_on_idle(svc, up))
+        return true;
     while (p->n >= max && p->bottom != NULL)
         upstream_close(p->bottom, "pool full: least recently used connection closed");
     upstream__set_idle(up, true);
@@ -80,8 +84,6 @@ bool pool_put(struct proxy_service *svc, struct upstream *up)
      * either way, so true is returned. */
     upstream_set_deadline(up, svc->cfg->pool_idle_timeout_ms);
     upstream_pause_reading(up, false);
-    if (svc->refresh_waiting && up->in_pool)
-        proxy__connection_idle(svc);
     return true;
 }
 

@@ -132,6 +132,18 @@ static bool refresh_due(const struct pin_entry *e, const struct service_config *
            !e->refreshing && now >= e->refresh_not_before_mono_ms;
 }
 
+/* Re-attests pin `e` over its idle connection `up`, which the refresh owns from now on. */
+static void start_refresh(struct proxy_service *svc, struct pin_entry *e, struct upstream *up,
+                          uint64_t now)
+{
+    e->refreshing = true;
+    if (attest_start(up, refresh_done, svc) < 0) {
+        e->refreshing = false;
+        e->refresh_not_before_mono_ms = now + refresh_retry_ms(svc->cfg);
+        upstream_close(up, "refresh attestation could not start");
+    }
+}
+
 static void on_refresh_timer(uv_timer_t *t)
 {
     struct proxy_service *svc = t->data;
@@ -155,9 +167,9 @@ static void on_refresh_timer(uv_timer_t *t)
     }
     /* Every pin inside its refresh window is re-attested over one of its idle pooled
      * connections, so that traffic never waits for it. A pin whose connections are all busy
-     * waits for the next one to go idle (proxy__connection_idle); a pin with no connection at
-     * all is attested on demand once it expires. The due pins are collected first: starting
-     * an attestation may change the set. */
+     * is refreshed over the next one that goes idle (proxy__refresh_on_idle, from pool_put);
+     * a pin with no connection at all is attested on demand once it expires. The due pins are
+     * collected first: starting an attestation may change the set. */
     for (size_t i = 0; i < svc->pins.n; i++) {
         if (refresh_due(&svc->pins.entries[i], cfg, now))
             memcpy(due[n_due++], svc->pins.entries[i].pin, PIN_LEN);
@@ -169,26 +181,26 @@ static void on_refresh_timer(uv_timer_t *t)
         if (e == NULL || !refresh_due(e, cfg, now))
             continue;
         up = pool_take_pin(svc, e->pin);
-        if (up == NULL) {
+        if (up == NULL)
             svc->refresh_waiting = true;
-            continue;
-        }
-        e->refreshing = true;
-        if (attest_start(up, refresh_done, svc) < 0) {
-            e->refreshing = false;
-            e->refresh_not_before_mono_ms = now + refresh_retry_ms(cfg);
-            upstream_close(up, "refresh attestation could not start");
-        }
+        else
+            start_refresh(svc, e, up, now);
     }
     proxy__schedule_refresh(svc);
 }
 
-void proxy__connection_idle(struct proxy_service *svc)
+bool proxy__refresh_on_idle(struct proxy_service *svc, struct upstream *up)
 {
-    /* Runs the refresh pass from the loop rather than from inside pool_put()'s caller. */
-    svc->refresh_waiting = false;
-    if (!svc->proxy->stopping && !svc->removed)
-        uv_timer_start(&svc->refresh_timer, on_refresh_timer, 0, 0);
+    uint64_t now = uv_now(&svc->proxy->d->loop);
+    struct pin_entry *e;
+
+    if (!up->has_pin)
+        return false;
+    e = pinset_entry(&svc->pins, up->pin);
+    if (e == NULL || !refresh_due(e, svc->cfg, now))
+        return false;
+    start_refresh(svc, e, up, now);
+    return true;
 }
 
 void proxy__schedule_refresh(struct proxy_service *svc)

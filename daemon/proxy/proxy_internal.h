@@ -89,8 +89,9 @@ void proxy__authority(const struct service_config *cfg, char *out, size_t cap);
 /* Re-arms the service's refresh timer for the attested pin that expires first. */
 void proxy__schedule_refresh(struct proxy_service *svc);
 
-/* The pool received an idle connection: a pin waiting in its refresh window may use it. */
-void proxy__connection_idle(struct proxy_service *svc);
+/* `up` is about to go idle while a pin waits in its refresh window: if `up` has that pin,
+ * its refresh starts over `up` (which the refresh then owns) and true is returned. */
+bool proxy__refresh_on_idle(struct proxy_service *svc, struct upstream *up);
 
 /* Cuts every connection of `svc` whose peer has `pin` (except `keep`), in-flight exchanges
  * included, and counts it as an enforcement event with `reason`. */
