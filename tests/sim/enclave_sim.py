@@ -17,7 +17,9 @@ import json
 import os
 import pathlib
 import secrets
+import socket
 import ssl
+import struct
 import sys
 import tempfile
 import time
@@ -34,9 +36,15 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 
 HEAD_MAX = 64 * 1024
 JSON_BODY_MAX = 1 << 20
+BODY_LOG_MAX = 4096  # request body bytes kept in the request log
 MODES = ("wrong_pcrs", "debug_pcrs", "bad_signature", "wrong_nonce", "missing_nonce",
          "replay_old", "expired_leaf", "garbage_evidence", "bind_other_key", "evidence_500",
-         "drop_mid_stream", "stall", "close_after_headers")
+         "drop_mid_stream", "stall", "close_after_headers", "raw_response", "garbage_response",
+         "reset_mid_body", "excess_body")
+# Hostile application responses (evidence stays valid, so attestation passes): each is a
+# raw_response preset, see raw_params().
+RAW_MODES = ("raw_response", "garbage_response", "reset_mid_body", "excess_body")
+RAW_ENDS = ("keep", "close", "reset")
 PROFILE_BINDING = {"native": "spki_sha256", "nitriding": "nitriding", "blindai": "blindai",
                    "evervault": "spki_der"}
 BINDINGS = ("spki_sha256", "public_key_spki", "spki_der", "cert_sha256", "nitriding", "blindai")
@@ -128,6 +136,8 @@ class Sim:
     def set_mode(self, mode, params):
         if mode is not None and mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+        if mode == "raw_response" and params.get("end", "close") not in RAW_ENDS:
+            raise ValueError(f"raw_response: end must be one of {', '.join(RAW_ENDS)}")
         self.mode, self.mode_params = mode, params
 
     async def rotate(self):
@@ -227,12 +237,14 @@ class Sim:
                 query = urllib.parse.parse_qs(url.query)
                 evidence = url.path in ("/.well-known/nitro-attestation", "/enclave/attestation",
                                         "/.well-known/attestation")
-                self.requests.append({"conn": conn, "pin": ident.pin, "method": method,
-                                      "path": target, "evidence": evidence, "t": time.time()})
+                entry = {"conn": conn, "pin": ident.pin, "method": method, "path": target,
+                         "evidence": evidence, "t": time.time(),
+                         "head": head.decode("latin-1"), "body": ""}
+                self.requests.append(entry)
                 if headers.get("expect", "").lower() == "100-continue":
                     writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 try:
-                    body = Body(reader, headers)
+                    body = Body(reader, headers, log=entry)
                 except ValueError:
                     await send(writer, 400, {"Connection": "close"}, b"bad content-length\n")
                     return
@@ -258,6 +270,11 @@ class Sim:
                         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
                         await writer.drain()
                         return
+                    if self.mode in RAW_MODES:
+                        await body.drain()
+                        if not await self.raw_response(writer):
+                            return
+                        continue
                     try:
                         keep = await self.app(writer, method, url, query, headers, body)
                     except ValueError:  # a malformed query value such as ?bytes=abc
@@ -277,6 +294,47 @@ class Sim:
                 writer.close()
             except Exception:
                 pass
+
+    # ---- Hostile application responses -----------------------------------------------------
+
+    def raw_params(self):
+        """(data, then, delay_ms, end) of the raw mode in force: `data` is written as it is,
+        `then` (if any) `delay_ms` later, and `end` says what happens to the connection after:
+        "keep" (serve the next request), "close" (FIN) or "reset" (RST)."""
+        p = self.mode_params
+        if self.mode == "garbage_response":
+            return (p.get("data", "this is not an HTTP response\r\n\r\n").encode("latin-1"),
+                    b"", 0, "close")
+        if self.mode == "reset_mid_body":
+            n = int(p.get("bytes", 256 * 1024))
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n
+            return head + next(pattern_blocks(n))[:n // 2], b"", 0, "reset"
+        if self.mode == "excess_body":
+            extra = p.get("extra", "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED")
+            return (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", extra.encode("latin-1"),
+                    int(p.get("delay_ms", 0)), "keep")
+        return (p.get("data", "").encode("latin-1"), p.get("then", "").encode("latin-1"),
+                int(p.get("delay_ms", 0)), p.get("end", "close"))
+
+    async def raw_response(self, w):
+        """Answers an application request with the raw mode's bytes; True to keep serving."""
+        data, then, delay_ms, end = self.raw_params()
+        if then and delay_ms <= 0:
+            data, then = data + then, b""
+        w.write(data)
+        await w.drain()
+        if then:
+            await asyncio.sleep(delay_ms / 1000)
+            w.write(then)
+            await w.drain()
+        if end == "reset":
+            # Let the bytes leave before the RST; SO_LINGER 0 turns the close into a reset.
+            await asyncio.sleep(0.1)
+            sock = w.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            w.transport.abort()
+            return False
+        return end == "keep"
 
     # ---- Application endpoints --------------------------------------------------------------
 
@@ -471,15 +529,22 @@ async def end_chunked(w):
 class Body:
     """The request body as an async iterator of chunks: Content-Length or chunked."""
 
-    def __init__(self, reader, headers):
+    def __init__(self, reader, headers, log=None):
         self.reader = reader
+        self.log = log  # a request log entry: its "body" gets the first BODY_LOG_MAX bytes
         self.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         self.left = int(headers.get("content-length", "0") or 0)
         if self.left < 0:
             raise ValueError("negative content-length")
 
     def __aiter__(self):
-        return self._chunks()
+        return self._logged(self._chunks())
+
+    async def _logged(self, chunks):
+        async for data in chunks:
+            if self.log is not None and len(self.log["body"]) < BODY_LOG_MAX:
+                self.log["body"] += data[:BODY_LOG_MAX - len(self.log["body"])].decode("latin-1")
+            yield data
 
     async def _chunks(self):
         if self.chunked:
