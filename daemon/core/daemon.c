@@ -2,8 +2,10 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "build_config.h"
 #include "core/cli.h"
@@ -254,6 +256,50 @@ static void close_unused_fds(struct daemon *d)
     }
 }
 
+/* Descriptors beyond the connections themselves: listeners, admin, signals, logs, timers'
+ * event fds, policy watches. */
+#define FD_RESERVE 64
+
+/*
+ * Every client connection costs a descriptor, and one more while it has an upstream connection,
+ * so the usual soft RLIMIT_NOFILE of 1024 would cap a service far below max_connections. The
+ * soft limit is raised to the hard limit (an unprivileged process may), and a limit still
+ * below what the configuration can use is reported. Under the systemd unit, LimitNOFILE sets
+ * both limits alike, so nothing is raised there (its system-call filter refuses setrlimit).
+ */
+static void raise_fd_limit(const struct config *cfg)
+{
+    struct rlimit rl;
+    char soft[24], hard[24], was[24], need[24];
+    uint64_t want = FD_RESERVE;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        log_event(LOG_LEVEL_WARN, "fd_limit_unknown", "error", strerror(errno), NULL);
+        return;
+    }
+    snprintf(was, sizeof(was), "%llu", (unsigned long long)rl.rlim_cur);
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl.rlim_cur = rl.rlim_max;
+        else
+            log_event(LOG_LEVEL_WARN, "fd_limit_not_raised", "soft", was, "error",
+                      strerror(errno), NULL);
+    }
+    for (size_t i = 0; i < cfg->n_services; i++)
+        want += 2 * (uint64_t)cfg->services[i].max_connections;
+    snprintf(soft, sizeof(soft), "%llu", (unsigned long long)rl.rlim_cur);
+    snprintf(hard, sizeof(hard), "%llu", (unsigned long long)rl.rlim_max);
+    snprintf(need, sizeof(need), "%llu", (unsigned long long)want);
+    log_event(LOG_LEVEL_INFO, "fd_limit", "soft", soft, "hard", hard, "was", was, "wanted", need,
+              NULL);
+    if (rl.rlim_cur != RLIM_INFINITY && want > rl.rlim_cur)
+        log_event(LOG_LEVEL_WARN, "fd_limit_low", "soft", soft, "wanted", need, "why",
+                  "max_connections of all services (each with an upstream connection) exceed the "
+                  "descriptor limit; connections beyond it are refused at accept",
+                  NULL);
+}
+
 /* What `run` and `attest` share: configuration, logging, the trust root, metrics and the loop.
  * Returns 0, or the exit code after undoing what was done. */
 static int daemon_open(struct daemon *d, const char *config_path)
@@ -336,6 +382,8 @@ int daemon_run(const char *config_path)
 
     if (rc != 0)
         return rc;
+
+    raise_fd_limit(d.cfg);
 
     rc = listenfds_parse(&d.lfds, true);
     if (rc < 0) {

@@ -296,6 +296,8 @@ static void on_written(uv_write_t *req, int status)
     if (c->state == CLIENT_FLUSHING) {
         if (c->write_queued == 0)
             start_linger(c);
+        else
+            touch_stream(c);
         return;
     }
     if (c->state == CLIENT_RELAYING)
@@ -397,10 +399,12 @@ static void start_linger(struct client *c)
     update_reading(c);
 }
 
+/* The final response is queued: it must keep moving to the client (stream_idle_timeout), or a
+ * client that never reads would hold the connection for good. */
 static void to_flushing(struct client *c)
 {
     set_state(c, CLIENT_FLUSHING);
-    set_timer(c, TIMER_NONE);
+    set_timer(c, TIMER_STREAM_IDLE);
     update_reading(c);
     if (c->write_queued == 0)
         start_linger(c);
@@ -495,6 +499,31 @@ static int refuse(struct client *c, enum proxy_error e, const char *msg)
     return HTTP1_CB_ERROR;
 }
 
+/* True when the message has no Transfer-Encoding, or exactly one Transfer-Encoding field whose
+ * value is "chunked" (without case, whitespace around it ignored). Any other coding ("gzip,
+ * chunked", a second field, an empty value) is refused: bodies are re-framed as chunked, so
+ * another coding would be dropped and the body handed on with a changed meaning. */
+static bool transfer_encoding_ok(const struct http1_head *h)
+{
+    int i = http1_head_find(h, "transfer-encoding", 0);
+    const char *v;
+    size_t len;
+
+    if (i < 0)
+        return true;
+    if (http1_head_find(h, "transfer-encoding", (size_t)i + 1) >= 0)
+        return false;
+    v = h->buf + h->hdrs[i].value_off;
+    len = h->hdrs[i].value_len;
+    while (len > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        len--;
+    }
+    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+        len--;
+    return len == 7 && strncasecmp(v, "chunked", 7) == 0;
+}
+
 static bool is_idempotent(llhttp_method_t m)
 {
     return m == HTTP_GET || m == HTTP_HEAD || m == HTTP_OPTIONS || m == HTTP_TRACE ||
@@ -532,6 +561,19 @@ static int req_on_head(struct http1_parser *p)
         return refuse(c, PROXY_ERR_BAD_REQUEST,
                       "the request target must be a path (origin-form): this is a reverse proxy, "
                       "not a forward proxy");
+    /* A fragment is never part of a request target (RFC 9112 3.2); the enclave could read
+     * "/a#/../b" otherwise than a client that meant "/a". */
+    if (memchr(target, '#', h->target_len) != NULL)
+        return refuse(c, PROXY_ERR_BAD_REQUEST,
+                      "the request target contains a fragment ('#'), which is never sent");
+    if (!transfer_encoding_ok(h))
+        return refuse(c, PROXY_ERR_BAD_REQUEST,
+                      "Transfer-Encoding must be exactly 'chunked' (in one header field): other "
+                      "transfer codings are not relayed");
+    /* HTTP/1.0 has no chunked coding: such framing is faulty (RFC 9112 6.1). */
+    if (ex->http10 && http1_head_find(h, "transfer-encoding", 0) >= 0)
+        return refuse(c, PROXY_ERR_BAD_REQUEST,
+                      "Transfer-Encoding is not allowed in an HTTP/1.0 request");
     if (hosts > 1 || (hosts == 0 && !ex->http10))
         return refuse(c, PROXY_ERR_BAD_REQUEST, "a request must carry exactly one Host header");
     hi = http1_head_find(h, "host", 0);
@@ -796,8 +838,16 @@ static int resp_on_head(struct http1_parser *p)
         http1_parser_fail(p, HTTP1_FAIL_CALLBACK, "the upstream switched protocols");
         return HTTP1_CB_ERROR;
     }
+    if (!transfer_encoding_ok(&p->head)) {
+        http1_parser_fail(p, HTTP1_FAIL_CALLBACK,
+                          "the response has a transfer coding other than chunked");
+        return HTTP1_CB_ERROR;
+    }
+    /* Interim responses are dropped (100-continue is answered here). Like 204 and 304 they
+     * never have a body, whatever Content-Length says (RFC 9112 6.3); llhttp 8.1 would wait
+     * for one. */
     if (status < 200)
-        return HTTP1_CB_OK; /* interim responses are dropped: 100-continue is answered here */
+        return HTTP1_CB_SKIP_BODY;
     ex->status = status;
     ex->resp_keep_alive = llhttp_should_keep_alive(&p->ll) != 0;
     memset(&opts, 0, sizeof(opts));
@@ -843,7 +893,7 @@ static int resp_on_head(struct http1_parser *p)
     free(buf);
     ex->resp_head_sent = true;
     metrics_inc_requests(c->svc->metrics, status);
-    return ex->head_request ? HTTP1_CB_SKIP_BODY : HTTP1_CB_OK;
+    return no_body ? HTTP1_CB_SKIP_BODY : HTTP1_CB_OK;
 }
 
 static int resp_on_body(struct http1_parser *p, const char *at, size_t len)
@@ -1230,6 +1280,15 @@ static void on_timer(uv_timer_t *t)
         respond_error(c, PROXY_ERR_UPSTREAM_TIMEOUT, msg, 0, false);
         return;
     case TIMER_STREAM_IDLE:
+        if (c->state == CLIENT_FLUSHING || ex->up_paused) {
+            /* The final response is queued, or the upstream is paused because the client's
+             * write queue is full: the client, not the enclave, stopped reading. */
+            log_event(LOG_LEVEL_INFO, "client_timeout", "service", c->svc->name, "timeout",
+                      "stream_idle_timeout", "why", "the client stopped reading the response",
+                      NULL);
+            client_close(c, "the client stopped reading the response");
+            return;
+        }
         if (!ex->req_done && !ex->body_blocked) {
             log_event(LOG_LEVEL_INFO, "client_timeout", "service", c->svc->name, "timeout",
                       "stream_idle_timeout", "why", "the client stopped sending the request body",

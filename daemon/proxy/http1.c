@@ -543,10 +543,29 @@ static const char *const hop_by_hop[] = {
     "upgrade",    "proxy-authorization", "content-length",
 };
 
+/* Compares the first `n` bytes of a header name with `lower` (lower case, '-' for separators)
+ * without case and with '_' equal to '-' (see below). */
+static bool name_prefix_folded(const char *name, const char *lower, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (c == '_')
+            c = '-';
+        else if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c != lower[i])
+            return false;
+    }
+    return true;
+}
+
+/* Names are compared without case and with '_' equal to '-': a CGI-style gateway behind the
+ * enclave would read "Transfer_Encoding" as Transfer-Encoding (and "X_Forwarded_For" as
+ * X-Forwarded-For), so such variants are removed too. */
 bool http1_is_hop_by_hop(const char *name, size_t len)
 {
     for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++) {
-        if (strlen(hop_by_hop[i]) == len && strncasecmp(name, hop_by_hop[i], len) == 0)
+        if (strlen(hop_by_hop[i]) == len && name_prefix_folded(name, hop_by_hop[i], len))
             return true;
     }
     return false;
@@ -576,10 +595,11 @@ bool http1_connection_names(const struct http1_head *h, const char *name, size_t
     return false;
 }
 
+/* X-Forwarded-* and Forwarded, also spelled with underscores (see http1_is_hop_by_hop()). */
 static bool is_forwarded(const char *name, size_t len)
 {
-    return (len == 9 && strncasecmp(name, "forwarded", 9) == 0) ||
-           (len >= 12 && strncasecmp(name, "x-forwarded-", 12) == 0);
+    return (len == 9 && name_prefix_folded(name, "forwarded", 9)) ||
+           (len >= 12 && name_prefix_folded(name, "x-forwarded-", 12));
 }
 
 struct out {
