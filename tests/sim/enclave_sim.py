@@ -276,7 +276,8 @@ class Sim:
                             return
                         continue
                     try:
-                        keep = await self.app(writer, method, url, query, headers, body)
+                        out = HeadOnly(writer) if method == "HEAD" else writer
+                        keep = await self.app(out, method, url, query, headers, body)
                     except ValueError:  # a malformed query value such as ?bytes=abc
                         await body.drain()
                         await send(writer, 400, {"Content-Type": "text/plain"},
@@ -317,8 +318,13 @@ class Sim:
                 int(p.get("delay_ms", 0)), p.get("end", "close"))
 
     async def raw_response(self, w):
-        """Answers an application request with the raw mode's bytes; True to keep serving."""
+        """Answers an application request with the raw mode's bytes; True to keep serving.
+        With a `count` parameter the mode ends (back to normal answers) after that many."""
         data, then, delay_ms, end = self.raw_params()
+        if "count" in self.mode_params:
+            self.mode_params["count"] = int(self.mode_params["count"]) - 1
+            if self.mode_params["count"] <= 0:
+                self.set_mode(None, {})
         if then and delay_ms <= 0:
             data, then = data + then, b""
         w.write(data)
@@ -524,6 +530,29 @@ async def write_chunk(w, data):
 async def end_chunked(w):
     w.write(b"0\r\n\r\n")
     await w.drain()
+
+
+class HeadOnly:
+    """The writer of a response to HEAD: the head goes out, the body the endpoint produces is
+    dropped (RFC 9110 9.3.2), so that the connection stays in step for the next request."""
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.pending = b""
+        self.head_sent = False
+
+    def write(self, data):
+        if self.head_sent:
+            return
+        self.pending += data
+        end = self.pending.find(b"\r\n\r\n")
+        if end >= 0:
+            self.writer.write(self.pending[:end + 4])
+            self.head_sent = True
+            self.pending = b""
+
+    async def drain(self):
+        await self.writer.drain()
 
 
 class Body:
