@@ -65,17 +65,40 @@ def transcript(port, data, timeout=TIMEOUT):
 
 
 def read_to_close(s, timeout=TIMEOUT):
+    """Every byte received until the server closes (FIN or reset)."""
     out = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             chunk = s.recv(65536)
         except ConnectionResetError:
-            break
+            return out
         if not chunk:
             return out
         out += chunk
     raise AssertionError(f"the connection stayed open; received {out[:300]!r}")
+
+
+def read_one(s, timeout=TIMEOUT):
+    """Reads exactly one response with a Content-Length (or none) from a keep-alive socket."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if b"\r\n\r\n" in data:
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(body) >= length:
+                assert len(body) == length, "bytes beyond the response"
+                return data
+        chunk = s.recv(65536)
+        if not chunk:
+            raise AssertionError(f"closed within a response: {data[:300]!r}")
+        data += chunk
+    raise AssertionError(f"no complete response: {data[:300]!r}")
 
 
 def split_responses(data, head_requests=()):
@@ -107,12 +130,13 @@ def split_responses(data, head_requests=()):
     return out
 
 
-def error_response(status, reason, code, raw, close=True):
+def error_response(status, reason, code, raw, close=True, extra=""):
     """Checks that `raw` is exactly one proxy error response with this status and code (the
-    message text is the proxy's to word); returns its JSON."""
+    message text is the proxy's to word; `extra` are header lines before Connection); returns
+    its JSON."""
     head, _, body = raw.partition(b"\r\n\r\n")
     expected = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+                f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n{extra}"
                 f"Connection: {'close' if close else 'keep-alive'}").encode()
     assert head == expected, raw
     doc = json.loads(body)
@@ -272,7 +296,8 @@ FORWARDED = [
      b"Transfer-Encoding: \t chunked  \r\n" + CLOSE + b"\r\n" + HELLO_CHUNKED,
      b"POST /echo HTTP/1.1\r\nHost: {up}\r\nTransfer-Encoding: chunked\r\n\r\n", b"hello"),
     ("chunk_extensions_dropped", b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked"
-     b"\r\n" + CLOSE + b"\r\n" + b"5;name=value\r\nhello\r\n6;q=\"a;b\"\r\n world\r\n0;last\r\n\r\n",
+     b"\r\n" + CLOSE + b"\r\n5;name=value\r\nhello\r\n6;q=\"a;b\"\r\n world\r\n"
+     b"0;last\r\n\r\n",
      b"POST /echo HTTP/1.1\r\nHost: {up}\r\nTransfer-Encoding: chunked\r\n\r\n", b"hello world"),
     ("trailers_dropped", b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n"
      b"Trailer: X-Checksum\r\n" + CLOSE + b"\r\n5\r\nhello\r\n0\r\nX-Checksum: 1\r\n"

@@ -14,7 +14,6 @@ import hashlib
 import ipaddress
 import itertools
 import json
-import os
 import pathlib
 import secrets
 import socket
