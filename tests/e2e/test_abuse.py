@@ -23,10 +23,11 @@ import urllib.request
 
 import pytest
 
-from conftest import Daemon, free_port
-from proxy_fixtures import Relay, wait_listening
-from simulator import Simulator, service_config
-from test_conformance import error_response, read_one, read_to_close
+import test_conformance
+from test_conformance import error_response, read_one, read_to_close, start, stop
+
+# Each case gets the module's relay reset, and the daemon is checked alive and serving after.
+fresh = test_conformance.fresh
 
 H = b"Host: localhost\r\n"
 GET = b"GET /echo HTTP/1.1\r\n" + H + b"\r\n"
@@ -34,47 +35,11 @@ TIMEOUTS = ("client_header_timeout = 500ms\nclient_idle_timeout = 1s\n"
             "first_byte_timeout = 1s\nstream_idle_timeout = 1s\n")
 
 
-def start(tmp, extra_service="", extra_daemon="", log_level="debug", **popen):
-    """A simulator and a daemon in front of it, with an admin listener; returns (Relay, admin
-    port). The caller stops both."""
-    sim = Simulator(tmp / "chain", log_path=tmp / "sim.log")
-    port, admin = free_port(), free_port()
-    text = service_config(sim, port, extra_service,
-                          f"admin_listen = 127.0.0.1:{admin}\n" + extra_daemon)
-    conf = tmp / "attestproxy.conf"
-    conf.write_text(text.replace("log_level = debug", f"log_level = {log_level}"))
-    daemon = Daemon(conf, tmp / "daemon.log", **popen)
-    try:
-        daemon.wait_log("event=started")
-        wait_listening(port)
-    except Exception:
-        daemon.stop()
-        sim.stop()
-        raise
-    return Relay(daemon, sim, port), admin
-
-
-def stop(relay):
-    relay.daemon.stop()
-    relay.sim.stop()
-
-
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory):
-    r, r.admin = start(tmp_path_factory.mktemp("abuse"), TIMEOUTS)
+    r = start(tmp_path_factory.mktemp("abuse"), TIMEOUTS)
     yield r
     stop(r)
-
-
-@pytest.fixture
-def fresh(relay):
-    relay.sim.misbehave(None)
-    relay.sim.reset()
-    yield relay
-    assert relay.daemon.proc.poll() is None, "the daemon died"
-    # Whatever the case did, the daemon serves the next client.
-    relay.sim.misbehave(None)
-    assert relay.get("/echo?after=1").status_code == 200
 
 
 def open_clients(admin):
@@ -249,7 +214,8 @@ def test_max_connections_refuses_the_excess(tmp_path):
     """With max_connections = 4 held, a burst of 100 more connections each gets either the
     documented 503 too_many_connections (at most 64 at once) or, beyond that, a plain close;
     none reaches the enclave, the held ones keep working, and service resumes after."""
-    relay, admin = start(tmp_path, "max_connections = 4\nclient_idle_timeout = 30s\n")
+    relay = start(tmp_path, "max_connections = 4\nclient_idle_timeout = 30s\n")
+    admin = relay.admin
     try:
         wait_open_clients(admin, 0)  # the readiness probe is gone
         held = [socket.create_connection(("127.0.0.1", relay.port), timeout=5) for _ in range(4)]
@@ -311,8 +277,9 @@ def test_ten_thousand_concurrent_connections(tmp_path):
     def low_soft_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
 
-    relay, admin = start(tmp_path, f"max_connections = {n}\n", log_level="info",
-                         preexec_fn=low_soft_limit)
+    relay = start(tmp_path, f"max_connections = {n}\n", log_level="info",
+                  preexec_fn=low_soft_limit)
+    admin = relay.admin
     socks = []
     try:
         log = relay.daemon.log()

@@ -29,30 +29,49 @@ HELLO_CHUNKED = b"5\r\nhello\r\n0\r\n\r\n"
 TIMEOUT = 10
 
 
-@pytest.fixture(scope="module")
-def relay(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("conformance")
+def start(tmp, extra_service="", extra_daemon="", log_level="debug", **popen):
+    """A simulator and a daemon in front of it, with an admin listener (relay.admin); the
+    caller stops both with stop(). Used by the module fixtures here and in test_abuse.py."""
     sim = Simulator(tmp / "chain", log_path=tmp / "sim.log")
-    port = free_port()
+    port, admin = free_port(), free_port()
+    text = service_config(sim, port, extra_service,
+                          f"admin_listen = 127.0.0.1:{admin}\n" + extra_daemon)
     conf = tmp / "attestproxy.conf"
-    conf.write_text(service_config(sim, port, "first_byte_timeout = 5s\n"))
-    daemon = Daemon(conf, tmp / "daemon.log")
+    conf.write_text(text.replace("log_level = debug", f"log_level = {log_level}"))
+    daemon = Daemon(conf, tmp / "daemon.log", **popen)
+    relay = Relay(daemon, sim, port)
+    relay.admin = admin
     try:
         daemon.wait_log("event=started")
         wait_listening(port)
-        yield Relay(daemon, sim, port)
-    finally:
-        daemon.stop()
-        sim.stop()
+    except BaseException:
+        stop(relay)
+        raise
+    return relay
+
+
+def stop(relay):
+    relay.daemon.stop()
+    relay.sim.stop()
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory):
+    r = start(tmp_path_factory.mktemp("conformance"), "first_byte_timeout = 5s\n")
+    yield r
+    stop(r)
 
 
 @pytest.fixture
 def fresh(relay):
-    """The module's relay with a well-behaved simulator and an empty request log."""
+    """The module's relay with a well-behaved simulator and an empty request log; afterwards
+    the daemon must still be alive and serve the next client, whatever the case did."""
     relay.sim.misbehave(None)
     relay.sim.reset()
     yield relay
     assert relay.daemon.proc.poll() is None, "the daemon died"
+    relay.sim.misbehave(None)
+    assert relay.get("/echo?after=1").status_code == 200
 
 
 # ---- Raw socket helpers ------------------------------------------------------------------------
