@@ -194,7 +194,8 @@ def test_client_that_never_reads_is_cut(fresh):
     assert 0 < held < 64 << 20
     # Responses just larger than what the socket buffers hold: the enclave's part completes,
     # the rest waits in the write queue (below its 256 KiB bound) for a reader that never comes.
-    sizes = [held + k * 32 * 1024 for k in (1, 2, 3)]
+    # Buffer sizes vary from one connection to the next, hence a spread of sizes.
+    sizes = [held + k * 32 * 1024 for k in range(1, 8)]
     got = non_readers(fresh.port, sizes)
     log = fresh.daemon.log()[log_start:]
     # The state each connection was cut in: relaying (the enclave still sending) or flushing.
@@ -203,8 +204,8 @@ def test_client_that_never_reads_is_cut(fresh):
     cut = [re.search(r"event=client_state service=demo conn=%s from=(\w+) to=closing" % c,
                      log).group(1) for c in conns]
     assert cut[0] == "relaying", cut
-    # Socket buffers vary a little: one of the three may fit whole and end normally.
-    assert "flushing" in cut[1:], "no case where the whole response was queued: %s" % cut
+    # The smallest may fit whole and end normally; the largest may be cut while relaying.
+    assert "flushing" in cut[1:], ("no case where the whole response was queued", cut, held, sizes, got)
     assert len(cut) - 1 == sum(g < n for n, g in zip(sizes, got)), (cut, sizes, got)
 
 
