@@ -283,8 +283,8 @@ static void raise_fd_limit(const struct config *cfg)
         if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
             rl.rlim_cur = rl.rlim_max;
         else
-            log_event(LOG_LEVEL_WARN, "fd_limit_not_raised", "soft", was, "error",
-                      strerror(errno), NULL);
+            log_event(LOG_LEVEL_WARN, "fd_limit_not_raised", "soft", was, "error", strerror(errno),
+                      NULL);
     }
     for (size_t i = 0; i < cfg->n_services; i++)
         want += 2 * (uint64_t)cfg->services[i].max_connections;
