@@ -56,6 +56,8 @@ struct exchange {
     uint64_t req_content_length;
     uint64_t req_body_bytes;
     char *up_head; /* the rewritten request head; kept for a retry until a response byte */
+    char *held;    /* the response head, held until body bytes join it (write_parts) */
+    size_t held_len;
     size_t up_head_len;
     bool req_done;  /* the whole request was read (and forwarded, once relaying) */
     bool body_sent; /* a request body byte went upstream: never replayed after that */
@@ -99,7 +101,7 @@ struct client {
     bool overflow; /* refused beyond max_connections */
     bool counted;  /* counted in svc->n_clients */
 
-    char *in; /* CLIENT_INPUT_MAX bytes: unparsed input */
+    char *in; /* CLIENT_INPUT_MAX bytes of unparsed input, lent only while needed (input_get) */
     size_t in_off, in_len;
     bool reading;
     bool peer_eof;
@@ -125,6 +127,7 @@ struct client_write {
 };
 
 static void process_input(struct client *c);
+static void input_put(struct proxy *p, char *buf);
 static void respond_error(struct client *c, enum proxy_error e, const char *msg,
                           unsigned retry_after_s, bool force_close);
 static void upstream_failed(struct client *c, const char *msg);
@@ -211,6 +214,7 @@ static void log_request(struct client *c)
 static void exchange_free(struct exchange *ex)
 {
     free(ex->up_head);
+    free(ex->held);
     if (ex->resp_parser_ready)
         http1_parser_free(&ex->resp);
     memset(ex, 0, sizeof(*ex));
@@ -254,7 +258,8 @@ static void on_closed(uv_handle_t *handle)
         svc->n_overflow--;
     http1_parser_free(&c->req);
     exchange_free(&c->ex);
-    free(c->in);
+    if (c->in != NULL)
+        input_put(p, c->in);
     free(c);
     proxy__object_closed(p);
 }
@@ -310,39 +315,89 @@ static void on_written(uv_write_t *req, int status)
 }
 
 /* Writes the concatenation of `parts` as one write. Returns 0, or closes the client. */
+/*
+ * Queues `parts` (at most 3) for the client, after the response head held back by
+ * resp_on_head() if there is one, so that a head and the body bytes that came with it leave in
+ * one write. When nothing is queued the bytes are written at once (uv_try_write: no request,
+ * no copy, no poll change); only what the socket does not take is copied and queued.
+ */
 static int write_parts(struct client *c, const uv_buf_t *parts, size_t n)
 {
     struct client_write *w;
-    size_t total = 0, off = 0;
+    uv_buf_t all[4];
+    size_t m = 0, total = 0, done = 0, off = 0;
+    char *held = c->ex.held;
     uv_buf_t b;
     int rc;
 
-    for (size_t i = 0; i < n; i++)
-        total += parts[i].len;
-    if (total == 0)
+    if (held != NULL)
+        all[m++] = uv_buf_init(held, (unsigned)c->ex.held_len);
+    for (size_t i = 0; i < n && m < 4; i++)
+        all[m++] = parts[i];
+    c->ex.held = NULL;
+    c->ex.held_len = 0;
+    for (size_t i = 0; i < m; i++)
+        total += all[i].len;
+    if (total == 0) {
+        free(held);
         return 0;
-    w = malloc(sizeof(*w) + total);
+    }
+    if (c->write_queued == 0) {
+        rc = uv_try_write(&c->h.stream, all, (unsigned)m);
+        if (rc >= 0) {
+            done = (size_t)rc;
+        } else if (rc != UV_EAGAIN && rc != UV_ENOSYS) {
+            free(held);
+            client_close(c, "write to client failed");
+            return rc;
+        }
+    }
+    c->ex.bytes_down += total;
+    metrics_add_bytes(c->svc->metrics, METRICS_DIR_TO_CLIENT, total);
+    if (done == total) {
+        free(held);
+        if (c->state == CLIENT_RELAYING)
+            touch_stream(c);
+        return 0;
+    }
+    w = malloc(sizeof(*w) + (total - done));
     if (w == NULL) {
+        free(held);
         client_close(c, "out of memory");
         return -ENOMEM;
     }
-    for (size_t i = 0; i < n; i++) {
-        memcpy(w->data + off, parts[i].base, parts[i].len);
-        off += parts[i].len;
+    /* What the socket did not take: the rest of the parts, in order. */
+    for (size_t i = 0, skip = done; i < m; i++) {
+        size_t take = all[i].len;
+        const char *from = all[i].base;
+        if (skip >= take) {
+            skip -= take;
+            continue;
+        }
+        from += skip;
+        take -= skip;
+        skip = 0;
+        memcpy(w->data + off, from, take);
+        off += take;
     }
+    free(held);
     w->c = c;
-    w->len = total;
-    b = uv_buf_init(w->data, (unsigned)total);
+    w->len = off;
+    b = uv_buf_init(w->data, (unsigned)off);
     rc = uv_write(&w->req, &c->h.stream, &b, 1, on_written);
     if (rc < 0) {
         free(w);
         client_close(c, "write to client failed");
         return rc;
     }
-    c->write_queued += total;
-    c->ex.bytes_down += total;
-    metrics_add_bytes(c->svc->metrics, METRICS_DIR_TO_CLIENT, total);
+    c->write_queued += off;
     return 0;
+}
+
+/* Sends the held response head on its own (no body bytes came with it). */
+static int flush_held(struct client *c)
+{
+    return c->ex.held != NULL ? write_parts(c, NULL, 0) : 0;
 }
 
 static int write_raw(struct client *c, const char *data, size_t len)
@@ -353,10 +408,52 @@ static int write_raw(struct client *c, const char *data, size_t len)
 
 /* ---- Reading from the client -------------------------------------------------------------- */
 
+/*
+ * Input buffers. A connection holds one only while it has unparsed input or a request in
+ * progress: an idle keep-alive connection holds neither it nor head storage, so that thousands
+ * of idle clients cost a few KiB each (docs/benchmarks.md). Returned buffers are kept for reuse,
+ * up to CLIENT_INPUT_CACHE of them, so that a busy daemon does not allocate one per request.
+ */
+static char *input_get(struct proxy *p)
+{
+    if (p->n_input_cache > 0)
+        return p->input_cache[--p->n_input_cache];
+    return malloc(CLIENT_INPUT_MAX);
+}
+
+static void input_put(struct proxy *p, char *buf)
+{
+    if (p->n_input_cache < CLIENT_INPUT_CACHE)
+        p->input_cache[p->n_input_cache++] = buf;
+    else
+        free(buf);
+}
+
+void client_input_cache_free(struct proxy *p)
+{
+    while (p->n_input_cache > 0)
+        free(p->input_cache[--p->n_input_cache]);
+}
+
+/* Between requests with nothing buffered: the buffer and the head storage go back. */
+static void release_idle_input(struct client *c)
+{
+    if (c->state != CLIENT_HEAD || c->in_len != 0 || c->in == NULL)
+        return;
+    input_put(c->svc->proxy, c->in);
+    c->in = NULL;
+    c->in_off = 0;
+    http1_parser_trim(&c->req);
+}
+
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
     struct client *c = handle->data;
     (void)suggested;
+    if (c->in == NULL && (c->in = input_get(c->svc->proxy)) == NULL) {
+        *buf = uv_buf_init(NULL, 0); /* UV_ENOBUFS: the connection is closed */
+        return;
+    }
     if (c->state == CLIENT_LINGER)
         *buf = uv_buf_init(c->in, CLIENT_INPUT_MAX); /* discarded */
     else
@@ -447,6 +544,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         if (nread == UV_EOF) {
             handle_eof(c);
+        } else if (nread == UV_ENOBUFS && c->in == NULL) {
+            client_close(c, "out of memory for client input");
         } else if (nread == UV_ENOBUFS) {
             update_reading(c);
         } else {
@@ -884,13 +983,15 @@ static int resp_on_head(struct http1_parser *p)
         return HTTP1_CB_ERROR;
     }
     n = http1_build_response(p, &opts, buf, cap);
-    if (n < 0 || write_raw(c, buf, (size_t)n) < 0) {
+    if (n < 0) {
         free(buf);
-        if (c->state != CLIENT_CLOSING)
-            http1_parser_fail(p, HTTP1_FAIL_CALLBACK, "cannot write the response head");
+        http1_parser_fail(p, HTTP1_FAIL_CALLBACK, "cannot write the response head");
         return HTTP1_CB_ERROR;
     }
-    free(buf);
+    /* Held back so that the body bytes of this read leave with it, in one write; r_data()
+     * sends it alone when none came. */
+    ex->held = buf;
+    ex->held_len = (size_t)n;
     ex->resp_head_sent = true;
     metrics_inc_requests(c->svc->metrics, status);
     return no_body ? HTTP1_CB_SKIP_BODY : HTTP1_CB_OK;
@@ -943,7 +1044,7 @@ static void r_data(struct upstream *up, const char *data, size_t len, void *arg)
         touch_stream(c);
     }
     st = http1_parser_execute(&ex->resp, data, len, &used);
-    if (c->state == CLIENT_CLOSING)
+    if (c->state == CLIENT_CLOSING || flush_held(c) < 0)
         return;
     if (st == HTTP1_ERROR) {
         char msg[192];
@@ -1251,6 +1352,7 @@ static void process_input(struct client *c)
             return;
         }
     }
+    release_idle_input(c);
     update_reading(c);
 }
 
@@ -1342,12 +1444,8 @@ void client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix)
 
     if (c == NULL)
         return;
-    c->in = malloc(CLIENT_INPUT_MAX);
-    rc = c->in == NULL
-             ? UV_ENOMEM
-             : (is_unix ? uv_pipe_init(loop, &c->h.pipe, 0) : uv_tcp_init(loop, &c->h.tcp));
+    rc = is_unix ? uv_pipe_init(loop, &c->h.pipe, 0) : uv_tcp_init(loop, &c->h.tcp);
     if (rc < 0) {
-        free(c->in);
         free(c);
         log_event(LOG_LEVEL_WARN, "accept_failed", "service", svc->name, "error", uv_strerror(rc),
                   NULL);

@@ -26,6 +26,7 @@
 #include <uv.h>
 
 #define CLIENT_INPUT_MAX    (64 * 1024)
+#define CLIENT_INPUT_CACHE  64 /* idle input buffers kept for reuse, per proxy */
 #define CLIENT_WRITE_HIGH   (256 * 1024)
 #define CLIENT_WRITE_LOW    (64 * 1024)
 #define CLIENT_OVERFLOW_MAX 64 /* connections beyond max_connections being refused at once */
@@ -51,5 +52,9 @@ void client_drain(struct client *c);
 /** client_drain() or client_close() on every client of `svc`. */
 void client_drain_all(struct proxy_service *svc);
 void client_close_all(struct proxy_service *svc, const char *why);
+
+/** Frees the input buffers kept for reuse (when the proxy is freed). */
+struct proxy;
+void client_input_cache_free(struct proxy *p);
 
 #endif

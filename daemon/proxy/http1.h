@@ -74,7 +74,6 @@ struct http1_callbacks {
 
 struct http1_parser {
     llhttp_t ll;
-    llhttp_settings_t settings;
     const struct http1_callbacks *cb;
     void *data; /* the owner's */
     struct http1_head head;
@@ -105,6 +104,10 @@ struct http1_parser {
     enum http1_fail fail;
     char fail_msg[128];
 };
+
+/** Between messages, gives the head storage back (it is allocated again by the next head):
+ *  an idle keep-alive connection then holds none. No-op inside a message. */
+void http1_parser_trim(struct http1_parser *p);
 
 /**
  * Initialises `p` for requests (HTTP_REQUEST) or responses (HTTP_RESPONSE) with the given

@@ -62,6 +62,7 @@ static void free_proxy(struct proxy *p)
         s = next;
     }
     SSL_CTX_free(p->ssl_ctx);
+    client_input_cache_free(p);
     free(p->attest_once);
     free(p);
 }

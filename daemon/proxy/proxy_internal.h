@@ -20,6 +20,7 @@
 
 #include "core/config.h"
 #include "core/daemon.h"
+#include "proxy/client.h"
 #include "proxy/pinset.h"
 
 struct listener;
@@ -75,6 +76,8 @@ struct proxy {
     bool shutdown_timer_open;
     void (*done)(struct daemon *d);
     void *attest_once; /* state of `attestproxy attest` (attest_once.c); freed with the proxy */
+    char *input_cache[CLIENT_INPUT_CACHE]; /* idle client input buffers (client.c) */
+    size_t n_input_cache;
 };
 
 /* Bookkeeping used by every object's final close callback: when the proxy is stopping and

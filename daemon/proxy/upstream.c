@@ -175,6 +175,23 @@ static int send_ciphertext(struct upstream *up)
             break;
         }
         b = uv_buf_init(w->data, (unsigned)w->len);
+        if (up->write_queued == 0) {
+            /* Nothing queued: write at once, without a request or a poll change. */
+            rc = uv_try_write((uv_stream_t *)&up->tcp, &b, 1);
+            if (rc < 0 && rc != UV_EAGAIN && rc != UV_ENOSYS) {
+                free(w);
+                return rc;
+            }
+            if (rc > 0) {
+                b.base += rc;
+                b.len -= (size_t)rc;
+                w->len -= (size_t)rc;
+            }
+            if (w->len == 0) {
+                free(w);
+                continue;
+            }
+        }
         rc = uv_write(&w->req, (uv_stream_t *)&up->tcp, &b, 1, on_written);
         if (rc < 0) {
             free(w);
