@@ -524,6 +524,19 @@ static void test_hop_by_hop_names(void **state)
         assert_true(http1_is_hop_by_hop(hop[i], strlen(hop[i])));
     assert_false(http1_is_hop_by_hop("authorization", 13));
     assert_false(http1_is_hop_by_hop("tee", 3));
+    /* CGI-style applications read '_' as '-': the underscore spellings are the same names. */
+    assert_true(http1_is_hop_by_hop("Proxy_Authorization", 19));
+    assert_true(http1_is_hop_by_hop("keep_alive", 10));
+    assert_false(http1_is_hop_by_hop("keep_alive_", 11));
+}
+
+static void test_rewrite_removes_underscore_spellings(void **state)
+{
+    (void)state;
+    transcript("GET / HTTP/1.1\r\nHost: localhost\r\nX_Forwarded_For: 10.0.0.1\r\n"
+               "x-forwarded_host: evil\r\nProxy_Authorization: Basic Zm9v\r\nX_Other: kept\r\n\r\n",
+               NULL, "GET / HTTP/1.1\r\nHost: enclave.example:8443\r\nX_Other: kept\r\n\r\n", "",
+               1);
 }
 
 int main(void)
@@ -548,6 +561,7 @@ int main(void)
         cmocka_unit_test(test_response_rewrite),
         cmocka_unit_test(test_response_eof_delimited),
         cmocka_unit_test(test_hop_by_hop_names),
+        cmocka_unit_test(test_rewrite_removes_underscore_spellings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
