@@ -22,6 +22,7 @@
 #include "core/daemon.h"
 #include "proxy/client.h"
 #include "proxy/pinset.h"
+#include "proxy/upstream.h"
 
 struct listener;
 struct client;
@@ -78,6 +79,9 @@ struct proxy {
     void *attest_once; /* state of `attestproxy attest` (attest_once.c); freed with the proxy */
     char *input_cache[CLIENT_INPUT_CACHE]; /* idle client input buffers (client.c) */
     size_t n_input_cache;
+    /* One read buffer for every upstream socket: its ciphertext is handed to OpenSSL inside
+     * the read callback, so no connection needs its own (upstream.c on_alloc). */
+    char upstream_readbuf[UPSTREAM_READ_BUF];
 };
 
 /* Bookkeeping used by every object's final close callback: when the proxy is stopping and

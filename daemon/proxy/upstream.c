@@ -353,7 +353,7 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
     struct upstream *up = handle->data;
     (void)suggested;
-    *buf = uv_buf_init(up->readbuf, sizeof(up->readbuf));
+    *buf = uv_buf_init(up->svc->proxy->upstream_readbuf, UPSTREAM_READ_BUF);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -381,7 +381,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         deliver(up);
         return;
     }
-    if (tls_feed(&up->tls, up->readbuf, (size_t)nread) < 0) {
+    if (tls_feed(&up->tls, buf->base, (size_t)nread) < 0) {
         fail(up, "out of memory");
         return;
     }

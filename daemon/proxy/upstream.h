@@ -100,7 +100,6 @@ struct upstream {
     bool eof_told;
     size_t out_len; /* plaintext staged in outbuf, encrypted as one record when full */
     char outbuf[TLS_RECORD_MAX];
-    char readbuf[UPSTREAM_READ_BUF];
 
     int fail_result; /* enum metrics_upstream_result of a failed connect */
     char fail_msg[CONFIG_HOST_MAX + 256];
