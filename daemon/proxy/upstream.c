@@ -155,49 +155,56 @@ static void on_written(uv_write_t *req, int status)
     }
 }
 
-/* Sends whatever ciphertext OpenSSL produced. */
+/* Queues a copy of `data` for writing; on_written() releases it. */
+static int queue_write(struct upstream *up, const char *data, size_t len)
+{
+    struct write_req *w = malloc(sizeof(*w) + len);
+    uv_buf_t b;
+    int rc;
+
+    if (w == NULL)
+        return -ENOMEM;
+    w->up = up;
+    w->len = len;
+    memcpy(w->data, data, len);
+    b = uv_buf_init(w->data, (unsigned)len);
+    rc = uv_write(&w->req, (uv_stream_t *)&up->tcp, &b, 1, on_written);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    up->write_queued += len;
+    return 0;
+}
+
+/*
+ * Sends whatever ciphertext OpenSSL produced. It is taken into the proxy's scratch buffer and,
+ * when nothing is queued, written at once (uv_try_write: no allocation, no request, no poll
+ * change); only what the socket does not take is copied and queued, keeping the order.
+ */
 static int send_ciphertext(struct upstream *up)
 {
+    char *buf = up->svc->proxy->upstream_scratch;
     size_t pending;
+
     while ((pending = tls_out_pending(&up->tls)) > 0) {
-        struct write_req *w;
-        uv_buf_t b;
+        size_t n, done = 0;
         int rc;
-        if (pending > 4 * TLS_RECORD_MAX + 1024)
-            pending = 4 * TLS_RECORD_MAX + 1024;
-        w = malloc(sizeof(*w) + pending);
-        if (w == NULL)
-            return -ENOMEM;
-        w->up = up;
-        w->len = tls_out_take(&up->tls, w->data, pending);
-        if (w->len == 0) {
-            free(w);
+        if (pending > UPSTREAM_SCRATCH)
+            pending = UPSTREAM_SCRATCH;
+        n = tls_out_take(&up->tls, buf, pending);
+        if (n == 0)
             break;
-        }
-        b = uv_buf_init(w->data, (unsigned)w->len);
         if (up->write_queued == 0) {
-            /* Nothing queued: write at once, without a request or a poll change. */
+            uv_buf_t b = uv_buf_init(buf, (unsigned)n);
             rc = uv_try_write((uv_stream_t *)&up->tcp, &b, 1);
-            if (rc < 0 && rc != UV_EAGAIN && rc != UV_ENOSYS) {
-                free(w);
+            if (rc < 0 && rc != UV_EAGAIN && rc != UV_ENOSYS)
                 return rc;
-            }
-            if (rc > 0) {
-                b.base += rc;
-                b.len -= (size_t)rc;
-                w->len -= (size_t)rc;
-            }
-            if (w->len == 0) {
-                free(w);
-                continue;
-            }
+            if (rc > 0)
+                done = (size_t)rc;
         }
-        rc = uv_write(&w->req, (uv_stream_t *)&up->tcp, &b, 1, on_written);
-        if (rc < 0) {
-            free(w);
+        if (done < n && (rc = queue_write(up, buf + done, n - done)) < 0)
             return rc;
-        }
-        up->write_queued += w->len;
     }
     return 0;
 }

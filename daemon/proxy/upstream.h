@@ -36,6 +36,7 @@ struct proxy_service;
 #define UPSTREAM_WRITE_HIGH (256 * 1024)
 #define UPSTREAM_WRITE_LOW  (64 * 1024)
 #define UPSTREAM_READ_BUF   (64 * 1024)
+#define UPSTREAM_SCRATCH    (4 * TLS_RECORD_MAX + 1024) /* ciphertext taken per write */
 
 enum upstream_state {
     UP_CONNECTING = 0, /* resolving and TCP connect */
