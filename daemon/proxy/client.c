@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "ops/metrics.h"
 #include "proxy/attest.h"
+#include "proxy/deadline.h"
 #include "proxy/errors.h"
 #include "proxy/http1.h"
 #include "proxy/pool.h"
@@ -94,7 +95,7 @@ struct client {
         uv_stream_t stream;
         uv_handle_t handle;
     } h;
-    uv_timer_t timer;
+    struct deadline deadline; /* of timer_kind */
     uv_shutdown_t shutdown_req;
     enum timer_kind timer_kind;
     int pending_closes;
@@ -180,10 +181,7 @@ static void set_timer(struct client *c, enum timer_kind kind)
     case TIMER_NONE:
         break;
     }
-    if (ms == 0)
-        uv_timer_stop(&c->timer);
-    else
-        uv_timer_start(&c->timer, on_timer, ms, 0);
+    deadline_set(&c->deadline, ms);
 }
 
 /* Progress on a streaming body pushes the stream-idle deadline back. */
@@ -198,6 +196,8 @@ static void log_request(struct client *c)
     struct exchange *ex = &c->ex;
     char status[8], dur[24], bin[24], bout[24], id[24];
     uint64_t now = uv_now(c->h.handle.loop);
+    if (!log_enabled(LOG_LEVEL_INFO))
+        return; /* nothing is formatted for a line that is not written */
     snprintf(status, sizeof(status), "%u", ex->status);
     snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(now - ex->started_ms));
     snprintf(bin, sizeof(bin), "%llu", (unsigned long long)ex->bytes_up);
@@ -279,7 +279,7 @@ void client_close(struct client *c, const char *why)
     set_state(c, CLIENT_CLOSING);
     c->pending_closes = 2;
     uv_close(&c->h.handle, on_closed);
-    uv_close((uv_handle_t *)&c->timer, on_closed);
+    uv_close((uv_handle_t *)&c->deadline.timer, on_closed);
 }
 
 /* ---- Writing to the client ---------------------------------------------------------------- */
@@ -608,13 +608,13 @@ static int refuse(struct client *c, enum proxy_error e, const char *msg)
  * another coding would be dropped and the body handed on with a changed meaning. */
 static bool transfer_encoding_ok(const struct http1_head *h)
 {
-    int i = http1_head_find(h, "transfer-encoding", 0);
+    int i = http1_head_find(h, HTTP1_FIELD_TRANSFER_ENCODING, 0);
     const char *v;
     size_t len;
 
     if (i < 0)
         return true;
-    if (http1_head_count(h, "transfer-encoding") != 1)
+    if (http1_head_count(h, HTTP1_FIELD_TRANSFER_ENCODING) != 1)
         return false;
     v = h->buf + h->hdrs[i].value_off;
     len = h->hdrs[i].value_len;
@@ -643,7 +643,7 @@ static int req_on_head(struct http1_parser *p)
     struct http1_request_opts opts;
     char authority[CONFIG_HOST_MAX + 16];
     const char *target = http1_head_str(h, h->target_off);
-    size_t hosts = http1_head_count(h, "host");
+    size_t hosts = http1_head_count(h, HTTP1_FIELD_HOST);
     int hi, rc;
     size_t cap;
 
@@ -674,12 +674,12 @@ static int req_on_head(struct http1_parser *p)
                       "Transfer-Encoding must be exactly 'chunked' (in one header field): other "
                       "transfer codings are not relayed");
     /* HTTP/1.0 has no chunked coding: such framing is faulty (RFC 9112 6.1). */
-    if (ex->http10 && http1_head_find(h, "transfer-encoding", 0) >= 0)
+    if (ex->http10 && http1_head_find(h, HTTP1_FIELD_TRANSFER_ENCODING, 0) >= 0)
         return refuse(c, PROXY_ERR_BAD_REQUEST,
                       "Transfer-Encoding is not allowed in an HTTP/1.0 request");
     if (hosts > 1 || (hosts == 0 && !ex->http10))
         return refuse(c, PROXY_ERR_BAD_REQUEST, "a request must carry exactly one Host header");
-    hi = http1_head_find(h, "host", 0);
+    hi = http1_head_find(h, HTTP1_FIELD_HOST, 0);
     if (hi >= 0 &&
         !host_allowed(cfg, http1_head_str(h, h->hdrs[hi].value_off), h->hdrs[hi].value_len)) {
         char msg[CONFIG_HOST_MAX + 96];
@@ -689,8 +689,8 @@ static int req_on_head(struct http1_parser *p)
         return refuse(c, PROXY_ERR_HOST_NOT_ALLOWED, msg);
     }
     if (cfg->token[0] != '\0') {
-        int ai = http1_head_find(h, "authorization", 0);
-        if (ai < 0 || http1_head_count(h, "authorization") != 1 ||
+        int ai = http1_head_find(h, HTTP1_FIELD_AUTHORIZATION, 0);
+        if (ai < 0 || http1_head_count(h, HTTP1_FIELD_AUTHORIZATION) != 1 ||
             !http1_bearer_matches(http1_head_str(h, h->hdrs[ai].value_off), h->hdrs[ai].value_len,
                                   cfg->token))
             return refuse(c, PROXY_ERR_UNAUTHORIZED,
@@ -708,7 +708,8 @@ static int req_on_head(struct http1_parser *p)
     } else {
         ex->req_framing = HTTP1_FRAMING_NONE;
     }
-    for (int i = http1_head_find(h, "expect", 0); i >= 0; i = http1_head_find(h, "expect", i + 1)) {
+    for (int i = http1_head_find(h, HTTP1_FIELD_EXPECT, 0); i >= 0;
+         i = http1_head_find(h, HTTP1_FIELD_EXPECT, (size_t)i + 1)) {
         if (h->hdrs[i].value_len == 12 &&
             strncasecmp(http1_head_str(h, h->hdrs[i].value_off), "100-continue", 12) == 0)
             ex->expect_continue = !ex->http10 && ex->req_framing != HTTP1_FRAMING_NONE;
@@ -1368,7 +1369,7 @@ static void on_timer(uv_timer_t *t)
     struct exchange *ex = &c->ex;
     char msg[160];
 
-    if (c->state == CLIENT_CLOSING)
+    if (c->state == CLIENT_CLOSING || !deadline_fired(&c->deadline))
         return;
     switch (c->timer_kind) {
     case TIMER_IDLE:
@@ -1455,9 +1456,8 @@ void client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix)
                   NULL);
         return;
     }
-    uv_timer_init(loop, &c->timer);
+    deadline_init(loop, &c->deadline, on_timer, c);
     c->h.handle.data = c;
-    c->timer.data = c;
     c->svc = svc;
     c->id = ++svc->proxy->next_id;
     c->is_unix = is_unix;

@@ -9,7 +9,10 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#define HEAD_INITIAL 2048
+/* First sizes of a head's storage, grown by doubling. 1 KiB holds a typical head and is within
+ * glibc's per-thread cache (requests up to 1032 bytes), which serves it without locking or
+ * searching bins: the storage is taken and given back for every message. */
+#define HEAD_INITIAL 1024
 #define HDRS_INITIAL 16
 
 /* ---- Bounded head storage --------------------------------------------------------------- */
@@ -81,28 +84,25 @@ const char *http1_head_str(const struct http1_head *h, uint32_t off)
     return h->buf + off;
 }
 
-bool http1_name_is(const struct http1_head *h, size_t i, const char *name)
-{
-    size_t n = strlen(name);
-    return h->hdrs[i].name_len == n && strncasecmp(h->buf + h->hdrs[i].name_off, name, n) == 0;
-}
-
-int http1_head_find(const struct http1_head *h, const char *name, size_t from)
+int http1_head_find(const struct http1_head *h, enum http1_field field, size_t from)
 {
     for (size_t i = from; i < h->n; i++) {
-        if (http1_name_is(h, i, name))
+        if (h->hdrs[i].field == field)
             return (int)i;
     }
     return -1;
 }
 
-size_t http1_head_count(const struct http1_head *h, const char *name)
+size_t http1_head_count(const struct http1_head *h, enum http1_field field)
 {
     size_t c = 0;
     for (size_t i = 0; i < h->n; i++)
-        c += http1_name_is(h, i, name);
+        c += h->hdrs[i].field == field;
     return c;
 }
+
+static void classify(struct http1_header *hd, const char *buf);
+static void mark_connection_names(struct http1_head *h);
 
 /* ---- llhttp callbacks --------------------------------------------------------------------- */
 
@@ -190,6 +190,7 @@ static int on_header_field_complete(llhttp_t *ll)
     rc = head_append(&p->head, "", 1);
     if (rc < 0)
         return storage_error(p, rc);
+    classify(&p->head.hdrs[p->head.n - 1], p->head.buf);
     p->head.hdrs[p->head.n - 1].value_off = (uint32_t)p->head.len;
     p->value_open = true;
     return 0;
@@ -234,6 +235,7 @@ static int on_headers_complete(llhttp_t *ll)
     struct http1_parser *p = ll->data;
     int rc;
     p->in_trailers = true;
+    mark_connection_names(&p->head);
     /* Protocol upgrades are not relayed: Upgrade is removed as a hop-by-hop header and the
      * request goes on as an ordinary one, so llhttp must not stop at its end. */
     if (ll->type == HTTP_REQUEST && ll->method != HTTP_CONNECT)
@@ -584,28 +586,43 @@ bool http1_is_hop_by_hop(const char *name, size_t len)
     return false;
 }
 
-bool http1_connection_names(const struct http1_head *h, const char *name, size_t len)
+/* Calls `fn` for each token of the message's Connection headers, until it returns true. */
+static bool each_connection_token(const struct http1_head *h,
+                                  bool (*fn)(const char *tok, size_t len, void *arg), void *arg)
 {
-    for (size_t i = 0; i < h->n; i++) {
-        const char *v, *end;
-        if (!http1_name_is(h, i, "connection"))
-            continue;
-        v = h->buf + h->hdrs[i].value_off;
-        end = v + h->hdrs[i].value_len;
+    for (int i = http1_head_find(h, HTTP1_FIELD_CONNECTION, 0); i >= 0;
+         i = http1_head_find(h, HTTP1_FIELD_CONNECTION, (size_t)i + 1)) {
+        const char *v = h->buf + h->hdrs[i].value_off;
+        const char *end = v + h->hdrs[i].value_len;
         while (v < end) {
             const char *tok;
-            size_t tlen;
             while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
                 v++;
             tok = v;
             while (v < end && *v != ',' && *v != ' ' && *v != '\t')
                 v++;
-            tlen = (size_t)(v - tok);
-            if (tlen == len && tlen > 0 && strncasecmp(tok, name, len) == 0)
+            if (v > tok && fn(tok, (size_t)(v - tok), arg))
                 return true;
         }
     }
     return false;
+}
+
+struct name_ref {
+    const char *name;
+    size_t len;
+};
+
+static bool token_is_name(const char *tok, size_t len, void *arg)
+{
+    const struct name_ref *n = arg;
+    return len == n->len && strncasecmp(tok, n->name, len) == 0;
+}
+
+bool http1_connection_names(const struct http1_head *h, const char *name, size_t len)
+{
+    struct name_ref n = {name, len};
+    return len > 0 && each_connection_token(h, token_is_name, &n);
 }
 
 /* X-Forwarded-* and Forwarded, also spelled with underscores (see http1_is_hop_by_hop()). */
@@ -613,6 +630,54 @@ static bool is_forwarded(const char *name, size_t len)
 {
     return (len == 9 && name_prefix_folded(name, "forwarded", 9)) ||
            (len >= 12 && name_prefix_folded(name, "x-forwarded-", 12));
+}
+
+static const struct {
+    const char *name;
+    size_t len;
+    enum http1_field field;
+} fields[] = {
+    {"host", 4, HTTP1_FIELD_HOST},
+    {"connection", 10, HTTP1_FIELD_CONNECTION},
+    {"transfer-encoding", 17, HTTP1_FIELD_TRANSFER_ENCODING},
+    {"expect", 6, HTTP1_FIELD_EXPECT},
+    {"authorization", 13, HTTP1_FIELD_AUTHORIZATION},
+};
+
+/* Recognises a completed header name once, so that lookups and forwarding decisions compare
+ * numbers instead of strings (and copying a head is linear in its headers). */
+static void classify(struct http1_header *hd, const char *buf)
+{
+    const char *name = buf + hd->name_off;
+    size_t len = hd->name_len;
+    hd->field = HTTP1_FIELD_OTHER;
+    hd->flags = 0;
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if (fields[i].len == len && strncasecmp(name, fields[i].name, len) == 0) {
+            hd->field = (uint8_t)fields[i].field;
+            break;
+        }
+    }
+    if (http1_is_hop_by_hop(name, len))
+        hd->flags |= HTTP1_HDR_HOP;
+    if (is_forwarded(name, len))
+        hd->flags |= HTTP1_HDR_FORWARDED;
+}
+
+static bool mark_named(const char *tok, size_t len, void *arg)
+{
+    struct http1_head *h = arg;
+    for (size_t i = 0; i < h->n; i++) {
+        if (h->hdrs[i].name_len == len && strncasecmp(h->buf + h->hdrs[i].name_off, tok, len) == 0)
+            h->hdrs[i].flags |= HTTP1_HDR_NAMED;
+    }
+    return false;
+}
+
+/* Marks the headers that the message's Connection headers name (removed on forwarding). */
+static void mark_connection_names(struct http1_head *h)
+{
+    each_connection_token(h, mark_named, h);
 }
 
 struct out {
@@ -640,46 +705,49 @@ static void out_str(struct out *o, const char *s)
 
 static void out_u64(struct out *o, uint64_t v)
 {
-    char num[24];
-    int n = snprintf(num, sizeof(num), "%llu", (unsigned long long)v);
-    out_put(o, num, (size_t)n);
+    char num[20];
+    size_t n = sizeof(num);
+    do {
+        num[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    out_put(o, num + n, sizeof(num) - n);
 }
 
-/* Copies the end-to-end headers of `h`, skipping what `skip` says. */
-static void copy_headers(struct out *o, const struct http1_head *h,
-                         bool (*skip)(const struct http1_head *, size_t, const void *),
+/* Copies the end-to-end headers of `h`: not hop-by-hop, not named by Connection, and not in
+ * `skip` (HTTP1_HDR_* flags); `drop` says which recognised fields are left out too. */
+static void copy_headers(struct out *o, const struct http1_head *h, unsigned skip,
+                         bool (*drop)(const struct http1_head *, size_t, const void *),
                          const void *arg)
 {
+    skip |= HTTP1_HDR_HOP | HTTP1_HDR_NAMED;
     for (size_t i = 0; i < h->n; i++) {
         const struct http1_header *hd = &h->hdrs[i];
-        const char *name = h->buf + hd->name_off;
-        if (http1_is_hop_by_hop(name, hd->name_len) ||
-            http1_connection_names(h, name, hd->name_len) || skip(h, i, arg))
+        if ((hd->flags & skip) != 0 || (hd->field != HTTP1_FIELD_OTHER && drop(h, i, arg)))
             continue;
-        out_put(o, name, hd->name_len);
+        out_put(o, h->buf + hd->name_off, hd->name_len);
         out_put(o, ": ", 2);
         out_put(o, h->buf + hd->value_off, hd->value_len);
         out_put(o, "\r\n", 2);
     }
 }
 
-static bool skip_request_header(const struct http1_head *h, size_t i, const void *arg)
+static bool drop_request_field(const struct http1_head *h, size_t i, const void *arg)
 {
     const struct http1_request_opts *o = arg;
-    const char *name = h->buf + h->hdrs[i].name_off;
-    size_t len = h->hdrs[i].name_len;
-    if (http1_name_is(h, i, "host"))
+    switch ((enum http1_field)h->hdrs[i].field) {
+    case HTTP1_FIELD_HOST:
         return true;
-    if (http1_name_is(h, i, "expect")) {
+    case HTTP1_FIELD_EXPECT: {
         /* 100-continue is answered by the proxy itself once the upstream is attested. */
         const char *v = h->buf + h->hdrs[i].value_off;
         return h->hdrs[i].value_len == 12 && strncasecmp(v, "100-continue", 12) == 0;
     }
-    if (o->strip_authorization && http1_name_is(h, i, "authorization"))
-        return true;
-    if (!o->keep_forwarded && is_forwarded(name, len))
-        return true;
-    return false;
+    case HTTP1_FIELD_AUTHORIZATION:
+        return o->strip_authorization;
+    default:
+        return false;
+    }
 }
 
 static void out_framing(struct out *o, enum http1_framing framing, uint64_t content_length)
@@ -705,13 +773,13 @@ int http1_build_request(const struct http1_parser *p, const struct http1_request
     out_str(&out, " HTTP/1.1\r\nHost: ");
     out_str(&out, o->authority);
     out_str(&out, "\r\n");
-    copy_headers(&out, h, skip_request_header, o);
+    copy_headers(&out, h, o->keep_forwarded ? 0 : HTTP1_HDR_FORWARDED, drop_request_field, o);
     out_framing(&out, o->framing, o->content_length);
     out_str(&out, "\r\n");
     return out.overflow ? -ENOSPC : (int)out.len;
 }
 
-static bool skip_none(const struct http1_head *h, size_t i, const void *arg)
+static bool drop_none(const struct http1_head *h, size_t i, const void *arg)
 {
     (void)h;
     (void)i;
@@ -724,15 +792,15 @@ int http1_build_response(const struct http1_parser *p, const struct http1_respon
 {
     struct out out = {buf, 0, cap, false};
     const struct http1_head *h = &p->head;
-    char status[8];
+    unsigned code = (unsigned)p->ll.status_code % 1000; /* llhttp allows three digits only */
+    char status[4] = {(char)('0' + code / 100), (char)('0' + code / 10 % 10),
+                      (char)('0' + code % 10), ' '};
 
-    snprintf(status, sizeof(status), "%03u", (unsigned)p->ll.status_code % 1000);
     out_str(&out, "HTTP/1.1 ");
-    out_str(&out, status);
-    out_put(&out, " ", 1);
+    out_put(&out, status, sizeof(status));
     out_put(&out, h->buf + h->target_off, h->target_len);
     out_str(&out, "\r\n");
-    copy_headers(&out, h, skip_none, NULL);
+    copy_headers(&out, h, 0, drop_none, NULL);
     out_framing(&out, o->framing, o->content_length);
     if (o->extra_headers != NULL)
         out_str(&out, o->extra_headers);

@@ -47,9 +47,29 @@ enum http1_fail {
     HTTP1_FAIL_CALLBACK,    /* a callback refused; its own reason is in fail_msg */
 };
 
+/* The header fields the relay looks up or acts on, recognised once as each name completes
+ * (names compared without case, exactly). Every other name is HTTP1_FIELD_OTHER. */
+enum http1_field {
+    HTTP1_FIELD_OTHER = 0,
+    HTTP1_FIELD_HOST,
+    HTTP1_FIELD_CONNECTION,
+    HTTP1_FIELD_TRANSFER_ENCODING,
+    HTTP1_FIELD_EXPECT,
+    HTTP1_FIELD_AUTHORIZATION,
+};
+
+/* What forwarding does with a header, decided when the head is complete. */
+enum {
+    HTTP1_HDR_HOP = 1u << 0,       /* hop-by-hop or framing (see http1_is_hop_by_hop()) */
+    HTTP1_HDR_FORWARDED = 1u << 1, /* X-Forwarded-* or Forwarded, also with '_' for '-' */
+    HTTP1_HDR_NAMED = 1u << 2,     /* listed in a Connection header of the same message */
+};
+
 struct http1_header {
     uint32_t name_off, name_len;
     uint32_t value_off, value_len;
+    uint8_t field; /* enum http1_field */
+    uint8_t flags; /* HTTP1_HDR_* */
 };
 
 /* The collected head: every string lives in `buf` (bounded by the head limit). */
@@ -145,11 +165,10 @@ bool http1_parser_in_body(const struct http1_parser *p);
 
 /* Accessors over the collected head. */
 const char *http1_head_str(const struct http1_head *h, uint32_t off);
-bool http1_name_is(const struct http1_head *h, size_t i, const char *name);
-/** Index of the next header named `name` at or after `from`, or -1. */
-int http1_head_find(const struct http1_head *h, const char *name, size_t from);
-/** How many headers are named `name`. */
-size_t http1_head_count(const struct http1_head *h, const char *name);
+/** Index of the next header that is `field` at or after `from`, or -1. */
+int http1_head_find(const struct http1_head *h, enum http1_field field, size_t from);
+/** How many headers are `field`. */
+size_t http1_head_count(const struct http1_head *h, enum http1_field field);
 
 /* Framing of a body as it is sent on. */
 enum http1_framing {

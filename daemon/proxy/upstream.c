@@ -126,7 +126,7 @@ void upstream_close(struct upstream *up, const char *why)
         uv_cancel((uv_req_t *)&up->gai);
     }
     uv_close((uv_handle_t *)&up->tcp, on_closed);
-    uv_close((uv_handle_t *)&up->timer, on_closed);
+    uv_close((uv_handle_t *)&up->deadline.timer, on_closed);
 }
 
 /* ---- Writing ------------------------------------------------------------------------------ */
@@ -290,7 +290,7 @@ static void handshake_done(struct upstream *up)
                      cfg->binding == BINDING_BLINDAI;
     char id[24], hex[PIN_HEX_LEN + 1];
 
-    uv_timer_stop(&up->timer);
+    deadline_set(&up->deadline, 0);
     if (tls_peer_pin(&up->tls, cert_hash, up->pin) < 0) {
         up->fail_result = METRICS_UPSTREAM_TLS_ERROR;
         fail(up, "TLS handshake: the upstream presented no certificate");
@@ -439,7 +439,7 @@ void upstream_pause_reading(struct upstream *up, bool paused)
 static void on_timer(uv_timer_t *t)
 {
     struct upstream *up = t->data;
-    if (up->state == UP_CLOSING)
+    if (up->state == UP_CLOSING || !deadline_fired(&up->deadline))
         return;
     if (up->state == UP_CONNECTING || up->state == UP_HANDSHAKING) {
         char msg[160];
@@ -459,10 +459,7 @@ void upstream_set_deadline(struct upstream *up, uint64_t ms)
 {
     if (up->state == UP_CLOSING)
         return;
-    if (ms == 0)
-        uv_timer_stop(&up->timer);
-    else
-        uv_timer_start(&up->timer, on_timer, ms, 0);
+    deadline_set(&up->deadline, ms);
 }
 
 /* ---- Connecting --------------------------------------------------------------------------- */
@@ -601,9 +598,8 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
         free(up);
         return rc;
     }
-    uv_timer_init(loop, &up->timer);
+    deadline_init(loop, &up->deadline, on_timer, up);
     up->tcp.data = up;
-    up->timer.data = up;
     /* From here on the object is freed only by its close callbacks. */
     up->next = svc->upstreams;
     if (svc->upstreams != NULL)
@@ -612,7 +608,7 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
     svc->n_upstreams++;
     proxy__object_opened(svc->proxy);
 
-    uv_timer_start(&up->timer, on_timer, cfg->connect_timeout_ms, 0);
+    deadline_set(&up->deadline, cfg->connect_timeout_ms);
     if (uv_ip4_addr(cfg->upstream_host, cfg->upstream_port, (struct sockaddr_in *)&ss) == 0 ||
         uv_ip6_addr(cfg->upstream_host, cfg->upstream_port, (struct sockaddr_in6 *)&ss) == 0) {
         rc = start_tcp(up, (const struct sockaddr *)&ss);

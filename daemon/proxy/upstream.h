@@ -26,6 +26,7 @@
 #include <netdb.h>
 #include <uv.h>
 
+#include "proxy/deadline.h"
 #include "proxy/pinset.h"
 #include "proxy/tls.h"
 
@@ -75,7 +76,7 @@ struct upstream {
     uint64_t id; /* for logs */
 
     uv_tcp_t tcp;
-    uv_timer_t timer;
+    struct deadline deadline; /* connect, attestation or pool idle */
     uv_connect_t connect_req;
     uv_getaddrinfo_t gai;
     bool gai_active;
