@@ -378,7 +378,22 @@ static int scan_head(struct http1_parser *p, const char *data, size_t len, size_
     const char *why = NULL;
     size_t i;
     for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)data[i];
+        unsigned char c;
+        if (!p->after_cr && !p->at_line_start && !p->in_name &&
+            !(p->in_start_line && p->ll.type == HTTP_REQUEST)) {
+            /* Inside a header value or a status line only CR, LF and NUL matter: skip the rest
+             * in one run (up to the size limit, which the byte after the run then trips). */
+            size_t room = p->head_limit > p->head_bytes ? p->head_limit - p->head_bytes : 0;
+            size_t stop = len - i < room ? len : i + room;
+            size_t j = i;
+            while (j < stop && data[j] != '\r' && data[j] != '\n' && data[j] != '\0')
+                j++;
+            p->head_bytes += j - i;
+            i = j;
+            if (i == len)
+                break;
+        }
+        c = (unsigned char)data[i];
         if (++p->head_bytes > p->head_limit) {
             http1_parser_fail(p, HTTP1_FAIL_TOO_LARGE, "request head too large");
             *used = i;
