@@ -568,9 +568,16 @@ bool http1_parser_in_body(const struct http1_parser *p)
 
 /* ---- Rewriting ---------------------------------------------------------------------------- */
 
-static const char *const hop_by_hop[] = {
-    "connection", "keep-alive",          "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade",    "proxy-authorization", "content-length",
+/* A name and its length, for the tables below. */
+#define NAME(s) s, sizeof(s) - 1
+
+static const struct {
+    const char *name;
+    size_t len;
+} hop_by_hop[] = {
+    {NAME("connection")}, {NAME("keep-alive")},          {NAME("proxy-connection")},
+    {NAME("te")},         {NAME("trailer")},             {NAME("transfer-encoding")},
+    {NAME("upgrade")},    {NAME("proxy-authorization")}, {NAME("content-length")},
 };
 
 /* Compares the first `n` bytes of a header name with `lower` (lower case, '-' for separators)
@@ -595,7 +602,7 @@ static bool name_prefix_folded(const char *name, const char *lower, size_t n)
 bool http1_is_hop_by_hop(const char *name, size_t len)
 {
     for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++) {
-        if (strlen(hop_by_hop[i]) == len && name_prefix_folded(name, hop_by_hop[i], len))
+        if (hop_by_hop[i].len == len && name_prefix_folded(name, hop_by_hop[i].name, len))
             return true;
     }
     return false;
@@ -652,11 +659,11 @@ static const struct {
     size_t len;
     enum http1_field field;
 } fields[] = {
-    {"host", 4, HTTP1_FIELD_HOST},
-    {"connection", 10, HTTP1_FIELD_CONNECTION},
-    {"transfer-encoding", 17, HTTP1_FIELD_TRANSFER_ENCODING},
-    {"expect", 6, HTTP1_FIELD_EXPECT},
-    {"authorization", 13, HTTP1_FIELD_AUTHORIZATION},
+    {NAME("host"), HTTP1_FIELD_HOST},
+    {NAME("connection"), HTTP1_FIELD_CONNECTION},
+    {NAME("transfer-encoding"), HTTP1_FIELD_TRANSFER_ENCODING},
+    {NAME("expect"), HTTP1_FIELD_EXPECT},
+    {NAME("authorization"), HTTP1_FIELD_AUTHORIZATION},
 };
 
 /* Recognises a completed header name once, so that lookups and forwarding decisions compare
