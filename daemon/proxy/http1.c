@@ -373,21 +373,41 @@ void http1_parser_free(struct http1_parser *p)
  * Returns 0 when all `len` bytes belong to the head (more needed), 1 when the head ends after
  * `*used` bytes, -1 on an error (set in p).
  */
+/*
+ * The end of the run of bytes from `from` (before `stop`) that need no look in the current
+ * part of a line: the byte-by-byte checks of scan_head() then start at the first byte that may
+ * matter. Each loop stops at a superset of the bytes that matter there (any control byte for a
+ * value or status line, which CR, LF and NUL are; control bytes, space and ':' in a name;
+ * anything outside printable ASCII in a request line), so a stop is never missed.
+ */
+static size_t plain_run(const struct http1_parser *p, const char *data, size_t from, size_t stop)
+{
+    const unsigned char *d = (const unsigned char *)data;
+    size_t j = from;
+    if (p->in_name) {
+        while (j < stop && d[j] > ' ' && d[j] != ':')
+            j++;
+    } else if (p->in_start_line && p->ll.type == HTTP_REQUEST) {
+        while (j < stop && d[j] >= 0x20 && d[j] < 0x7f)
+            j++;
+    } else {
+        while (j < stop && d[j] >= 0x20)
+            j++;
+    }
+    return j;
+}
+
 static int scan_head(struct http1_parser *p, const char *data, size_t len, size_t *used)
 {
     const char *why = NULL;
     size_t i;
     for (i = 0; i < len; i++) {
         unsigned char c;
-        if (!p->after_cr && !p->at_line_start && !p->in_name &&
-            !(p->in_start_line && p->ll.type == HTTP_REQUEST)) {
-            /* Inside a header value or a status line only CR, LF and NUL matter: skip the rest
-             * in one run (up to the size limit, which the byte after the run then trips). */
+        if (!p->after_cr && !p->at_line_start) {
+            /* Inside a line: skip what needs no look, up to the size limit (which the byte
+             * after the run then trips). */
             size_t room = p->head_limit > p->head_bytes ? p->head_limit - p->head_bytes : 0;
-            size_t stop = len - i < room ? len : i + room;
-            size_t j = i;
-            while (j < stop && data[j] != '\r' && data[j] != '\n' && data[j] != '\0')
-                j++;
+            size_t j = plain_run(p, data, i, len - i < room ? len : i + room);
             p->head_bytes += j - i;
             i = j;
             if (i == len)

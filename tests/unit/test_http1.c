@@ -315,6 +315,17 @@ static void test_refuses_bad_lines_and_names(void **state)
     expect_refusal("GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, NULL);
     expect_refusal("GET /\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, NULL);
     expect_refusal("get / HTTP/1.1\r\nHost: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, NULL);
+    /* Each special byte inside a run of plain ones, in each part of a line. (Fed byte by byte, a
+     * CR in a name or request line is refused by llhttp before the next byte shows it bare.) */
+    expect_refusal("GET / HTTP/1.1\r\nHo\rst: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, NULL);
+    expect_refusal("GET / HTTP/1.1\r\nHo\nst: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, "bare LF");
+    expect_refusal("GET / HTTP/1.1\r\nHost\t: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, "whitespace");
+    expect_refusal("GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, NULL);
+    expect_refusal("GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, NULL);
+    expect_refusal("GET / HTTP/1.1\r\nHost: a\r\nX: long value\rwith a CR\r\n\r\n",
+                   HTTP1_FAIL_BAD_MESSAGE, "bare CR");
+    expect_refusal("GET / HTTP/1.1\r\nHost: a\r\nX: long value\nwith a LF\r\n\r\n",
+                   HTTP1_FAIL_BAD_MESSAGE, "bare LF");
 }
 
 static void test_refuses_nul_in_name(void **state)
@@ -326,6 +337,25 @@ static void test_refuses_nul_in_name(void **state)
     assert_int_equal(feed_limits(in, sizeof(in) - 1, 0, r, 8192, 100, NULL, 0),
                      HTTP1_FAIL_BAD_MESSAGE);
     free(r);
+}
+
+/* The size limit counts every head byte, however the input is cut: a head of exactly the limit
+ * passes, one byte less refuses it. */
+static void test_head_limit_is_exact(void **state)
+{
+    static const char in[] = "GET /path HTTP/1.1\r\nHost: a\r\nX-Value: 0123456789abcdef\r\n\r\n";
+    size_t n = sizeof(in) - 1, steps[] = {0, 1, 7};
+    (void)state;
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        struct run *r = calloc(1, sizeof(*r));
+        assert_non_null(r);
+        assert_int_equal(feed_limits(in, n, steps[i], r, n, 100, NULL, 0), HTTP1_FAIL_NONE);
+        assert_int_equal(r->completes, 1);
+        memset(r, 0, sizeof(*r));
+        assert_int_equal(feed_limits(in, n, steps[i], r, n - 1, 100, NULL, 0),
+                         HTTP1_FAIL_TOO_LARGE);
+        free(r);
+    }
 }
 
 static void test_head_limits(void **state)
@@ -555,6 +585,7 @@ int main(void)
         cmocka_unit_test(test_refuses_bad_lines_and_names),
         cmocka_unit_test(test_refuses_nul_in_name),
         cmocka_unit_test(test_head_limits),
+        cmocka_unit_test(test_head_limit_is_exact),
         cmocka_unit_test(test_host_allow_list),
         cmocka_unit_test(test_bearer_token),
         cmocka_unit_test(test_chunk_header),
