@@ -127,6 +127,11 @@ int tls_feed(struct tls_conn *t, const char *data, size_t len)
     return 0;
 }
 
+bool tls_in_empty(const struct tls_conn *t)
+{
+    return BIO_ctrl_pending(t->net_in) == 0 && SSL_has_pending(t->ssl) == 0;
+}
+
 size_t tls_out_pending(const struct tls_conn *t)
 {
     return t->net_out != NULL ? BIO_ctrl_pending(t->net_out) : 0;

@@ -54,6 +54,10 @@ void tls_conn_free(struct tls_conn *t);
 /** Hands ciphertext from the socket to OpenSSL. Returns 0 or -ENOMEM. */
 int tls_feed(struct tls_conn *t, const char *data, size_t len);
 
+/** True when no received byte waits anywhere (memory BIO, OpenSSL's record buffer): a read
+ *  could then only answer "want more", so the caller need not ask. */
+bool tls_in_empty(const struct tls_conn *t);
+
 /** Bytes of ciphertext waiting to be sent, and taking up to `cap` of them. */
 size_t tls_out_pending(const struct tls_conn *t);
 size_t tls_out_take(struct tls_conn *t, char *buf, size_t cap);

@@ -321,7 +321,10 @@ static void deliver(struct upstream *up)
     up->delivering = true;
     while (up->state != UP_CLOSING && !up->read_paused) {
         size_t n = 0;
-        enum tls_result r = tls_read(&up->tls, buf, sizeof(buf), &n);
+        enum tls_result r;
+        if (tls_in_empty(&up->tls))
+            break; /* saves a read that could only want more (one per delivery) */
+        r = tls_read(&up->tls, buf, sizeof(buf), &n);
         if (r == TLS_OK) {
             if (up->h != NULL && up->h->on_data != NULL)
                 up->h->on_data(up, buf, n, up->arg);

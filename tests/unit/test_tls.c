@@ -188,14 +188,17 @@ static void test_handshake_pins_data_and_sni(void **state)
     assert_memory_equal(buf, "ping", 4);
     assert_int_equal(SSL_write(p.ssl, "pong!", 5), 5);
     pump(&c, &p);
+    assert_false(tls_in_empty(&c)); /* a record waits */
     assert_int_equal(tls_read(&c, buf, sizeof(buf), &n), TLS_OK);
     assert_int_equal(n, 5);
     assert_memory_equal(buf, "pong!", 5);
+    assert_true(tls_in_empty(&c)); /* so a read could only want more: */
     assert_int_equal(tls_read(&c, buf, sizeof(buf), &n), TLS_WANT);
 
     /* close_notify from the server reads as TLS_CLOSED. */
     SSL_shutdown(p.ssl);
     pump(&c, &p);
+    assert_false(tls_in_empty(&c));
     assert_int_equal(tls_read(&c, buf, sizeof(buf), &n), TLS_CLOSED);
 
     tls_conn_free(&c);
