@@ -380,17 +380,39 @@ void http1_parser_free(struct http1_parser *p)
  * value or status line, which CR, LF and NUL are; control bytes, space and ':' in a name;
  * anything outside printable ASCII in a request line), so a stop is never missed.
  */
+/* Word-at-a-time tests (eight bytes at once): a byte below `n` (n <= 128; bytes of 128 and
+ * above never count), and a byte equal to `c`. */
+#define ONES            0x0101010101010101ULL
+#define HIGHS           0x8080808080808080ULL
+#define ANY_BELOW(w, n) ((((w) - ONES * (n)) & ~(w) & HIGHS) != 0)
+#define ANY_EQUAL(w, c) ANY_BELOW((w) ^ (ONES * (c)), 1)
+
+static uint64_t load8(const unsigned char *d)
+{
+    uint64_t w;
+    memcpy(&w, d, sizeof(w));
+    return w;
+}
+
 static size_t plain_run(const struct http1_parser *p, const char *data, size_t from, size_t stop)
 {
     const unsigned char *d = (const unsigned char *)data;
     size_t j = from;
     if (p->in_name) {
+        while (stop - j >= 8) {
+            uint64_t w = load8(d + j);
+            if (ANY_BELOW(w, 0x21) || ANY_EQUAL(w, ':'))
+                break;
+            j += 8;
+        }
         while (j < stop && d[j] > ' ' && d[j] != ':')
             j++;
     } else if (p->in_start_line && p->ll.type == HTTP_REQUEST) {
         while (j < stop && d[j] >= 0x20 && d[j] < 0x7f)
             j++;
     } else {
+        while (stop - j >= 8 && !ANY_BELOW(load8(d + j), 0x20))
+            j += 8;
         while (j < stop && d[j] >= 0x20)
             j++;
     }
@@ -621,6 +643,14 @@ static bool name_prefix_folded(const char *name, const char *lower, size_t n)
  * X-Forwarded-For), so such variants are removed too. */
 bool http1_is_hop_by_hop(const char *name, size_t len)
 {
+    /* Most names have none of the listed lengths: one bit test answers for them. */
+    static uint32_t lengths;
+    if (lengths == 0) {
+        for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++)
+            lengths |= 1u << hop_by_hop[i].len; /* every listed name is shorter than 32 */
+    }
+    if (len >= 32 || (lengths & (1u << len)) == 0)
+        return false;
     for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++) {
         if (hop_by_hop[i].len == len && name_prefix_folded(name, hop_by_hop[i].name, len))
             return true;

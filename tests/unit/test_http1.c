@@ -339,6 +339,52 @@ static void test_refuses_nul_in_name(void **state)
     free(r);
 }
 
+/* The scanner skips plain bytes eight at a time: a special byte must stop it at any offset in
+ * a long name or value, and names of every length must still end at their colon. */
+static void test_special_byte_at_every_offset(void **state)
+{
+    static const char specials[] = {'\r', '\n', '\0'};
+    char in[160];
+    (void)state;
+    for (size_t pos = 0; pos < 40; pos++) {
+        for (size_t k = 0; k < sizeof(specials); k++) {
+            char value[41];
+            struct run *r = calloc(1, sizeof(*r));
+            int n;
+            assert_non_null(r);
+            memset(value, 'v', 40);
+            value[40] = '\0';
+            n = snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost: a\r\nX: %s\r\n\r\n", value);
+            in[n - 44 + pos] = specials[k]; /* inside the 40 value bytes */
+            assert_int_equal(feed_limits(in, (size_t)n, 0, r, 8192, 100, NULL, 0),
+                             HTTP1_FAIL_BAD_MESSAGE);
+            free(r);
+        }
+        for (size_t k = 0; k < 2; k++) {
+            char name[41];
+            struct run *r = calloc(1, sizeof(*r));
+            int n;
+            assert_non_null(r);
+            memset(name, 'n', 40);
+            name[40] = '\0';
+            name[pos] = k == 0 ? ' ' : '\t';
+            n = snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost: a\r\n%s: v\r\n\r\n", name);
+            assert_int_equal(feed_limits(in, (size_t)n, 0, r, 8192, 100, NULL, 0),
+                             HTTP1_FAIL_BAD_MESSAGE);
+            free(r);
+        }
+    }
+    for (size_t len = 1; len <= 40; len++) {
+        char name[41], want[200];
+        memset(name, 'n', len);
+        name[len] = '\0';
+        snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost: a\r\n%s:%s\r\n\r\n", name, name);
+        snprintf(want, sizeof(want),
+                 "GET / HTTP/1.1\r\nHost: enclave.example:8443\r\n%s: %s\r\n\r\n", name, name);
+        transcript(in, NULL, want, "", 1);
+    }
+}
+
 /* The size limit counts every head byte, however the input is cut: a head of exactly the limit
  * passes, one byte less refuses it. */
 static void test_head_limit_is_exact(void **state)
@@ -586,6 +632,7 @@ int main(void)
         cmocka_unit_test(test_refuses_nul_in_name),
         cmocka_unit_test(test_head_limits),
         cmocka_unit_test(test_head_limit_is_exact),
+        cmocka_unit_test(test_special_byte_at_every_offset),
         cmocka_unit_test(test_host_allow_list),
         cmocka_unit_test(test_bearer_token),
         cmocka_unit_test(test_chunk_header),
