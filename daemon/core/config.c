@@ -1057,6 +1057,15 @@ static void finish_service(struct load_ctx *ctx, struct service_config *svc)
         load_error(ctx, "service '%s': missing required key 'upstream'", svc->name);
         return;
     }
+    {
+        bool v6 = strchr(svc->upstream_host, ':') != NULL;
+        if (svc->upstream_port == 443)
+            snprintf(svc->upstream_authority, sizeof(svc->upstream_authority),
+                     v6 ? "[%s]" : "%s", svc->upstream_host);
+        else
+            snprintf(svc->upstream_authority, sizeof(svc->upstream_authority),
+                     v6 ? "[%s]:%u" : "%s:%u", svc->upstream_host, svc->upstream_port);
+    }
 
     /* Profile presets fill what the service did not set explicitly. */
     if (!was_set(ctx, svc, "evidence_path"))

@@ -85,6 +85,9 @@ struct service_config {
     /* Upstream side. */
     char upstream_host[CONFIG_HOST_MAX];
     uint16_t upstream_port;
+    /* Derived at load, not a key: the Host value sent upstream ("host:port", "[v6]:port", the
+     * port left out when it is 443). Built once here rather than for every request. */
+    char upstream_authority[CONFIG_HOST_MAX + 8];
     char sni[CONFIG_HOST_MAX]; /* "" = upstream host when it is a name, none for an address */
     uint64_t connect_timeout_ms;
     uint64_t first_byte_timeout_ms;

@@ -352,7 +352,6 @@ int attest_start(struct upstream *up, attest_done_cb done, void *arg)
 {
     const struct service_config *cfg = up->svc->cfg;
     struct attest_job *job;
-    char authority[CONFIG_HOST_MAX + 16];
     char *req = NULL;
     size_t cap = CONFIG_PATH_MAX + 2 * NONCE_MAX + CONFIG_HOST_MAX + 256, n = 0;
     int rc = -ENOMEM, w;
@@ -378,7 +377,6 @@ int attest_start(struct upstream *up, attest_done_cb done, void *arg)
             goto out_free;
         }
     }
-    proxy__authority(cfg, authority, sizeof(authority));
     w = snprintf(req, cap, "GET %s", cfg->evidence_path);
     if (w < 0 || (size_t)w >= cap)
         goto out_free;
@@ -396,7 +394,7 @@ int attest_start(struct upstream *up, attest_done_cb done, void *arg)
                  " HTTP/1.1\r\nHost: %s\r\n"
                  "Accept: application/cbor, application/json, text/plain\r\n"
                  "User-Agent: attestproxy/%s\r\n\r\n",
-                 authority, ATTESTPROXY_VERSION);
+                 cfg->upstream_authority, ATTESTPROXY_VERSION);
     if (w < 0 || (size_t)w >= cap - n)
         goto out_free;
     n += (size_t)w;

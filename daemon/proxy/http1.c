@@ -366,20 +366,6 @@ void http1_parser_free(struct http1_parser *p)
     p->head.cap = p->head.cap_n = 0;
 }
 
-/*
- * Scans raw head bytes before llhttp sees them, enforcing what llhttp 8.1 leaves out (or
- * enforces only when built with LLHTTP_STRICT_MODE): CRLF line ends, no obs-fold, no
- * whitespace or emptiness in a field name, a plain-ASCII request line, the head size limit.
- * Returns 0 when all `len` bytes belong to the head (more needed), 1 when the head ends after
- * `*used` bytes, -1 on an error (set in p).
- */
-/*
- * The end of the run of bytes from `from` (before `stop`) that need no look in the current
- * part of a line: the byte-by-byte checks of scan_head() then start at the first byte that may
- * matter. Each loop stops at a superset of the bytes that matter there (any control byte for a
- * value or status line, which CR, LF and NUL are; control bytes, space and ':' in a name;
- * anything outside printable ASCII in a request line), so a stop is never missed.
- */
 /* Word-at-a-time tests (eight bytes at once): a byte below `n` (n <= 128; bytes of 128 and
  * above never count), and a byte equal to `c`. */
 #define ONES            0x0101010101010101ULL
@@ -394,6 +380,13 @@ static uint64_t load8(const unsigned char *d)
     return w;
 }
 
+/*
+ * The end of the run of bytes from `from` (before `stop`) that need no look in the current
+ * part of a line: the byte-by-byte checks of scan_head() then start at the first byte that may
+ * matter. Each loop stops at a superset of the bytes that matter there (any control byte for a
+ * value or status line, which CR, LF and NUL are; control bytes, space and ':' in a name;
+ * anything outside printable ASCII in a request line), so a stop is never missed.
+ */
 static size_t plain_run(const struct http1_parser *p, const char *data, size_t from, size_t stop)
 {
     const unsigned char *d = (const unsigned char *)data;
@@ -419,6 +412,13 @@ static size_t plain_run(const struct http1_parser *p, const char *data, size_t f
     return j;
 }
 
+/*
+ * Scans raw head bytes before llhttp sees them, enforcing what llhttp 8.1 leaves out (or
+ * enforces only when built with LLHTTP_STRICT_MODE): CRLF line ends, no obs-fold, no
+ * whitespace or emptiness in a field name, a plain-ASCII request line, the head size limit.
+ * Returns 0 when all `len` bytes belong to the head (more needed), 1 when the head ends after
+ * `*used` bytes, -1 on an error (set in p).
+ */
 static int scan_head(struct http1_parser *p, const char *data, size_t len, size_t *used)
 {
     const char *why = NULL;
@@ -427,8 +427,8 @@ static int scan_head(struct http1_parser *p, const char *data, size_t len, size_
         unsigned char c;
         if (!p->after_cr && !p->at_line_start) {
             /* Inside a line: skip what needs no look, up to the size limit (which the byte
-             * after the run then trips). */
-            size_t room = p->head_limit > p->head_bytes ? p->head_limit - p->head_bytes : 0;
+             * after the run then trips; head_bytes never passes the limit). */
+            size_t room = p->head_limit - p->head_bytes;
             size_t j = plain_run(p, data, i, len - i < room ? len : i + room);
             p->head_bytes += j - i;
             i = j;
@@ -622,6 +622,11 @@ static const struct {
     {NAME("upgrade")},    {NAME("proxy-authorization")}, {NAME("content-length")},
 };
 
+/* Bit n set: some name above has length n. Most header names have none of these lengths, and
+ * one bit test answers for them (test_hop_by_hop_names checks every listed name passes it). */
+#define HOP_BY_HOP_LENGTHS                                                                         \
+    ((1u << 2) | (1u << 7) | (1u << 10) | (1u << 14) | (1u << 16) | (1u << 17) | (1u << 19))
+
 /* Compares the first `n` bytes of a header name with `lower` (lower case, '-' for separators)
  * without case and with '_' equal to '-' (see below). */
 static bool name_prefix_folded(const char *name, const char *lower, size_t n)
@@ -643,58 +648,13 @@ static bool name_prefix_folded(const char *name, const char *lower, size_t n)
  * X-Forwarded-For), so such variants are removed too. */
 bool http1_is_hop_by_hop(const char *name, size_t len)
 {
-    /* Most names have none of the listed lengths: one bit test answers for them. */
-    static uint32_t lengths;
-    if (lengths == 0) {
-        for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++)
-            lengths |= 1u << hop_by_hop[i].len; /* every listed name is shorter than 32 */
-    }
-    if (len >= 32 || (lengths & (1u << len)) == 0)
+    if (len >= 32 || (HOP_BY_HOP_LENGTHS & (1u << len)) == 0)
         return false;
     for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++) {
         if (hop_by_hop[i].len == len && name_prefix_folded(name, hop_by_hop[i].name, len))
             return true;
     }
     return false;
-}
-
-/* Calls `fn` for each token of the message's Connection headers, until it returns true. */
-static bool each_connection_token(const struct http1_head *h,
-                                  bool (*fn)(const char *tok, size_t len, void *arg), void *arg)
-{
-    for (int i = http1_head_find(h, HTTP1_FIELD_CONNECTION, 0); i >= 0;
-         i = http1_head_find(h, HTTP1_FIELD_CONNECTION, (size_t)i + 1)) {
-        const char *v = h->buf + h->hdrs[i].value_off;
-        const char *end = v + h->hdrs[i].value_len;
-        while (v < end) {
-            const char *tok;
-            while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
-                v++;
-            tok = v;
-            while (v < end && *v != ',' && *v != ' ' && *v != '\t')
-                v++;
-            if (v > tok && fn(tok, (size_t)(v - tok), arg))
-                return true;
-        }
-    }
-    return false;
-}
-
-struct name_ref {
-    const char *name;
-    size_t len;
-};
-
-static bool token_is_name(const char *tok, size_t len, void *arg)
-{
-    const struct name_ref *n = arg;
-    return len == n->len && strncasecmp(tok, n->name, len) == 0;
-}
-
-bool http1_connection_names(const struct http1_head *h, const char *name, size_t len)
-{
-    struct name_ref n = {name, len};
-    return len > 0 && each_connection_token(h, token_is_name, &n);
 }
 
 /* X-Forwarded-* and Forwarded, also spelled with underscores (see http1_is_hop_by_hop()). */
@@ -736,20 +696,30 @@ static void classify(struct http1_header *hd, const char *buf)
         hd->flags |= HTTP1_HDR_FORWARDED;
 }
 
-static bool mark_named(const char *tok, size_t len, void *arg)
-{
-    struct http1_head *h = arg;
-    for (size_t i = 0; i < h->n; i++) {
-        if (h->hdrs[i].name_len == len && strncasecmp(h->buf + h->hdrs[i].name_off, tok, len) == 0)
-            h->hdrs[i].flags |= HTTP1_HDR_NAMED;
-    }
-    return false;
-}
-
-/* Marks the headers that the message's Connection headers name (removed on forwarding). */
+/* Marks the headers that the message's Connection headers name: they are removed on
+ * forwarding, like the hop-by-hop ones (RFC 9110 7.6.1). */
 static void mark_connection_names(struct http1_head *h)
 {
-    each_connection_token(h, mark_named, h);
+    for (int i = http1_head_find(h, HTTP1_FIELD_CONNECTION, 0); i >= 0;
+         i = http1_head_find(h, HTTP1_FIELD_CONNECTION, (size_t)i + 1)) {
+        const char *v = h->buf + h->hdrs[i].value_off;
+        const char *end = v + h->hdrs[i].value_len;
+        while (v < end) {
+            const char *tok;
+            size_t len;
+            while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+                v++;
+            tok = v;
+            while (v < end && *v != ',' && *v != ' ' && *v != '\t')
+                v++;
+            len = (size_t)(v - tok);
+            for (size_t k = 0; len > 0 && k < h->n; k++) {
+                if (h->hdrs[k].name_len == len &&
+                    strncasecmp(h->buf + h->hdrs[k].name_off, tok, len) == 0)
+                    h->hdrs[k].flags |= HTTP1_HDR_NAMED;
+            }
+        }
+    }
 }
 
 struct out {
@@ -786,39 +756,41 @@ static void out_u64(struct out *o, uint64_t v)
     out_put(o, num + n, sizeof(num) - n);
 }
 
-/* Copies the end-to-end headers of `h`: not hop-by-hop, not named by Connection, and not in
- * `skip` (HTTP1_HDR_* flags); `drop` says which recognised fields are left out too. */
-static void copy_headers(struct out *o, const struct http1_head *h, unsigned skip,
-                         bool (*drop)(const struct http1_head *, size_t, const void *),
-                         const void *arg)
+/* True when request header `i` is left out for what it is: Host (replaced), our own bearer
+ * token, "Expect: 100-continue" (answered by the proxy once the upstream is attested). */
+static bool dropped_request_field(const struct http1_head *h, size_t i,
+                                  const struct http1_request_opts *o)
 {
-    skip |= HTTP1_HDR_HOP | HTTP1_HDR_NAMED;
+    const char *v = h->buf + h->hdrs[i].value_off;
+    switch ((enum http1_field)h->hdrs[i].field) {
+    case HTTP1_FIELD_HOST:
+        return true;
+    case HTTP1_FIELD_EXPECT:
+        return h->hdrs[i].value_len == 12 && strncasecmp(v, "100-continue", 12) == 0;
+    case HTTP1_FIELD_AUTHORIZATION:
+        return o->strip_authorization;
+    default:
+        return false;
+    }
+}
+
+/* Copies the end-to-end headers of `h`: not hop-by-hop, not named by Connection, and for a
+ * request (`req` set) not X-Forwarded-* unless kept, nor a field dropped_request_field() drops. */
+static void copy_headers(struct out *o, const struct http1_head *h,
+                         const struct http1_request_opts *req)
+{
+    unsigned skip = HTTP1_HDR_HOP | HTTP1_HDR_NAMED;
+    if (req != NULL && !req->keep_forwarded)
+        skip |= HTTP1_HDR_FORWARDED;
     for (size_t i = 0; i < h->n; i++) {
         const struct http1_header *hd = &h->hdrs[i];
-        if ((hd->flags & skip) != 0 || (hd->field != HTTP1_FIELD_OTHER && drop(h, i, arg)))
+        if ((hd->flags & skip) != 0 ||
+            (req != NULL && hd->field != HTTP1_FIELD_OTHER && dropped_request_field(h, i, req)))
             continue;
         out_put(o, h->buf + hd->name_off, hd->name_len);
         out_put(o, ": ", 2);
         out_put(o, h->buf + hd->value_off, hd->value_len);
         out_put(o, "\r\n", 2);
-    }
-}
-
-static bool drop_request_field(const struct http1_head *h, size_t i, const void *arg)
-{
-    const struct http1_request_opts *o = arg;
-    switch ((enum http1_field)h->hdrs[i].field) {
-    case HTTP1_FIELD_HOST:
-        return true;
-    case HTTP1_FIELD_EXPECT: {
-        /* 100-continue is answered by the proxy itself once the upstream is attested. */
-        const char *v = h->buf + h->hdrs[i].value_off;
-        return h->hdrs[i].value_len == 12 && strncasecmp(v, "100-continue", 12) == 0;
-    }
-    case HTTP1_FIELD_AUTHORIZATION:
-        return o->strip_authorization;
-    default:
-        return false;
     }
 }
 
@@ -845,18 +817,10 @@ int http1_build_request(const struct http1_parser *p, const struct http1_request
     out_str(&out, " HTTP/1.1\r\nHost: ");
     out_str(&out, o->authority);
     out_str(&out, "\r\n");
-    copy_headers(&out, h, o->keep_forwarded ? 0 : HTTP1_HDR_FORWARDED, drop_request_field, o);
+    copy_headers(&out, h, o);
     out_framing(&out, o->framing, o->content_length);
     out_str(&out, "\r\n");
     return out.overflow ? -ENOSPC : (int)out.len;
-}
-
-static bool drop_none(const struct http1_head *h, size_t i, const void *arg)
-{
-    (void)h;
-    (void)i;
-    (void)arg;
-    return false;
 }
 
 int http1_build_response(const struct http1_parser *p, const struct http1_response_opts *o,
@@ -872,7 +836,7 @@ int http1_build_response(const struct http1_parser *p, const struct http1_respon
     out_put(&out, status, sizeof(status));
     out_put(&out, h->buf + h->target_off, h->target_len);
     out_str(&out, "\r\n");
-    copy_headers(&out, h, 0, drop_none, NULL);
+    copy_headers(&out, h, NULL);
     out_framing(&out, o->framing, o->content_length);
     if (o->extra_headers != NULL)
         out_str(&out, o->extra_headers);

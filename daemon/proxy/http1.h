@@ -209,9 +209,6 @@ int http1_build_response(const struct http1_parser *p, const struct http1_respon
 /** True when `name` is removed on forwarding in either direction (hop-by-hop or framing). */
 bool http1_is_hop_by_hop(const char *name, size_t len);
 
-/** True when a header named `name` is listed in one of the message's Connection headers. */
-bool http1_connection_names(const struct http1_head *h, const char *name, size_t len);
-
 /**
  * The Host allow-list (DNS rebinding defence): `host` (a Host header value) is allowed when
  * its name, compared without case, equals one of `allowed` and any port is a decimal number in

@@ -26,41 +26,6 @@ int64_t proxy__wall_ms(void)
     return status_wall_ms();
 }
 
-/* Appends `len` bytes of `s` at out[*n], within `cap` (NUL kept); for proxy__authority(). */
-static void append(char *out, size_t cap, size_t *n, const char *s, size_t len)
-{
-    if (len > cap - 1 - *n)
-        len = cap - 1 - *n;
-    memcpy(out + *n, s, len);
-    *n += len;
-    out[*n] = '\0';
-}
-
-/* Runs for every request (the Host header sent upstream), so it does not go through printf. */
-void proxy__authority(const struct service_config *cfg, char *out, size_t cap)
-{
-    const char *host = cfg->upstream_host;
-    bool v6 = strchr(host, ':') != NULL;
-    char port[8];
-    size_t n = 0, p = sizeof(port);
-    unsigned v = cfg->upstream_port;
-
-    if (cap == 0)
-        return;
-    out[0] = '\0';
-    append(out, cap, &n, "[", v6);
-    append(out, cap, &n, host, strlen(host));
-    append(out, cap, &n, "]", v6);
-    if (v == 443)
-        return;
-    do {
-        port[--p] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0 && p > 1);
-    port[--p] = ':';
-    append(out, cap, &n, port + p, sizeof(port) - p);
-}
-
 static struct proxy_service *find_service(const struct proxy *p, const char *name)
 {
     for (struct proxy_service *s = p->services; s != NULL; s = s->next) {

@@ -92,10 +92,6 @@ struct proxy {
 void proxy__object_opened(struct proxy *p);
 void proxy__object_closed(struct proxy *p);
 
-/* The upstream authority for Host headers: "host:port", "[v6]:port", the port left out when
- * it is 443. */
-void proxy__authority(const struct service_config *cfg, char *out, size_t cap);
-
 /* Re-arms the service's refresh timer for the attested pin that expires first. */
 void proxy__schedule_refresh(struct proxy_service *svc);
 

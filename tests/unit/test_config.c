@@ -195,6 +195,33 @@ static void test_minimal_defaults_and_presets(void **state)
     config_free(cfg);
 }
 
+/* The Host value sent upstream is derived once at load: the port left out when it is 443, an
+ * IPv6 address in brackets. */
+static void test_upstream_authority(void **state)
+{
+    static const struct {
+        const char *upstream, *authority;
+    } cases[] = {
+        {"enclave.example:443", "enclave.example"},
+        {"enclave.example:65535", "enclave.example:65535"},
+        {"10.0.0.7:1", "10.0.0.7:1"},
+        {"[::1]:443", "[::1]"},
+        {"[::1]:8443", "[::1]:8443"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char text[256];
+        struct config *cfg;
+        snprintf(text, sizeof(text),
+                 "[service a]\nlisten = 127.0.0.1:1\nupstream = %s\nmeasurement = pcr0=" PCR_A
+                 "\n",
+                 cases[i].upstream);
+        cfg = load_ok(text);
+        assert_string_equal(cfg->services[0].upstream_authority, cases[i].authority);
+        config_free(cfg);
+    }
+}
+
 static void test_profiles_and_overrides(void **state)
 {
     struct config *cfg = load_ok("[service a]\nlisten = 127.0.0.1:1\nupstream = 10.0.0.1:443\n"
@@ -419,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_measurement_parse),
         cmocka_unit_test(test_minimal_defaults_and_presets),
         cmocka_unit_test(test_profiles_and_overrides),
+        cmocka_unit_test(test_upstream_authority),
         cmocka_unit_test(test_measurement_continuation_and_repeat),
         cmocka_unit_test(test_error_classes),
         cmocka_unit_test(test_overlong_line),

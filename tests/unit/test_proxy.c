@@ -26,7 +26,6 @@
 #include "ops/metrics.h"
 #include "proxy/listener.h"
 #include "proxy/proxy.h"
-#include "proxy/proxy_internal.h"
 
 struct fixture {
     char dir[64];
@@ -258,36 +257,6 @@ static void test_listener_helpers(void **state)
     assert_string_equal(out, "unix:/run/x.sock");
 }
 
-/* The Host value sent upstream: the port left out when it is 443, IPv6 in brackets, and the
- * result cut (still terminated) when the buffer is short. */
-static void test_authority(void **state)
-{
-    struct service_config cfg;
-    char out[CONFIG_HOST_MAX + 16];
-    (void)state;
-    memset(&cfg, 0, sizeof(cfg));
-    snprintf(cfg.upstream_host, sizeof(cfg.upstream_host), "enclave.example");
-    cfg.upstream_port = 443;
-    proxy__authority(&cfg, out, sizeof(out));
-    assert_string_equal(out, "enclave.example");
-    cfg.upstream_port = 65535;
-    proxy__authority(&cfg, out, sizeof(out));
-    assert_string_equal(out, "enclave.example:65535");
-    cfg.upstream_port = 1;
-    proxy__authority(&cfg, out, sizeof(out));
-    assert_string_equal(out, "enclave.example:1");
-    snprintf(cfg.upstream_host, sizeof(cfg.upstream_host), "::1");
-    proxy__authority(&cfg, out, sizeof(out));
-    assert_string_equal(out, "[::1]:1");
-    cfg.upstream_port = 443;
-    proxy__authority(&cfg, out, sizeof(out));
-    assert_string_equal(out, "[::1]");
-    snprintf(cfg.upstream_host, sizeof(cfg.upstream_host), "10.0.0.7");
-    cfg.upstream_port = 8443;
-    proxy__authority(&cfg, out, 8);
-    assert_string_equal(out, "10.0.0.");
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -301,7 +270,6 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_without_start, setup, teardown),
         cmocka_unit_test(test_listener_helpers),
-        cmocka_unit_test(test_authority),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
