@@ -80,11 +80,8 @@ struct proxy {
     char *input_cache[CLIENT_INPUT_CACHE]; /* idle client input buffers (client.c) */
     size_t n_input_cache;
     /* One read buffer for every upstream socket: its ciphertext is handed to OpenSSL inside
-     * the read callback, so no connection needs its own (upstream.c on_alloc). Likewise one
-     * buffer that outgoing ciphertext passes through on its way to the socket (only what the
-     * socket does not take at once is copied out of it). */
+     * the read callback, so no connection needs its own (upstream.c on_alloc). */
     char upstream_readbuf[UPSTREAM_READ_BUF];
-    char upstream_scratch[UPSTREAM_SCRATCH];
 };
 
 /* Bookkeeping used by every object's final close callback: when the proxy is stopping and

@@ -2,7 +2,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -10,6 +12,128 @@
 #include <openssl/x509.h>
 
 #include "verify/verifier.h"
+
+/* ---- The ciphertext queues and their BIO ------------------------------------------------- */
+
+#define QUEUE_MIN  4096
+#define QUEUE_KEEP (TLS_RECORD_MAX + 1024) /* a drained queue larger than this is freed */
+
+static void queue_free(struct tls_queue *q)
+{
+    free(q->buf);
+    memset(q, 0, sizeof(*q));
+}
+
+/* Appends `len` bytes; the waiting bytes move to the front first when that makes room. */
+static int queue_put(struct tls_queue *q, const char *data, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (len > q->cap - q->off - q->len) {
+        if (q->off > 0) {
+            memmove(q->buf, q->buf + q->off, q->len);
+            q->off = 0;
+        }
+        if (len > q->cap - q->len) {
+            size_t cap = q->cap > QUEUE_MIN ? q->cap : QUEUE_MIN;
+            char *nb;
+            if (len > SIZE_MAX / 2 - q->len)
+                return -ENOMEM;
+            while (cap < q->len + len)
+                cap *= 2;
+            nb = realloc(q->buf, cap);
+            if (nb == NULL)
+                return -ENOMEM;
+            q->buf = nb;
+            q->cap = cap;
+        }
+    }
+    memcpy(q->buf + q->off + q->len, data, len);
+    q->len += len;
+    return 0;
+}
+
+/* Marks `n` waiting bytes as gone; a drained queue starts at the front again, and gives its
+ * storage back when it grew beyond a record (a large feed), so that no idle connection keeps
+ * a large buffer. */
+static void queue_drop(struct tls_queue *q, size_t n)
+{
+    q->off += n;
+    q->len -= n;
+    if (q->len == 0) {
+        q->off = 0;
+        if (q->cap > QUEUE_KEEP)
+            queue_free(q);
+    }
+}
+
+static int bio_write(BIO *b, const char *data, size_t len, size_t *written)
+{
+    struct tls_conn *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (queue_put(&t->out, data, len) < 0) {
+        *written = 0;
+        return 0; /* no retry flag: a fatal error for OpenSSL */
+    }
+    *written = len;
+    return 1;
+}
+
+/* An empty input queue asks OpenSSL to retry (want read), as a non-blocking socket would. */
+static int bio_read(BIO *b, char *out, size_t cap, size_t *got)
+{
+    struct tls_conn *t = BIO_get_data(b);
+    size_t n = t->in.len < cap ? t->in.len : cap;
+    BIO_clear_retry_flags(b);
+    if (n == 0) {
+        BIO_set_retry_read(b);
+        *got = 0;
+        return 0;
+    }
+    memcpy(out, t->in.buf + t->in.off, n);
+    queue_drop(&t->in, n);
+    *got = n;
+    return 1;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    struct tls_conn *t = BIO_get_data(b);
+    (void)num;
+    (void)ptr;
+    switch (cmd) {
+    case BIO_CTRL_PENDING:
+        return (long)t->in.len;
+    case BIO_CTRL_WPENDING:
+        return (long)t->out.len;
+    case BIO_CTRL_FLUSH:
+    case BIO_CTRL_DUP:
+        return 1;
+    default:
+        return 0; /* no kTLS, no datagram controls, no EOF: queues only wait for bytes */
+    }
+}
+
+/* One method table for every connection, made with the first context and kept for the
+ * process's life (like OpenSSL's own method tables). */
+static BIO_METHOD *queue_method;
+
+static BIO_METHOD *queue_bio_method(void)
+{
+    BIO_METHOD *m;
+    if (queue_method != NULL)
+        return queue_method;
+    m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "attestproxy ciphertext queues");
+    if (m == NULL || BIO_meth_set_write_ex(m, bio_write) != 1 ||
+        BIO_meth_set_read_ex(m, bio_read) != 1 || BIO_meth_set_ctrl(m, bio_ctrl) != 1) {
+        BIO_meth_free(m);
+        return NULL;
+    }
+    queue_method = m;
+    return m;
+}
+
+/* ---- Context and connections -------------------------------------------------------------- */
 
 static int new_session_cb(SSL *ssl, SSL_SESSION *s)
 {
@@ -34,9 +158,14 @@ static int accept_any_certificate(int preverify_ok, X509_STORE_CTX *ctx)
 SSL_CTX *tls_client_ctx_new(char *err, size_t cap)
 {
     static const unsigned char alpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX *ctx;
     char e[256];
 
+    if (queue_bio_method() == NULL) {
+        snprintf(err, cap, "cannot make the TLS BIO method: %s", tls_error_string(e, sizeof(e)));
+        return NULL;
+    }
+    ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL) {
         snprintf(err, cap, "SSL_CTX_new: %s", tls_error_string(e, sizeof(e)));
         return NULL;
@@ -54,7 +183,10 @@ SSL_CTX *tls_client_ctx_new(char *err, size_t cap)
      * with), never in OpenSSL's internal cache. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* OpenSSL's record buffers (~17 KiB each way) are kept across records and requests, not
+     * released after every record (SSL_MODE_RELEASE_BUFFERS): a keep-alive request would
+     * otherwise allocate and free both. A connection left waiting in the middle of an exchange
+     * gives them back (tls_release_buffers(), upstream.c deliver()). */
     if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn)) != 0) {
         snprintf(err, cap, "cannot set ALPN: %s", tls_error_string(e, sizeof(e)));
         goto fail;
@@ -74,16 +206,17 @@ static bool is_ip_literal(const char *s)
 int tls_conn_init(struct tls_conn *t, SSL_CTX *ctx, const char *sni, SSL_SESSION *resume,
                   bool (*on_session)(void *arg, SSL_SESSION *s), void *arg)
 {
+    BIO *bio = NULL;
+
     memset(t, 0, sizeof(*t));
     t->ssl = SSL_new(ctx);
-    t->net_in = BIO_new(BIO_s_mem());
-    t->net_out = BIO_new(BIO_s_mem());
-    if (t->ssl == NULL || t->net_in == NULL || t->net_out == NULL)
+    if (t->ssl == NULL || queue_method == NULL || (bio = BIO_new(queue_method)) == NULL)
         goto fail;
-    /* An empty memory BIO reports "retry" instead of EOF. */
-    BIO_set_mem_eof_return(t->net_in, -1);
-    BIO_set_mem_eof_return(t->net_out, -1);
-    SSL_set_bio(t->ssl, t->net_in, t->net_out);
+    /* One BIO both ways: OpenSSL reads t->in and appends to t->out. The connection must not
+     * move while the BIO lives (it is freed with the SSL object). */
+    BIO_set_data(bio, t);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(t->ssl, bio, bio); /* one reference, taken by the SSL object */
     SSL_set_connect_state(t->ssl);
     SSL_set_app_data(t->ssl, t);
     t->on_session = on_session;
@@ -95,8 +228,7 @@ int tls_conn_init(struct tls_conn *t, SSL_CTX *ctx, const char *sni, SSL_SESSION
         SSL_set_session(t->ssl, resume);
     return 0;
 fail:
-    BIO_free(t->net_in);
-    BIO_free(t->net_out);
+    BIO_free(bio);
     SSL_free(t->ssl);
     memset(t, 0, sizeof(*t));
     return -ENOMEM;
@@ -109,41 +241,56 @@ void tls_conn_free(struct tls_conn *t)
 {
     if (t->ssl != NULL) {
         SSL_set_app_data(t->ssl, NULL);
-        SSL_free(t->ssl); /* frees both BIOs */
+        SSL_free(t->ssl); /* frees the BIO */
     }
+    queue_free(&t->in);
+    queue_free(&t->out);
     memset(t, 0, sizeof(*t));
 }
 
 int tls_feed(struct tls_conn *t, const char *data, size_t len)
 {
-    while (len > 0) {
-        int chunk = len > (size_t)INT32_MAX ? INT32_MAX : (int)len;
-        int n = BIO_write(t->net_in, data, chunk);
-        if (n <= 0)
-            return -ENOMEM;
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    return queue_put(&t->in, data, len);
 }
 
 bool tls_in_empty(const struct tls_conn *t)
 {
-    return BIO_ctrl_pending(t->net_in) == 0 && SSL_has_pending(t->ssl) == 0;
+    return t->in.len == 0 && SSL_has_pending(t->ssl) == 0;
+}
+
+bool tls_release_buffers(struct tls_conn *t)
+{
+    if (t->in.len == 0)
+        queue_free(&t->in);
+    if (t->out.len == 0)
+        queue_free(&t->out);
+    return t->ssl != NULL && SSL_free_buffers(t->ssl) == 1;
 }
 
 size_t tls_out_pending(const struct tls_conn *t)
 {
-    return t->net_out != NULL ? BIO_ctrl_pending(t->net_out) : 0;
+    return t->out.len;
+}
+
+const char *tls_out_peek(const struct tls_conn *t, size_t *len)
+{
+    *len = t->out.len;
+    return t->out.len > 0 ? t->out.buf + t->out.off : NULL;
+}
+
+void tls_out_consume(struct tls_conn *t, size_t n)
+{
+    queue_drop(&t->out, n < t->out.len ? n : t->out.len);
 }
 
 size_t tls_out_take(struct tls_conn *t, char *buf, size_t cap)
 {
-    int n;
-    if (cap > (size_t)INT32_MAX)
-        cap = INT32_MAX;
-    n = BIO_read(t->net_out, buf, (int)cap);
-    return n > 0 ? (size_t)n : 0;
+    size_t n = t->out.len < cap ? t->out.len : cap;
+    if (n > 0) {
+        memcpy(buf, t->out.buf + t->out.off, n);
+        queue_drop(&t->out, n);
+    }
+    return n;
 }
 
 static enum tls_result map_error(struct tls_conn *t, int rc)

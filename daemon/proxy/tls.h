@@ -1,7 +1,10 @@
 /*
- * TLS for upstream connections: the client SSL_CTX and a memory-BIO bridge between OpenSSL
- * and libuv. The connection owner moves ciphertext: bytes read from the socket go in with
- * tls_feed(); bytes OpenSSL wants sent come out with tls_out_take() after every operation.
+ * TLS for upstream connections: the client SSL_CTX and a BIO bridge between OpenSSL and
+ * libuv. The connection owner moves ciphertext: bytes read from the socket go in with
+ * tls_feed(); bytes OpenSSL wants sent wait in the connection's output queue, read in place
+ * with tls_out_peek() and tls_out_consume() (or copied out with tls_out_take()) after every
+ * operation. The BIO is this module's own: two byte queues that OpenSSL reads and appends to,
+ * with none of a memory BIO's generality (docs/benchmarks.md, "Instructions per request").
  *
  * The upstream certificate is NOT verified against any CA: an enclave's TLS certificate is
  * self-signed, and trust comes from attestation instead. The handshake therefore accepts any
@@ -19,10 +22,16 @@
 
 #define TLS_RECORD_MAX (16 * 1024) /* plaintext per record: the unit of SSL_read/SSL_write */
 
+/* Bytes buf[off, off + len) wait; the storage is allocated on demand. */
+struct tls_queue {
+    char *buf;
+    size_t off, len, cap;
+};
+
 struct tls_conn {
     SSL *ssl;
-    BIO *net_in;  /* ciphertext received, for OpenSSL to read */
-    BIO *net_out; /* ciphertext OpenSSL produced, to send */
+    struct tls_queue in;  /* ciphertext received, for OpenSSL to read */
+    struct tls_queue out; /* ciphertext OpenSSL produced, to send */
     /* Called when the server issues a session (TLS 1.3: after the handshake, during reads).
      * Returns true when it kept the reference to `s`. */
     bool (*on_session)(void *arg, SSL_SESSION *s);
@@ -54,13 +63,23 @@ void tls_conn_free(struct tls_conn *t);
 /** Hands ciphertext from the socket to OpenSSL. Returns 0 or -ENOMEM. */
 int tls_feed(struct tls_conn *t, const char *data, size_t len);
 
-/** True when no received byte waits anywhere (memory BIO, OpenSSL's record buffer): a read
+/** True when no received byte waits anywhere (input queue, OpenSSL's record buffer): a read
  *  could then only answer "want more", so the caller need not ask. */
 bool tls_in_empty(const struct tls_conn *t);
+
+/** Frees OpenSSL's read and write record buffers and the empty ciphertext queues (allocated
+ *  again by the next record). Returns false, keeping OpenSSL's, while they hold a partial
+ *  record. */
+bool tls_release_buffers(struct tls_conn *t);
 
 /** Bytes of ciphertext waiting to be sent, and taking up to `cap` of them. */
 size_t tls_out_pending(const struct tls_conn *t);
 size_t tls_out_take(struct tls_conn *t, char *buf, size_t cap);
+
+/** The ciphertext waiting to be sent, in place (valid until the next TLS operation), and
+ *  marking its first `n` bytes sent. */
+const char *tls_out_peek(const struct tls_conn *t, size_t *len);
+void tls_out_consume(struct tls_conn *t, size_t n);
 
 /** Advances the handshake. */
 enum tls_result tls_handshake(struct tls_conn *t);
@@ -68,7 +87,7 @@ enum tls_result tls_handshake(struct tls_conn *t);
 /** Reads decrypted bytes: TLS_OK with `*n` > 0, TLS_WANT, TLS_CLOSED or TLS_ERROR. */
 enum tls_result tls_read(struct tls_conn *t, char *buf, size_t cap, size_t *n);
 
-/** Encrypts `len` bytes (always accepted with memory BIOs). Returns 0 or -EIO. */
+/** Encrypts `len` bytes (always accepted: the output queue grows). Returns 0 or -EIO. */
 int tls_write(struct tls_conn *t, const char *buf, size_t len);
 
 /** Queues a close_notify (best effort). */

@@ -178,35 +178,29 @@ static int queue_write(struct upstream *up, const char *data, size_t len)
 }
 
 /*
- * Sends whatever ciphertext OpenSSL produced. It is taken into the proxy's scratch buffer and,
- * when nothing is queued, written at once (uv_try_write: no allocation, no request, no poll
+ * Sends whatever ciphertext OpenSSL produced, from its queue in place: when nothing is queued
+ * on the socket it is written at once (uv_try_write: no allocation, no request, no poll
  * change); only what the socket does not take is copied and queued, keeping the order.
  */
 static int send_ciphertext(struct upstream *up)
 {
-    char *buf = up->svc->proxy->upstream_scratch;
-    size_t pending;
+    size_t n, done = 0;
+    const char *data = tls_out_peek(&up->tls, &n);
+    int rc;
 
-    while ((pending = tls_out_pending(&up->tls)) > 0) {
-        size_t n, done = 0;
-        int rc;
-        if (pending > UPSTREAM_SCRATCH)
-            pending = UPSTREAM_SCRATCH;
-        n = tls_out_take(&up->tls, buf, pending);
-        if (n == 0)
-            break;
-        if (up->write_queued == 0) {
-            uv_buf_t b = uv_buf_init(buf, (unsigned)n);
-            rc = uv_try_write((uv_stream_t *)&up->tcp, &b, 1);
-            if (rc < 0 && rc != UV_EAGAIN && rc != UV_ENOSYS)
-                return rc;
-            if (rc > 0)
-                done = (size_t)rc;
-        }
-        if (done < n && (rc = queue_write(up, buf + done, n - done)) < 0)
+    if (n == 0)
+        return 0;
+    if (up->write_queued == 0) {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)(n < UINT32_MAX ? n : UINT32_MAX));
+        rc = uv_try_write((uv_stream_t *)&up->tcp, &b, 1);
+        if (rc < 0 && rc != UV_EAGAIN && rc != UV_ENOSYS)
             return rc;
+        if (rc > 0)
+            done = (size_t)rc;
     }
-    return 0;
+    rc = done < n ? queue_write(up, data + done, n - done) : 0;
+    tls_out_consume(&up->tls, n);
+    return rc;
 }
 
 static int encrypt_staged(struct upstream *up)
@@ -352,6 +346,11 @@ static void deliver(struct upstream *up)
         fail(up, "cannot write to upstream");
         return;
     }
+    /* An exchange that waits for more (a stream between events, a slow body) holds no record
+     * buffers meanwhile; one that ended here leaves them to the next request on the pooled
+     * connection, which then allocates nothing (tls.c). */
+    if (up->state == UP_BUSY || up->state == UP_ATTESTING)
+        (void)tls_release_buffers(&up->tls);
     if (up->peer_eof && !up->read_paused && !up->eof_told) {
         up->eof_told = true;
         if (up->h != NULL && up->h->on_eof != NULL)

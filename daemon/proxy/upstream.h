@@ -1,5 +1,5 @@
 /*
- * One upstream connection: TCP to the enclave, TLS over memory BIOs, and the gate that decides
+ * One upstream connection: TCP to the enclave, TLS over in-memory queues (tls.h), and the gate that decides
  * whether it may carry requests.
  *
  * THE PIN CHECK. After every handshake (new or resumed) the connection's pin — SHA-256 of the
@@ -37,7 +37,6 @@ struct proxy_service;
 #define UPSTREAM_WRITE_HIGH (256 * 1024)
 #define UPSTREAM_WRITE_LOW  (64 * 1024)
 #define UPSTREAM_READ_BUF   (64 * 1024)
-#define UPSTREAM_SCRATCH    (4 * TLS_RECORD_MAX + 1024) /* ciphertext taken per write */
 
 enum upstream_state {
     UP_CONNECTING = 0, /* resolving and TCP connect */
