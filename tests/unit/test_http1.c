@@ -232,6 +232,28 @@ static void test_leading_empty_line_is_ignored(void **state)
                "GET / HTTP/1.1\r\nHost: e\r\n\r\n", "", 1);
 }
 
+/* Names and values as llhttp delimits them: the name is what precedes the first ':', the value
+ * has no leading or trailing spaces and tabs (inner ones stay), an empty value stays empty, a
+ * ':' inside a value is part of it. Fed whole and in pieces of 1 and 7 bytes, so that every
+ * boundary falls inside leading and trailing whitespace. */
+static void test_names_and_values_as_llhttp_splits_them(void **state)
+{
+    struct http1_request_opts o = {.authority = "e"};
+    (void)state;
+    transcript("GET /a HTTP/1.1\r\nHost: x\r\nA:   lead\r\nB: trail \t \r\nC:\r\nD: \t \r\n"
+               "E:\tin  side\tv\r\nF-G:x:y: z\r\nVery-Long-Header-Name-Of-Many-Words: "
+               "a value long enough to be skipped a word at a time\r\n\r\n",
+               &o,
+               "GET /a HTTP/1.1\r\nHost: e\r\nA: lead\r\nB: trail\r\nC: \r\nD: \r\n"
+               "E: in  side\tv\r\nF-G: x:y: z\r\nVery-Long-Header-Name-Of-Many-Words: "
+               "a value long enough to be skipped a word at a time\r\n\r\n",
+               "", 1);
+    /* The same head twice in a row (pipelined): the second is collected afresh. */
+    transcript("GET /1 HTTP/1.1\r\nHost: x\r\nA:  1 \r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nB:2\r\n\r\n",
+               &o, "GET /1 HTTP/1.1\r\nHost: e\r\nA: 1\r\n\r\nGET /2 HTTP/1.1\r\nHost: e\r\nB: 2\r\n\r\n",
+               "", 2);
+}
+
 /* ---- Refusals ----------------------------------------------------------------------------- */
 
 static void expect_refusal(const char *in, enum http1_fail want, const char *msg_part)
@@ -309,6 +331,8 @@ static void test_refuses_bad_lines_and_names(void **state)
     expect_refusal("GET / HTTP/1.1\r\nHo\x01st: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, NULL);
     expect_refusal("GET / HTTP/1.1\r\nHost : a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, "whitespace");
     expect_refusal("GET / HTTP/1.1\r\n: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, "empty header");
+    expect_refusal("GET / HTTP/1.1\r\nHost: a\r\nNo-Colon\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, NULL);
+    expect_refusal("GET / HTTP/1.1\r\nHost: a\r\nX: a\x7f\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE, NULL);
     expect_refusal("GET / HTTP/1.1\r\nX: a\x01"
                    "b\r\n\r\n",
                    HTTP1_FAIL_BAD_MESSAGE, NULL);
@@ -626,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_leading_empty_line_is_ignored),
         cmocka_unit_test(test_refuses_smuggling_vectors),
         cmocka_unit_test(test_refuses_bad_chunks),
+        cmocka_unit_test(test_names_and_values_as_llhttp_splits_them),
         cmocka_unit_test(test_refuses_bad_lines_and_names),
         cmocka_unit_test(test_refuses_nul_in_name),
         cmocka_unit_test(test_head_limits),
