@@ -47,11 +47,22 @@ struct pin_entry *pinset_entry(struct pinset *ps, const uint8_t pin[PIN_LEN])
 enum pin_status pinset_lookup(const struct pinset *ps, const uint8_t pin[PIN_LEN], uint64_t now,
                               uint64_t *retry_after_ms)
 {
+    const struct pin_entry *fresh;
+    return pinset_lookup_fresh(ps, pin, now, retry_after_ms, &fresh);
+}
+
+enum pin_status pinset_lookup_fresh(const struct pinset *ps, const uint8_t pin[PIN_LEN],
+                                    uint64_t now, uint64_t *retry_after_ms,
+                                    const struct pin_entry **fresh)
+{
     const struct pin_entry *e = find_entry(ps, pin);
     const struct pin_negative *neg;
 
-    if (e != NULL && now < e->expires_mono_ms)
+    *fresh = NULL;
+    if (e != NULL && now < e->expires_mono_ms) {
+        *fresh = e;
         return PIN_FRESH;
+    }
     neg = find_negative(ps, pin);
     if (neg != NULL && now < neg->until_mono_ms) {
         if (retry_after_ms != NULL)
@@ -92,6 +103,7 @@ int pinset_add(struct pinset *ps, const uint8_t pin[PIN_LEN], const struct pin_i
     }
     memcpy(e->pin, pin, PIN_LEN);
     e->info = *info;
+    e->serial = ++ps->last_serial;
     e->info.verified_at_ms = now_wall;
     e->info.expires_at_ms = expires_wall;
     e->expires_mono_ms = now + (uint64_t)(expires_wall - now_wall);
@@ -133,8 +145,10 @@ void pinset_add_negative(struct pinset *ps, const uint8_t pin[PIN_LEN], uint64_t
 void pinset_clear(struct pinset *ps)
 {
     struct pin_failure keep = ps->last_failure;
+    uint64_t serial = ps->last_serial; /* serials are never reused (pin_entry.serial) */
     memset(ps, 0, sizeof(*ps));
     ps->last_failure = keep;
+    ps->last_serial = serial;
 }
 
 size_t pinset_expire(struct pinset *ps, uint64_t now)

@@ -46,6 +46,7 @@ struct pin_entry {
     bool refreshing;
     uint64_t refresh_not_before_mono_ms;
     struct pin_info info;
+    uint64_t serial; /* new whenever `info` is written (pinset_add): copies of it compare it */
 };
 
 struct pin_negative {
@@ -70,6 +71,7 @@ struct pinset {
     struct pin_negative negatives[PINSET_NEGATIVE_MAX];
     size_t n_negative;
     struct pin_failure last_failure;
+    uint64_t last_serial;
 };
 
 enum pin_status {
@@ -85,6 +87,12 @@ void pinset_init(struct pinset *ps);
  *  the time left on the negative entry. A fresh entry wins over a negative one. */
 enum pin_status pinset_lookup(const struct pinset *ps, const uint8_t pin[PIN_LEN], uint64_t now,
                               uint64_t *retry_after_ms);
+
+/** pinset_lookup() for a request: the same status, and for PIN_FRESH the entry in `*fresh`,
+ *  found with one pass over the set. */
+enum pin_status pinset_lookup_fresh(const struct pinset *ps, const uint8_t pin[PIN_LEN],
+                                    uint64_t now, uint64_t *retry_after_ms,
+                                    const struct pin_entry **fresh);
 
 /** The entry of `pin` (fresh or expired), or NULL. */
 const struct pin_entry *pinset_find(const struct pinset *ps, const uint8_t pin[PIN_LEN]);

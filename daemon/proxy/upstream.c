@@ -641,7 +641,8 @@ int upstream_begin_exchange(struct upstream *up, uint64_t *retry_after_ms)
     const struct pin_entry *e;
     if (up->state != UP_UNVERIFIED || !up->has_pin)
         return -EINVAL;
-    switch (pinset_lookup(&up->svc->pins, up->pin, uv_now(up->tcp.loop), retry_after_ms)) {
+    switch (pinset_lookup_fresh(&up->svc->pins, up->pin, uv_now(up->tcp.loop), retry_after_ms,
+                                &e)) {
     case PIN_FRESH:
         break;
     case PIN_UNKNOWN:
@@ -652,9 +653,11 @@ int upstream_begin_exchange(struct upstream *up, uint64_t *retry_after_ms)
     default:
         return -EKEYREJECTED;
     }
-    e = pinset_find(&up->svc->pins, up->pin);
-    if (e != NULL) {
+    /* The facts of the attestation that admits this exchange (about 1.7 KiB): copied when the
+     * entry was written since the last exchange of this connection, not for every request. */
+    if (!up->has_info || up->info_serial != e->serial) {
         up->info = e->info;
+        up->info_serial = e->serial;
         up->has_info = true;
     }
     up->exchanges++;

@@ -87,6 +87,7 @@ struct upstream {
     bool has_pin;
     struct pin_info info; /* facts of the attestation that admitted the last exchange */
     bool has_info;
+    uint64_t info_serial; /* the pin entry's serial `info` was copied from */
     bool reused;        /* was taken from the pool */
     unsigned exchanges; /* exchanges carried so far */
 

@@ -64,6 +64,44 @@ static void test_ttl_bounds_expiry(void **state)
     free(ps);
 }
 
+/* A request's lookup: the fresh entry in one pass, none otherwise; the serial changes with
+ * every write of the entry's facts and is never reused, not even after a clear. */
+static void test_lookup_fresh_and_serials(void **state)
+{
+    struct pinset *ps = new_set();
+    uint8_t pin[PIN_LEN], other[PIN_LEN];
+    struct pin_info info = info_with_leaf(WALL + 3 * HOUR_MS);
+    const struct pin_entry *e = NULL;
+    uint64_t first, second, retry = 0;
+    (void)state;
+    pin_of(pin, 8);
+    pin_of(other, 9);
+    assert_int_equal(pinset_lookup_fresh(ps, pin, 1000, NULL, &e), PIN_UNKNOWN);
+    assert_null(e);
+    assert_int_equal(pinset_add(ps, pin, &info, 1000, WALL, 10 * MIN_MS, MIN_MS), 0);
+    assert_int_equal(pinset_lookup_fresh(ps, pin, 1000, NULL, &e), PIN_FRESH);
+    assert_ptr_equal(e, pinset_find(ps, pin));
+    first = e->serial;
+    assert_true(first > 0);
+    assert_int_equal(pinset_add(ps, other, &info, 1000, WALL, 10 * MIN_MS, MIN_MS), 0);
+    assert_int_equal(pinset_add(ps, pin, &info, 2000, WALL + 1000, 10 * MIN_MS, MIN_MS), 0);
+    assert_int_equal(pinset_lookup_fresh(ps, pin, 2000, NULL, &e), PIN_FRESH);
+    second = e->serial;
+    assert_true(second > first + 1);
+    assert_int_equal(pinset_lookup_fresh(ps, pin, 2000 + 10 * MIN_MS, NULL, &e), PIN_EXPIRED);
+    assert_null(e);
+    pinset_add_negative(ps, other, 3000, MIN_MS);
+    pinset_remove(ps, other);
+    assert_int_equal(pinset_lookup_fresh(ps, other, 3000, &retry, &e), PIN_NEGATIVE);
+    assert_null(e);
+    assert_int_equal(retry, MIN_MS);
+    pinset_clear(ps);
+    assert_int_equal(pinset_add(ps, pin, &info, 4000, WALL, 10 * MIN_MS, MIN_MS), 0);
+    assert_int_equal(pinset_lookup_fresh(ps, pin, 4000, NULL, &e), PIN_FRESH);
+    assert_true(e->serial > second);
+    free(ps);
+}
+
 static void test_renewal_resets_refresh_bookkeeping(void **state)
 {
     struct pinset *ps = new_set();
@@ -254,6 +292,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ttl_bounds_expiry),
+        cmocka_unit_test(test_lookup_fresh_and_serials),
         cmocka_unit_test(test_renewal_resets_refresh_bookkeeping),
         cmocka_unit_test(test_certificate_bounds_expiry),
         cmocka_unit_test(test_certificate_within_margin_is_refused),
