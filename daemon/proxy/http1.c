@@ -380,6 +380,33 @@ static uint64_t load8(const unsigned char *d)
     return w;
 }
 
+/* The end of a run of name bytes from `from` (before `stop`): no control byte, space or ':'. */
+static size_t name_run(const unsigned char *d, size_t from, size_t stop)
+{
+    size_t j = from;
+    while (stop - j >= 8) {
+        uint64_t w = load8(d + j);
+        if (ANY_BELOW(w, 0x21) || ANY_EQUAL(w, ':'))
+            break;
+        j += 8;
+    }
+    while (j < stop && d[j] > ' ' && d[j] != ':')
+        j++;
+    return j;
+}
+
+/* The end of a run of value (or status line) bytes from `from` (before `stop`): no control
+ * byte, which CR, LF, NUL and HTAB all are. */
+static size_t value_run(const unsigned char *d, size_t from, size_t stop)
+{
+    size_t j = from;
+    while (stop - j >= 8 && !ANY_BELOW(load8(d + j), 0x20))
+        j += 8;
+    while (j < stop && d[j] >= 0x20)
+        j++;
+    return j;
+}
+
 /*
  * The end of the run of bytes from `from` (before `stop`) that need no look in the current
  * part of a line: the byte-by-byte checks of scan_head() then start at the first byte that may
@@ -391,25 +418,33 @@ static size_t plain_run(const struct http1_parser *p, const char *data, size_t f
 {
     const unsigned char *d = (const unsigned char *)data;
     size_t j = from;
-    if (p->in_name) {
-        while (stop - j >= 8) {
-            uint64_t w = load8(d + j);
-            if (ANY_BELOW(w, 0x21) || ANY_EQUAL(w, ':'))
-                break;
-            j += 8;
-        }
-        while (j < stop && d[j] > ' ' && d[j] != ':')
-            j++;
-    } else if (p->in_start_line && p->ll.type == HTTP_REQUEST) {
+    if (p->in_name)
+        return name_run(d, from, stop);
+    if (p->in_start_line && p->ll.type == HTTP_REQUEST) {
         while (j < stop && d[j] >= 0x20 && d[j] < 0x7f)
             j++;
-    } else {
-        while (stop - j >= 8 && !ANY_BELOW(load8(d + j), 0x20))
-            j += 8;
-        while (j < stop && d[j] >= 0x20)
-            j++;
+        return j;
     }
-    return j;
+    return value_run(d, from, stop);
+}
+
+/*
+ * The length of the header line starting at `from` when it is plain: a name of one or more
+ * bytes that are neither control bytes, space nor ':', then ':', a value without any control
+ * byte (a tab sends the line to the byte-by-byte checks), CR and LF, all within `len`. Such a
+ * line passes every check of scan_head() and leaves its state as it found it (at the start of
+ * a line), so it is skipped whole; 0 means the byte-by-byte checks must look at the line.
+ */
+static size_t plain_header_line(const char *data, size_t from, size_t len)
+{
+    const unsigned char *d = (const unsigned char *)data;
+    size_t j = name_run(d, from, len), k;
+    if (j == from || j >= len || d[j] != ':')
+        return 0;
+    k = value_run(d, j + 1, len);
+    if (len - k < 2 || d[k] != '\r' || d[k + 1] != '\n')
+        return 0;
+    return k + 2 - from;
 }
 
 /*
@@ -425,6 +460,14 @@ static int scan_head(struct http1_parser *p, const char *data, size_t len, size_
     size_t i;
     for (i = 0; i < len; i++) {
         unsigned char c;
+        if (p->at_line_start && p->seen_start_line && !p->after_cr) {
+            size_t n = plain_header_line(data, i, len);
+            if (n > 0 && n <= p->head_limit - p->head_bytes) {
+                p->head_bytes += n;
+                i += n - 1;
+                continue;
+            }
+        }
         if (!p->after_cr && !p->at_line_start) {
             /* Inside a line: skip what needs no look, up to the size limit (which the byte
              * after the run then trips; head_bytes never passes the limit). */
