@@ -215,23 +215,25 @@ static int encrypt_staged(struct upstream *up)
 
 int upstream_write(struct upstream *up, const char *data, size_t len)
 {
-    int rc;
+    int rc = 0;
     if (up->state != UP_BUSY && up->state != UP_ATTESTING)
         return -EPERM; /* the trust gate: see upstream.h */
-    while (len > 0) {
-        size_t room = sizeof(up->outbuf) - up->out_len;
-        size_t n = len < room ? len : room;
-        memcpy(up->outbuf + up->out_len, data, n);
-        up->out_len += n;
-        data += n;
-        len -= n;
-        if (up->out_len == sizeof(up->outbuf)) {
-            rc = encrypt_staged(up);
-            if (rc == 0)
-                rc = send_ciphertext(up);
-            if (rc < 0)
-                return rc;
+    if (len > sizeof(up->outbuf) - up->out_len) {
+        /* It does not fit: what is staged leaves first, then these bytes, encrypted from
+         * where they are when the stage could not hold them at all. */
+        rc = encrypt_staged(up);
+        if (rc == 0 && len >= sizeof(up->outbuf)) {
+            rc = tls_write(&up->tls, data, len);
+            len = 0;
         }
+        if (rc == 0)
+            rc = send_ciphertext(up);
+        if (rc < 0)
+            return rc;
+    }
+    if (len > 0) {
+        memcpy(up->outbuf + up->out_len, data, len);
+        up->out_len += len;
     }
     if (up->write_queued + up->out_len >= UPSTREAM_WRITE_HIGH)
         up->want_drain = true;

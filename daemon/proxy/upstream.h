@@ -37,6 +37,7 @@ struct proxy_service;
 #define UPSTREAM_WRITE_HIGH (256 * 1024)
 #define UPSTREAM_WRITE_LOW  (64 * 1024)
 #define UPSTREAM_READ_BUF   (64 * 1024)
+#define UPSTREAM_STAGE      4096 /* plaintext staged per connection (outbuf) */
 
 enum upstream_state {
     UP_CONNECTING = 0, /* resolving and TCP connect */
@@ -100,8 +101,10 @@ struct upstream {
     bool delivering;
     bool peer_eof; /* TCP EOF or close_notify seen; reported once buffered data is delivered */
     bool eof_told;
-    size_t out_len; /* plaintext staged in outbuf, encrypted as one record when full */
-    char outbuf[TLS_RECORD_MAX];
+    /* Small writes (a head, chunk framing, a small body) are staged and leave as one record at
+     * the next flush; a write larger than the stage is encrypted straight from the caller. */
+    size_t out_len;
+    char outbuf[UPSTREAM_STAGE];
 
     int fail_result; /* enum metrics_upstream_result of a failed connect */
     char fail_msg[CONFIG_HOST_MAX + 256];
