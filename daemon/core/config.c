@@ -96,6 +96,9 @@ static const struct key_def keys[] = {
      "on SIGTERM, how long in-flight exchanges may finish before connections are closed"},
     {"ready_requires_attestation", SEC_DAEMON, T_BOOL, D(ready_requires_attestation), 0, 0, "no", 0,
      "report ready (systemd, /readyz) only once every service has an attested pin"},
+    {"batch_wait_us", SEC_DAEMON, T_U32, D(batch_wait_us), 0, 1000, "20", 0,
+     "microseconds a busy loop pass waits before polling again, so that events gather and the "
+     "peers' cores wake the daemon less often; 0 = never"},
 
     /* [service NAME]: client side */
     {"listen", SEC_SERVICE, T_LISTEN, S(listen), 0, 0, NULL, KEY_REQUIRED | KEY_REPEAT,

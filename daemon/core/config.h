@@ -119,6 +119,7 @@ struct daemon_config {
     bool admin_enabled;
     uint64_t shutdown_timeout_ms;
     bool ready_requires_attestation;
+    uint32_t batch_wait_us; /* see proxy.c on_loop_pass() */
 };
 
 struct config {

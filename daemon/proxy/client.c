@@ -545,6 +545,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     struct client *c = stream->data;
     (void)buf;
 
+    c->svc->proxy->pass_reads++; /* batching under load: proxy.c on_loop_pass() */
+
     if (c->state == CLIENT_CLOSING || nread == 0)
         return;
     if (nread < 0) {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 
@@ -70,12 +71,46 @@ static void on_shutdown_timer_closed(uv_handle_t *h)
         done(d);
 }
 
+/* The loop-pass handle closes first; the shutdown timer's close then frees the proxy. */
+static void on_pass_closed(uv_handle_t *h)
+{
+    struct proxy *p = h->data;
+    uv_close((uv_handle_t *)&p->shutdown_timer, on_shutdown_timer_closed);
+}
+
 static void check_stopped(struct proxy *p)
 {
     if (!p->stopping || p->open_objects > 0 || !p->shutdown_timer_open)
         return;
     p->shutdown_timer_open = false;
+    if (p->pass_open) {
+        p->pass_open = false;
+        uv_close((uv_handle_t *)&p->pass, on_pass_closed);
+        return;
+    }
     uv_close((uv_handle_t *)&p->shutdown_timer, on_shutdown_timer_closed);
+}
+
+/*
+ * Batching under load (batch_wait_us). Runs before every poll. When the pass that just ended
+ * handled two or more socket reads, the daemon is busy, and sleeping a few microseconds before
+ * polling lets the next events gather: one poll then returns several of them. Events that come
+ * while the daemon sleeps wake nobody, so the cores of the clients and the enclave stop paying a
+ * cross-core wake-up (an inter-processor interrupt, costly on a VM) for nearly every event —
+ * at 64 keep-alive connections that was the difference between attestproxy and its peers
+ * (docs/benchmarks.md). A lone request (one read per pass) never waits, so latency at low load
+ * is untouched; under load each pass may start up to batch_wait_us later, plus the kernel's
+ * timer slack (50 us by default).
+ */
+static void on_loop_pass(uv_prepare_t *h)
+{
+    struct proxy *p = h->data;
+    uint32_t us = p->d->cfg->daemon.batch_wait_us;
+    if (p->pass_reads >= 2 && us > 0 && !p->stopping) {
+        struct timespec ts = {0, (long)us * 1000};
+        nanosleep(&ts, NULL);
+    }
+    p->pass_reads = 0;
 }
 
 void proxy__object_opened(struct proxy *p)
@@ -331,6 +366,11 @@ static int proxy_create(struct daemon *d)
     uv_timer_init(&d->loop, &p->shutdown_timer);
     p->shutdown_timer.data = p;
     p->shutdown_timer_open = true;
+    uv_prepare_init(&d->loop, &p->pass);
+    p->pass.data = p;
+    p->pass_open = true;
+    uv_prepare_start(&p->pass, on_loop_pass);
+    uv_unref((uv_handle_t *)&p->pass); /* it never keeps the loop alive */
     p->ssl_ctx = tls_client_ctx_new(err, sizeof(err));
     if (p->ssl_ctx == NULL) {
         log_event(LOG_LEVEL_ERROR, "proxy_start_failed", "error", err, NULL);

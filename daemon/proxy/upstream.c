@@ -372,6 +372,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     struct upstream *up = stream->data;
     (void)buf;
 
+    up->svc->proxy->pass_reads++; /* batching under load: proxy.c on_loop_pass() */
+
     if (up->state == UP_CLOSING || nread == 0)
         return;
     if (nread < 0) {

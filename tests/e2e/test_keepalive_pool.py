@@ -1,6 +1,10 @@
 """Keep-alive on both sides: a Python requests session sends 1000 requests one after another;
-they reuse pooled upstream connections and the enclave's key is attested once."""
+they reuse pooled upstream connections and the enclave's key is attested once. Concurrent
+keep-alive clients are answered alike with batching under load off and at its longest."""
+import threading
 import time
+
+import pytest
 
 
 def test_thousand_sequential_requests_attest_once(relay):
@@ -29,3 +33,29 @@ def test_pool_is_reused_across_client_connections(relay):
     stats = relay.sim.stats()
     assert stats["connections"] == 1
     assert stats["evidence_requests"] == 1
+
+
+@pytest.mark.parametrize("wait_us", [0, 1000])
+def test_concurrent_keepalive_clients_with_and_without_batching(start_relay, wait_us):
+    """batch_wait_us changes when the daemon polls, never what it relays: 32 keep-alive
+    clients at once, 25 requests each, every answer the right one."""
+    relay = start_relay(extra_daemon=f"batch_wait_us = {wait_us}\n")
+    errors = []
+
+    def client(k):
+        try:
+            with relay.session() as s:
+                for i in range(25):
+                    r = s.get(f"{relay.url}/echo?k={k}&i={i}", timeout=30)
+                    assert r.status_code == 200, r.text
+                    assert r.json()["path"] == f"/echo?k={k}&i={i}"
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(f"client {k}: {e}")
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:3]
+    assert relay.sim.stats()["app_requests"] == 32 * 25
