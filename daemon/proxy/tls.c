@@ -107,8 +107,7 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
     case BIO_CTRL_WPENDING:
         return (long)t->out.len;
     case BIO_CTRL_FLUSH:
-    case BIO_CTRL_DUP:
-        return 1;
+        return 1; /* nothing to flush: the owner sends the output queue */
     default:
         return 0; /* no kTLS, no datagram controls, no EOF: queues only wait for bytes */
     }
@@ -265,11 +264,6 @@ bool tls_release_buffers(struct tls_conn *t)
     if (t->out.len == 0)
         queue_free(&t->out);
     return t->ssl != NULL && SSL_free_buffers(t->ssl) == 1;
-}
-
-size_t tls_out_pending(const struct tls_conn *t)
-{
-    return t->out.len;
 }
 
 const char *tls_out_peek(const struct tls_conn *t, size_t *len)

@@ -72,8 +72,7 @@ bool tls_in_empty(const struct tls_conn *t);
  *  record. */
 bool tls_release_buffers(struct tls_conn *t);
 
-/** Bytes of ciphertext waiting to be sent, and taking up to `cap` of them. */
-size_t tls_out_pending(const struct tls_conn *t);
+/** Takes up to `cap` bytes of the ciphertext waiting to be sent (a copy). */
 size_t tls_out_take(struct tls_conn *t, char *buf, size_t cap);
 
 /** The ciphertext waiting to be sent, in place (valid until the next TLS operation), and
