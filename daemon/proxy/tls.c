@@ -277,16 +277,6 @@ void tls_out_consume(struct tls_conn *t, size_t n)
     queue_drop(&t->out, n < t->out.len ? n : t->out.len);
 }
 
-size_t tls_out_take(struct tls_conn *t, char *buf, size_t cap)
-{
-    size_t n = t->out.len < cap ? t->out.len : cap;
-    if (n > 0) {
-        memcpy(buf, t->out.buf + t->out.off, n);
-        queue_drop(&t->out, n);
-    }
-    return n;
-}
-
 static enum tls_result map_error(struct tls_conn *t, int rc)
 {
     switch (SSL_get_error(t->ssl, rc)) {

@@ -2,8 +2,7 @@
  * TLS for upstream connections: the client SSL_CTX and a BIO bridge between OpenSSL and
  * libuv. The connection owner moves ciphertext: bytes read from the socket go in with
  * tls_feed(); bytes OpenSSL wants sent wait in the connection's output queue, read in place
- * with tls_out_peek() and tls_out_consume() (or copied out with tls_out_take()) after every
- * operation. The BIO is this module's own: two byte queues that OpenSSL reads and appends to,
+ * with tls_out_peek() and tls_out_consume() after every operation. The BIO is this module's own: two byte queues that OpenSSL reads and appends to,
  * with none of a memory BIO's generality (docs/benchmarks.md, "Instructions per request").
  *
  * The upstream certificate is NOT verified against any CA: an enclave's TLS certificate is
@@ -71,9 +70,6 @@ bool tls_in_empty(const struct tls_conn *t);
  *  again by the next record). Returns false, keeping OpenSSL's, while they hold a partial
  *  record. */
 bool tls_release_buffers(struct tls_conn *t);
-
-/** Takes up to `cap` bytes of the ciphertext waiting to be sent (a copy). */
-size_t tls_out_take(struct tls_conn *t, char *buf, size_t cap);
 
 /** The ciphertext waiting to be sent, in place (valid until the next TLS operation), and
  *  marking its first `n` bytes sent. */

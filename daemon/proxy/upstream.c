@@ -109,13 +109,15 @@ void upstream_close(struct upstream *up, const char *why)
     /* A close_notify is sent when the socket can take it at once; a peer that misses it sees
      * a TCP close, which TLS 1.2+ peers tolerate for HTTP (framing tells them the end). */
     if (up->state >= UP_UNVERIFIED && up->tls.ssl != NULL) {
-        char buf[256];
         size_t n;
+        const char *data;
         tls_close_notify(&up->tls);
-        n = tls_out_take(&up->tls, buf, sizeof(buf));
+        data = tls_out_peek(&up->tls, &n);
         if (n > 0) {
-            uv_buf_t b = uv_buf_init(buf, (unsigned)n);
+            /* Once or never: libuv refuses it while earlier writes are still queued. */
+            uv_buf_t b = uv_buf_init((char *)data, (unsigned)(n < UINT32_MAX ? n : UINT32_MAX));
             uv_try_write((uv_stream_t *)&up->tcp, &b, 1);
+            tls_out_consume(&up->tls, n);
         }
     }
     set_state(up, UP_CLOSING);

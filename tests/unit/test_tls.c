@@ -100,10 +100,12 @@ static void peer_init(struct peer *p, struct server *s)
 static size_t pump(struct tls_conn *c, struct peer *p)
 {
     char buf[65536];
+    const char *out;
     size_t moved = 0, n;
     int k;
-    while ((n = tls_out_take(c, buf, sizeof(buf))) > 0) {
-        BIO_write(p->in, buf, (int)n);
+    if ((out = tls_out_peek(c, &n)) != NULL) {
+        BIO_write(p->in, out, (int)n);
+        tls_out_consume(c, n);
         moved += n;
     }
     SSL_do_handshake(p->ssl); /* no-op once done; drives the server otherwise */
