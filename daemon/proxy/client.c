@@ -460,10 +460,13 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
         *buf = uv_buf_init(NULL, 0); /* UV_ENOBUFS: the connection is closed */
         return;
     }
-    if (c->state == CLIENT_LINGER)
+    if (c->state == CLIENT_LINGER) {
         *buf = uv_buf_init(c->in, CLIENT_INPUT_MAX); /* discarded */
-    else
-        *buf = uv_buf_init(c->in + c->in_len, (unsigned)(CLIENT_INPUT_MAX - c->in_len));
+    } else {
+        size_t room = CLIENT_INPUT_MAX - c->in_len;
+        *buf = uv_buf_init(c->in + c->in_len,
+                           (unsigned)(room < CLIENT_READ_MAX ? room : CLIENT_READ_MAX));
+    }
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);

@@ -26,6 +26,10 @@
 #include <uv.h>
 
 #define CLIENT_INPUT_MAX    (64 * 1024)
+/* One read takes at most this much: an upload's body then goes to the enclave in writes of
+ * two TLS records, which it starts decrypting while the next piece is read, instead of 64 KiB
+ * writes that loopback TCP splits at its MSS (docs/benchmarks.md, "Upload write size"). */
+#define CLIENT_READ_MAX     (32 * 1024)
 #define CLIENT_INPUT_CACHE  64 /* idle input buffers kept for reuse, per proxy */
 #define CLIENT_WRITE_HIGH   (256 * 1024)
 #define CLIENT_WRITE_LOW    (64 * 1024)

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #include <openssl/crypto.h>
@@ -99,8 +100,8 @@ static void check_stopped(struct proxy *p)
  * cross-core wake-up (an inter-processor interrupt, costly on a VM) for nearly every event —
  * at 64 keep-alive connections that was the difference between attestproxy and its peers
  * (docs/benchmarks.md). A lone request (one read per pass) never waits, so latency at low load
- * is untouched; under load each pass may start up to batch_wait_us later, plus the kernel's
- * timer slack (50 us by default).
+ * is untouched; under load each pass may start up to batch_wait_us later (plus the 1 us of
+ * timer slack proxy_create() sets).
  */
 static void on_loop_pass(uv_prepare_t *h)
 {
@@ -371,6 +372,13 @@ static int proxy_create(struct daemon *d)
     p->pass_open = true;
     uv_prepare_start(&p->pass, on_loop_pass);
     uv_unref((uv_handle_t *)&p->pass); /* it never keeps the loop alive */
+    /* The batching sleep is a few microseconds: with the kernel's default 50 us of timer
+     * slack it would last up to three times as long, and the clients' and the enclave's core
+     * would idle waiting for it (docs/benchmarks.md, "Batching and timer slack"). The loop's
+     * only other sleep, the poll, waits for timers of milliseconds, which 1 us of slack does
+     * not change. A failure leaves the default slack: slower under load, never wrong. */
+    if (prctl(PR_SET_TIMERSLACK, BATCH_TIMER_SLACK_NS, 0, 0, 0) != 0)
+        log_event(LOG_LEVEL_WARN, "timer_slack_unchanged", "error", strerror(errno), NULL);
     p->ssl_ctx = tls_client_ctx_new(err, sizeof(err));
     if (p->ssl_ctx == NULL) {
         log_event(LOG_LEVEL_ERROR, "proxy_start_failed", "error", err, NULL);

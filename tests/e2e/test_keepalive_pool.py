@@ -1,6 +1,7 @@
 """Keep-alive on both sides: a Python requests session sends 1000 requests one after another;
 they reuse pooled upstream connections and the enclave's key is attested once. Concurrent
-keep-alive clients are answered alike with batching under load off and at its longest."""
+keep-alive clients are answered alike with batching under load off and at its longest, and the
+batching sleep lasts what it says (1 us of timer slack)."""
 import threading
 import time
 
@@ -59,3 +60,11 @@ def test_concurrent_keepalive_clients_with_and_without_batching(start_relay, wai
         t.join(120)
     assert not errors, errors[:3]
     assert relay.sim.stats()["app_requests"] == 32 * 25
+
+
+def test_batching_sleep_has_one_microsecond_of_timer_slack(relay):
+    """The kernel's default 50 us of timer slack would stretch the 20 us batching sleep up to
+    70 us, and the clients' and the enclave's core would idle waiting for it (docs/benchmarks.md,
+    "Batching and timer slack"): the daemon sets its own to 1 us."""
+    with open(f"/proc/{relay.daemon.proc.pid}/timerslack_ns") as f:
+        assert int(f.read()) == 1000

@@ -1,7 +1,11 @@
 """1 GiB up and 1 GiB down through the daemon, digests checked, with the daemon's resident size
-below 64 MiB throughout: bodies stream with backpressure, never buffered whole."""
+below 64 MiB throughout: bodies stream with backpressure, never buffered whole. An upload is
+read from the client in pieces of at most 32 KiB (client.h CLIENT_READ_MAX)."""
 import hashlib
 import http.client
+import re
+import signal
+import subprocess
 import time
 
 import pytest
@@ -97,3 +101,40 @@ def test_slow_reader_does_not_make_the_daemon_buffer(relay):
             got += len(d)
     assert got == size
     assert mid < RSS_LIMIT_KIB and rss.max_kib < RSS_LIMIT_KIB
+
+
+def test_upload_is_read_in_pieces_of_at_most_32_kib(relay, tmp_path):
+    """Each read of a client socket takes at most 32 KiB, so an upload goes to the enclave in
+    writes of two TLS records that it can decrypt while the next piece is read (64 KiB reads
+    cost 20% of upload throughput on loopback: docs/benchmarks.md, "Upload write size").
+    strace shows every read(2) the daemon makes while 8 MiB pass through; the enclave's
+    answer is a few bytes, so any read over 32 KiB would be one of the upload's."""
+    pid = relay.daemon.proc.pid
+    out = tmp_path / "reads.txt"
+    tracer = subprocess.Popen(["strace", "-qq", "-e", "trace=read", "-e", "signal=none",
+                               "-o", str(out), "-p", str(pid)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _traced(pid):
+            assert time.monotonic() < deadline, "strace did not attach"
+            assert tracer.poll() is None, "strace exited"
+            time.sleep(0.02)
+        src = PatternSource(8 << 20)
+        conn = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=60)
+        conn.request("POST", "/upload", body=src, headers={"Content-Length": str(8 << 20)})
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(10)
+    assert resp.status == 200, body
+    assert __import__("json").loads(body) == {"bytes": 8 << 20, "sha256": src.sha.hexdigest()}
+    sizes = [int(n) for n in re.findall(r"^read\(.*\) = (\d+)$", out.read_text(), re.M)]
+    assert sum(sizes) >= 8 << 20, f"strace saw {sum(sizes)} bytes read"
+    assert max(sizes) <= 32 * 1024, f"a read took {max(sizes)} bytes"
+
+
+def _traced(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return any(line.startswith("TracerPid:") and line.split()[1] != "0" for line in f)
