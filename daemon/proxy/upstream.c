@@ -176,6 +176,11 @@ static int queue_write(struct upstream *up, const char *data, size_t len)
         return rc;
     }
     up->write_queued += len;
+    /* Whatever pushed the queue past its bound, the writer waiting on upstream_write_blocked()
+     * is told when it drains: a flush of staged bytes can cross the bound here, after
+     * upstream_write() last looked. */
+    if (up->write_queued + up->out_len >= UPSTREAM_WRITE_HIGH)
+        up->want_drain = true;
     return 0;
 }
 
