@@ -103,6 +103,8 @@ static void check_stopped(struct proxy *p)
  * is untouched; under load each pass may start up to batch_wait_us later (plus the 1 us of
  * timer slack proxy_create() sets).
  */
+#define BATCH_TIMER_SLACK_NS 1000UL /* the daemon thread's timer slack (proxy_create) */
+
 static void on_loop_pass(uv_prepare_t *h)
 {
     struct proxy *p = h->data;

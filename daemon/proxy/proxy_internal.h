@@ -24,9 +24,6 @@
 #include "proxy/pinset.h"
 #include "proxy/upstream.h"
 
-/* The daemon thread's timer slack: the batching sleep (batch_wait_us) lasts what it says. */
-#define BATCH_TIMER_SLACK_NS 1000UL
-
 struct listener;
 struct client;
 struct upstream;

@@ -176,11 +176,6 @@ static int queue_write(struct upstream *up, const char *data, size_t len)
         return rc;
     }
     up->write_queued += len;
-    /* Whatever pushed the queue past its bound, the writer waiting on upstream_write_blocked()
-     * is told when it drains: a flush of staged bytes can cross the bound here, after
-     * upstream_write() last looked. */
-    if (up->write_queued + up->out_len >= UPSTREAM_WRITE_HIGH)
-        up->want_drain = true;
     return 0;
 }
 
@@ -242,8 +237,6 @@ int upstream_write(struct upstream *up, const char *data, size_t len)
         memcpy(up->outbuf + up->out_len, data, len);
         up->out_len += len;
     }
-    if (up->write_queued + up->out_len >= UPSTREAM_WRITE_HIGH)
-        up->want_drain = true;
     return 0;
 }
 
@@ -259,9 +252,14 @@ void upstream_flush(struct upstream *up)
         fail(up, "cannot write to upstream");
 }
 
-bool upstream_write_blocked(const struct upstream *up)
+bool upstream_write_blocked(struct upstream *up)
 {
-    return up->write_queued + up->out_len >= UPSTREAM_WRITE_HIGH;
+    /* The writer that is told to stop is the one on_drain resumes, whichever write (a request
+     * write or a later flush of staged bytes) took the queue past the bound. */
+    if (up->write_queued + up->out_len < UPSTREAM_WRITE_HIGH)
+        return false;
+    up->want_drain = true;
+    return true;
 }
 
 /* ---- Reading ------------------------------------------------------------------------------ */

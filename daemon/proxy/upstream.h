@@ -147,8 +147,8 @@ void upstream_end_attestation(struct upstream *up);
 int upstream_write(struct upstream *up, const char *data, size_t len);
 void upstream_flush(struct upstream *up);
 
-/** True when writers should stop until on_drain. */
-bool upstream_write_blocked(const struct upstream *up);
+/** True when writers should stop; on_drain is then called once the queue is below LOW. */
+bool upstream_write_blocked(struct upstream *up);
 
 /** Stops or resumes delivering data. Resuming delivers what is buffered from inside the call. */
 void upstream_pause_reading(struct upstream *up, bool paused);

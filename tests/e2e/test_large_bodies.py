@@ -3,6 +3,7 @@ below 64 MiB throughout: bodies stream with backpressure, never buffered whole. 
 read from the client in pieces of at most 32 KiB (client.h CLIENT_READ_MAX)."""
 import hashlib
 import http.client
+import json
 import re
 import signal
 import subprocess
@@ -56,7 +57,7 @@ def test_one_gib_upload(relay, framing):
         body = resp.read()
     conn.close()
     assert resp.status == 200, body
-    out = __import__("json").loads(body)
+    out = json.loads(body)
     assert out == {"bytes": GIB, "sha256": src.sha.hexdigest()}
     assert rss.samples > 5
     assert rss.max_kib < RSS_LIMIT_KIB, f"daemon RSS reached {rss.max_kib} KiB"
@@ -131,7 +132,7 @@ def test_upload_is_read_in_pieces_of_at_most_32_kib(relay, tmp_path):
         tracer.send_signal(signal.SIGINT)
         tracer.wait(10)
     assert resp.status == 200, body
-    assert __import__("json").loads(body) == {"bytes": 8 << 20, "sha256": src.sha.hexdigest()}
+    assert json.loads(body) == {"bytes": 8 << 20, "sha256": src.sha.hexdigest()}
     sizes = [int(n) for n in re.findall(r"^read\(.*\) = (\d+)$", out.read_text(), re.M)]
     assert sum(sizes) >= 8 << 20, f"strace saw {sum(sizes)} bytes read"
     assert max(sizes) <= 32 * 1024, f"a read took {max(sizes)} bytes"
