@@ -89,7 +89,8 @@ static const struct key_def keys[] = {
     {"log_format", SEC_DAEMON, T_LOG_FORMAT, D(log_format), 0, 0, "logfmt", 0,
      "logfmt | json: one line per event on stderr"},
     {"root_ca", SEC_DAEMON, T_STRING, D(root_ca), 0, 0, NULL, 0,
-     "PEM file replacing the compiled-in AWS Nitro Enclaves Root-G1 (tests, other partitions)"},
+     "PEM file replacing the compiled-in AWS Nitro Enclaves Root-G1 (tests, other partitions); "
+     "read again on every reload"},
     {"admin_listen", SEC_DAEMON, T_ADMIN, D(admin), 0, 0, NULL, 0,
      "admin API address: host:port on loopback or unix:PATH; unset = no admin listener"},
     {"shutdown_timeout", SEC_DAEMON, T_DURATION, D(shutdown_timeout_ms), 0, HOUR, "30s", 0,

@@ -136,6 +136,7 @@ int daemon_reload(struct daemon *d)
     char gen[24];
     struct config *fresh = NULL;
     struct config *old;
+    bool root_changed = false;
     int rc;
 
     log_event(LOG_LEVEL_INFO, "reload_begin", "config", d->cfg->path, NULL);
@@ -145,9 +146,10 @@ int daemon_reload(struct daemon *d)
                   "action", "keeping the running configuration", NULL);
         return rc;
     }
-    /* A changed trust anchor needs a new verifier, built before anything is swapped so that a
-     * bad root_ca leaves the daemon exactly as it was. */
-    if (strcmp(fresh->daemon.root_ca, d->cfg->daemon.root_ca) != 0) {
+    /* The trust anchor is read afresh on every reload, so that replacing the file behind an
+     * unchanged root_ca path takes effect too; a new verifier is built before anything is
+     * swapped, so that a bad root leaves the daemon exactly as it was. */
+    {
         struct verifier *v =
             verifier_new(fresh->daemon.root_ca[0] ? fresh->daemon.root_ca : NULL, err, sizeof(err));
         if (v == NULL) {
@@ -156,11 +158,17 @@ int daemon_reload(struct daemon *d)
             config_free(fresh);
             return -EINVAL;
         }
-        verifier_free(d->verifier);
-        d->verifier = v;
-        log_event(LOG_LEVEL_WARN, "trust_root_changed", "root_ca",
-                  fresh->daemon.root_ca[0] ? fresh->daemon.root_ca : "compiled-in AWS Root-G1",
-                  NULL);
+        if (verifier_same_root(v, d->verifier)) {
+            verifier_free(v); /* the running one keeps its warm intermediates */
+        } else {
+            verifier_free(d->verifier);
+            d->verifier = v;
+            root_changed = true;
+            log_event(LOG_LEVEL_WARN, "trust_root_changed", "root_ca",
+                      fresh->daemon.root_ca[0] ? fresh->daemon.root_ca : "compiled-in AWS Root-G1",
+                      "action", "every pin dropped; keys are attested again under the new root",
+                      NULL);
+        }
     }
     old = d->cfg;
     d->cfg = fresh;
@@ -170,7 +178,7 @@ int daemon_reload(struct daemon *d)
     restart_watch(d);
     /* The proxy applies the new configuration and takes ownership of `old`, freeing it once no
      * exchange refers into it. */
-    proxy_reload(d, old);
+    proxy_reload(d, old, root_changed);
     snprintf(gen, sizeof(gen), "%llu", (unsigned long long)d->generation);
     log_event(LOG_LEVEL_INFO, "reload_applied", "config", d->cfg->path, "generation", gen, NULL);
     return 0;

@@ -75,7 +75,9 @@ void daemon_check_ready(struct daemon *d);
 /*
  * Contract with the proxy (daemon/proxy/proxy.h), called from daemon.c:
  *   proxy_start(d)           after the configuration and verifier are ready; binds listeners.
- *   proxy_reload(d, old)     after a successful reload swapped d->cfg to the new configuration.
+ *   proxy_reload(d, old, root_changed)
+ *                            after a successful reload swapped d->cfg to the new configuration
+ *                            (and d->verifier, when root_changed).
  *                            The proxy TAKES OWNERSHIP of `old` and config_free()s it once no
  *                            connection or pool entry refers into it any more, so in-flight
  *                            exchanges may keep pointers into the configuration they started with.

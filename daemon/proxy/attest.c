@@ -32,6 +32,7 @@ struct attest_job {
     bool extra_bytes; /* bytes after the response: the connection cannot be trusted to frame */
     bool finished;
     bool keep_alive; /* from the response head: llhttp forgets it once the message ends */
+    bool stale;      /* attest_invalidate(): started under settings that were replaced */
     uint64_t started_ns;
 };
 
@@ -43,6 +44,7 @@ struct attest_job {
 #define REASON_MALFORMED   "malformed_response"
 #define REASON_CERT_MARGIN "certificate_expires_within_margin"
 #define REASON_INTERNAL    "internal_error"
+#define REASON_STALE       "configuration_changed"
 
 static void hex_prefix(const uint8_t *b, size_t n, char *out, size_t cap)
 {
@@ -89,17 +91,22 @@ static void finish(struct attest_job *job, struct attest_outcome *o, const char 
         return;
     job->finished = true;
     metrics_observe_attestation(svc->metrics, verdict, reason, uv_hrtime() - job->started_ns);
-    if (!o->accepted) {
+    if (job->stale) {
+        o->retry = true;
+        o->reusable = false;
+    } else if (!o->accepted) {
         uint64_t neg = svc->cfg->negative_cache_ms;
         uint64_t now = uv_now(&svc->proxy->d->loop);
-        /* A known pin that fails re-attestation (the verifier rejected its evidence) leaves
-         * the set, and every connection using it is cut, in-flight exchanges included (BRIEF
-         * §5). A fresh pin whose refresh merely obtained no evidence keeps the life it was
-         * verified for: if no later refresh succeeds, it lapses at its expiry (TTL lapse). */
+        /* A key the verifier rejected leaves the set, and every connection using it is cut,
+         * in-flight exchanges included (BRIEF §5): also when its pin had already lapsed while
+         * those exchanges ran, or been swept from the set. A fresh pin whose refresh merely
+         * obtained no evidence keeps the life it was verified for: if no later refresh
+         * succeeds, it lapses at its expiry (TTL lapse). */
         bool was_fresh = pinset_lookup(&svc->pins, up->pin, now, NULL) == PIN_FRESH;
         bool rejected = verdict == METRICS_VERDICT_REJECTED;
-        if ((rejected || !was_fresh) && pinset_remove(&svc->pins, up->pin) && was_fresh)
-            proxy__abort_pin(svc, up->pin, up, "reattestation_failed");
+        bool removed = (rejected || !was_fresh) && pinset_remove(&svc->pins, up->pin);
+        if (rejected)
+            proxy__abort_pin(svc, up->pin, up, "reattestation_failed", removed);
         pinset_add_negative(&svc->pins, up->pin, now, neg);
         pinset_set_failure(&svc->pins, proxy__wall_ms(), verdict == METRICS_VERDICT_REJECTED,
                            reason, o->message, up->pin);
@@ -143,6 +150,10 @@ static void verify_evidence(struct attest_job *job)
     int rc;
 
     memset(&o, 0, sizeof(o));
+    if (job->stale) {
+        fail_unavailable(job, REASON_STALE, "the configuration changed while attesting");
+        return;
+    }
     if (status != 200) {
         char why[96];
         snprintf(why, sizeof(why), "the evidence endpoint answered HTTP %u", status);
@@ -344,6 +355,12 @@ void attest_detach(struct upstream *up)
     job = up->arg;
     job->done = detached_done;
     job->arg = NULL;
+}
+
+void attest_invalidate(struct upstream *up)
+{
+    if (up->h == &attest_handler)
+        ((struct attest_job *)up->arg)->stale = true;
 }
 
 /* ---- Start -------------------------------------------------------------------------------- */

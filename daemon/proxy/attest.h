@@ -25,6 +25,7 @@ struct attest_outcome {
                              * ATTESTATION_UNAVAILABLE (no verdict: timeout, HTTP error, ...) */
     unsigned retry_after_s; /* for ATTESTATION_UNAVAILABLE */
     bool reusable;          /* the connection may carry a request next */
+    bool retry;             /* discarded by attest_invalidate(): attest again, nothing failed */
     char message[320];      /* for the client: "attestation failed: policy: ..." */
 };
 
@@ -43,5 +44,13 @@ int attest_start(struct upstream *up, attest_done_cb done, void *arg);
  * on, and its connection is pooled or closed when it ends; the client's callback never fires.
  */
 void attest_detach(struct upstream *up);
+
+/**
+ * The settings the attestation running over `up` (if any) was started under were replaced
+ * (a reload changed the policy, evidence profile, upstream or trust root): when it ends, its
+ * result is discarded — nothing enters or leaves the attested key set, the connection closes —
+ * and its owner hears `retry`, so that it attests again under the new settings.
+ */
+void attest_invalidate(struct upstream *up);
 
 #endif

@@ -1214,6 +1214,12 @@ static void on_attested(struct upstream *up, const struct attest_outcome *o, voi
 {
     struct client *c = arg;
     c->ex.up = NULL;
+    if (o->retry && c->ex.attempts < MAX_ATTEMPTS) {
+        /* The settings changed while attesting (the connection is closed): start again. */
+        c->ex.acquiring = false;
+        process_input(c);
+        return;
+    }
     if (!o->accepted) {
         respond_error(c, o->err, o->message, o->retry_after_s, false);
         process_input(c);

@@ -274,16 +274,20 @@ void proxy__schedule_refresh(struct proxy_service *svc)
 }
 
 void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], struct upstream *keep,
-                      const char *reason)
+                      const char *reason, bool was_pinned)
 {
     struct upstream *up = svc->upstreams;
-    char msg[160];
+    char msg[160], n_cut[24];
+    size_t cut = 0;
+
     snprintf(msg, sizeof(msg), "the enclave's attested key was dropped (%s)", reason);
-    metrics_inc_enforcement(svc->metrics, METRICS_ENFORCE_PIN_DROPPED,
-                            METRICS_ENFORCE_REATTESTATION_FAILED);
+    if (was_pinned)
+        metrics_inc_enforcement(svc->metrics, METRICS_ENFORCE_PIN_DROPPED,
+                                METRICS_ENFORCE_REATTESTATION_FAILED);
     while (up != NULL) {
         struct upstream *next = up->next;
         if (up != keep && up->has_pin && !upstream_is_closing(up) &&
+            (up->state == UP_BUSY || up->state == UP_IDLE) &&
             CRYPTO_memcmp(up->pin, pin, PIN_LEN) == 0) {
             bool busy = up->state == UP_BUSY;
             metrics_inc_enforcement(svc->metrics,
@@ -292,13 +296,17 @@ void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], str
                                     METRICS_ENFORCE_REATTESTATION_FAILED);
             if (busy)
                 upstream_abort(up, msg);
-            else if (up->state == UP_IDLE)
+            else
                 upstream_close(up, msg);
+            cut++;
         }
         up = next;
     }
+    if (!was_pinned && cut == 0)
+        return;
+    snprintf(n_cut, sizeof(n_cut), "%zu", cut);
     log_event(LOG_LEVEL_WARN, "pin_dropped", "service", svc->name, "reason", reason, "action",
-              "connections using the key were closed", NULL);
+              "connections using the key were closed", "connections_cut", n_cut, NULL);
 }
 
 /* ---- Services ----------------------------------------------------------------------------- */
@@ -446,13 +454,15 @@ static const char *attestation_change(const struct service_config *a,
 /*
  * BRIEF §5, policy change: every pin is dropped, idle connections close, and exchanges in
  * flight continue only when the measurements their connection was admitted with satisfy the
- * new policy (and the upstream itself did not change). New requests attest afresh.
+ * new policy (and neither the upstream, the evidence profile nor the trust root changed: then
+ * none continues). Attestations in flight were started under the old settings: their results
+ * are discarded and their clients start again (attest_invalidate). New requests attest afresh.
  */
 static void enforce_change(struct proxy_service *svc, const char *why)
 {
     size_t pins = svc->pins.n, idle, aborted = 0;
     char n_pins[24], n_idle[24], n_aborted[24];
-    bool upstream_moved = strcmp(why, "policy_changed") != 0;
+    bool abort_all = strcmp(why, "policy_changed") != 0;
 
     pinset_clear(&svc->pins);
     for (size_t i = 0; i < pins; i++)
@@ -468,12 +478,14 @@ static void enforce_change(struct proxy_service *svc, const char *why)
                                 METRICS_ENFORCE_POLICY_CHANGED);
     for (struct upstream *up = svc->upstreams; up != NULL;) {
         struct upstream *next = up->next;
-        if (up->state == UP_BUSY && (upstream_moved || !up->has_info ||
-                                     !pinset_info_satisfies(&up->info, &svc->cfg->policy))) {
+        if (up->state == UP_BUSY &&
+            (abort_all || !up->has_info || !pinset_info_satisfies(&up->info, &svc->cfg->policy))) {
             aborted++;
             metrics_inc_enforcement(svc->metrics, METRICS_ENFORCE_EXCHANGE_ABORTED,
                                     METRICS_ENFORCE_POLICY_CHANGED);
             upstream_abort(up, "the policy changed and the enclave no longer satisfies it");
+        } else if (up->state == UP_ATTESTING) {
+            attest_invalidate(up);
         }
         up = next;
     }
@@ -485,7 +497,7 @@ static void enforce_change(struct proxy_service *svc, const char *why)
               "pins_dropped", n_pins, "idle_closed", n_idle, "exchanges_aborted", n_aborted, NULL);
 }
 
-void proxy_reload(struct daemon *d, const struct config *old_cfg)
+void proxy_reload(struct daemon *d, const struct config *old_cfg, bool root_changed)
 {
     struct proxy *p = d->proxy;
     /* The daemon hands over ownership of the old configuration (core/daemon.h). */
@@ -524,7 +536,7 @@ void proxy_reload(struct daemon *d, const struct config *old_cfg)
         if (!same_listen(svc->cfg, fresh))
             log_event(LOG_LEVEL_WARN, "listen_change_ignored", "service", svc->name, "why",
                       "listen addresses and unix_mode change only with a restart", NULL);
-        change = attestation_change(svc->cfg, fresh);
+        change = root_changed ? "trust_root_changed" : attestation_change(svc->cfg, fresh);
         svc->cfg = fresh;
         if (change != NULL)
             enforce_change(svc, change);

@@ -34,9 +34,11 @@ int proxy_start(struct daemon *d);
  * policy, binding or evidence profile drops the service's attested pins, closes its idle pooled
  * connections and aborts exchanges whose attested measurements fail the new policy. New services
  * are started; removed services stop listening and drain. A changed listen address of an
- * existing service needs a restart (logged as a warning).
+ * existing service needs a restart (logged as a warning). `root_changed`: the daemon now trusts
+ * a different root certificate (d->verifier was replaced): every service is treated as changed
+ * and no exchange attested under the old root continues.
  */
-void proxy_reload(struct daemon *d, const struct config *old_cfg);
+void proxy_reload(struct daemon *d, const struct config *old_cfg, bool root_changed);
 
 /**
  * Stops accepting, closes idle client connections and pooled upstream connections at once and

@@ -100,9 +100,11 @@ void proxy__schedule_refresh(struct proxy_service *svc);
 bool proxy__refresh_on_idle(struct proxy_service *svc, struct upstream *up);
 
 /* Cuts every connection of `svc` whose peer has `pin` (except `keep`), in-flight exchanges
- * included, and counts it as an enforcement event with `reason`. */
+ * included, and counts it as an enforcement event with `reason`. `was_pinned`: the pin was
+ * just removed from the set (counted as a dropped pin); when it was not and no connection
+ * used the key (a first attestation refused), nothing is logged. */
 void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], struct upstream *keep,
-                      const char *reason);
+                      const char *reason, bool was_pinned);
 
 /* Wall-clock time (Unix ms) for the verifier and for display; monotonic time is uv_now(). */
 int64_t proxy__wall_ms(void);

@@ -51,6 +51,14 @@ void verifier_free(struct verifier *v)
     free(v);
 }
 
+bool verifier_same_root(const struct verifier *a, const struct verifier *b)
+{
+    size_t la, lb;
+    const uint8_t *da = chain_root_der(a->chain, &la);
+    const uint8_t *db = chain_root_der(b->chain, &lb);
+    return la == lb && memcmp(da, db, la) == 0;
+}
+
 int verifier_spki_pin(X509 *cert, uint8_t out[32])
 {
     if (cert == NULL)

@@ -96,6 +96,9 @@ void verifier_free(struct verifier *v);
 int verifier_verify(struct verifier *v, const struct verify_request *req, const uint8_t *body,
                     size_t len, struct verify_result *res);
 
+/** True when `a` and `b` trust the same root certificate (byte for byte). */
+bool verifier_same_root(const struct verifier *a, const struct verifier *b);
+
 /** SHA-256 of the certificate's SubjectPublicKeyInfo DER: the pin of BRIEF §3. */
 int verifier_spki_pin(X509 *cert, uint8_t out[32]);
 

@@ -6,6 +6,7 @@ document on a profile without a nonce, and a TTL lapse while the evidence endpoi
 Timings are measured and printed (pytest -s shows them); the asserted bounds leave room for the
 sanitizer build, which runs this file too."""
 import os
+import pathlib
 import re
 import signal
 import statistics
@@ -250,3 +251,128 @@ def test_ttl_lapse_while_evidence_fails_lets_the_stream_finish_and_refuses_new_r
     assert r.status_code == 503, r.text
     assert r.json()["error"]["code"] == "attestation_unavailable"
     assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_rejected_reattestation_cuts_a_stream_whose_pin_had_already_lapsed(start_relay):
+    """BRIEF §5: a key that fails re-attestation is cut everywhere, in-flight exchanges
+    included — also when its pin lapsed while they ran (no refresh could run: refresh_before
+    is 0) and was swept from the set before the failing attestation."""
+    relay = start_relay(extra_service="attestation_ttl = 2s\nrefresh_before = 0s\n"
+                                      "negative_cache = 0s\n")
+    assert relay.get("/echo").status_code == 200
+    stream = SseStream(relay, events=80, interval_ms=100)
+    stream.wait_events(1)
+    relay.daemon.wait_log("event=pin_expired", timeout=10)
+    assert stream.ended_at is None  # a lapse lets the exchange go on
+    relay.sim.misbehave("wrong_pcrs")
+    t_refused = time.monotonic()
+    r = relay.get("/echo")
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "attestation_failed"
+    stream.join()
+    print(f"\nstream cut {(stream.ended_at - t_refused) * 1000:.0f} ms after the rejection, "
+          f"after {len(stream.events)} of 80 events")
+    assert len(stream.events) < 80
+    assert stream.ended_at - t_refused < 1.0
+    log = relay.daemon.wait_log("event=pin_dropped")
+    line = [l for l in log.splitlines() if "event=pin_dropped" in l][-1]
+    assert "reason=reattestation_failed" in line and "connections_cut=1" in line, line
+
+
+def test_a_first_attestation_refused_logs_no_dropped_pin(start_relay):
+    relay = start_relay(extra_service="negative_cache = 0s\n")
+    relay.sim.misbehave("wrong_pcrs")
+    assert relay.get("/echo").status_code == 502
+    assert "verdict=rejected" in relay.daemon.log()
+    assert "event=pin_dropped" not in relay.daemon.log()
+
+
+def test_the_trust_root_is_compared_by_content_on_reload(start_daemon, start_sim, tmp_path):
+    """A reload reads root_ca afresh: the same root under another path changes nothing; another
+    root written over the configured file drops every pin and cuts the streams attested under
+    the old one, and requests are refused until the enclave's chain leads to the root again."""
+    sim = start_sim()
+    other = start_sim()  # another test PKI: its root signed nothing this enclave presents
+    original = pathlib.Path(sim.root).read_bytes()
+    trust = tmp_path / "trust.pem"
+    trust.write_bytes(original)
+    port = free_port()
+    text = service_config(sim, port, "negative_cache = 0s\n").replace(
+        f"root_ca = {sim.root}", f"root_ca = {trust}")
+    relay = Relay(start_daemon(text), sim, port)
+    wait_listening(port)
+    conf = relay.daemon.conf_path
+    assert relay.get("/echo").status_code == 200
+
+    # The same certificate at another path: no change, the pin stays, nothing re-attests.
+    copy = tmp_path / "trust-copy.pem"
+    copy.write_bytes(original)
+    mark = len(relay.daemon.log())
+    conf.write_text(conf.read_text().replace(f"root_ca = {trust}", f"root_ca = {copy}"))
+    relay.daemon.signal(signal.SIGHUP)
+    relay.daemon.wait_log("event=reload_applied", start=mark)
+    assert relay.get("/echo").status_code == 200
+    assert len(relay.evidence_requests()) == 1
+    assert "event=trust_root_changed" not in relay.daemon.log()
+
+    # Another root written over the configured file, same path: everything attested is cut.
+    stream = SseStream(relay, events=100, interval_ms=100)
+    stream.wait_events(2)
+    mark = len(relay.daemon.log())
+    copy.write_bytes(pathlib.Path(other.root).read_bytes())
+    t_signal = time.monotonic()
+    relay.daemon.signal(signal.SIGHUP)
+    stream.join()
+    print(f"\nSSE stream cut {(stream.ended_at - t_signal) * 1000:.0f} ms after the reload")
+    assert stream.ended_at - t_signal < 1.0
+    log = relay.daemon.wait_log("event=policy_enforced", start=mark)
+    assert "event=trust_root_changed" in log[mark:]
+    enforced = [l for l in log[mark:].splitlines() if "event=policy_enforced" in l][-1]
+    assert "reason=trust_root_changed" in enforced and "exchanges_aborted=1" in enforced
+    relayed = len(relay.app_requests())
+    r = relay.get("/echo")
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "attestation_failed"
+    assert len(relay.app_requests()) == relayed
+
+    # The enclave's own root back: served again after a fresh attestation.
+    mark = len(relay.daemon.log())
+    copy.write_bytes(original)
+    relay.daemon.signal(signal.SIGHUP)
+    relay.daemon.wait_log("event=reload_applied", start=mark)
+    assert "event=trust_root_changed" in relay.daemon.log()[mark:]
+    assert relay.get("/echo").status_code == 200
+
+
+def test_an_attestation_in_flight_across_a_policy_change_is_discarded_and_redone(start_relay):
+    """The evidence requested under the old settings is not judged by the new ones: the
+    attestation running when the policy changes is discarded, and the waiting request attests
+    again on a new connection and is served."""
+    relay = start_relay(extra_service="negative_cache = 0s\n")
+    conf = relay.daemon.conf_path
+    relay.sim.misbehave("evidence_delay", seconds=1.5)
+    result = {}
+
+    def request():
+        result["r"] = relay.get("/echo", timeout=20)
+
+    t = threading.Thread(target=request, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not relay.evidence_requests() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(relay.evidence_requests()) == 1
+    relay.sim.misbehave(None)  # the next evidence request is answered at once
+    mark = len(relay.daemon.log())
+    # A second measurement set: the policy changes and still admits this enclave.
+    conf.write_text(conf.read_text().replace(
+        "[service demo]\n", f"[service demo]\nmeasurement = pcr0={WRONG_PCR0}\n", 1))
+    relay.daemon.signal(signal.SIGHUP)
+    relay.daemon.wait_log("event=policy_enforced", start=mark)
+    t.join(20)
+    assert not t.is_alive()
+    assert result["r"].status_code == 200, result["r"].text
+    log = relay.daemon.log()[mark:]
+    assert "reason=configuration_changed" in log
+    assert len(relay.evidence_requests()) == 2
+    assert len(relay.app_requests()) == 1

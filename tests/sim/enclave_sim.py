@@ -38,6 +38,7 @@ JSON_BODY_MAX = 1 << 20
 BODY_LOG_MAX = 4096  # request body bytes kept in the request log
 MODES = ("wrong_pcrs", "debug_pcrs", "bad_signature", "wrong_nonce", "missing_nonce",
          "replay_old", "expired_leaf", "garbage_evidence", "bind_other_key", "evidence_500",
+         "evidence_delay",
          "drop_mid_stream", "stall", "close_after_headers", "raw_response", "garbage_response",
          "reset_mid_body", "excess_body")
 # Hostile application responses (evidence stays valid, so attestation passes): each is a
@@ -200,6 +201,8 @@ class Sim:
                 nonce = bytes.fromhex(query["nonce"][0])
             except ValueError:
                 return await send(w, 400, {"Content-Type": "text/plain"}, b"bad nonce\n")
+        if self.mode == "evidence_delay":
+            await asyncio.sleep(float(self.mode_params.get("seconds", 1)))
         if self.mode == "evidence_500":
             return await send(w, 500, {"Content-Type": "text/plain"}, b"nsm unavailable\n")
         if self.mode == "garbage_evidence":

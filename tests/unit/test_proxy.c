@@ -212,7 +212,7 @@ static void test_reload_removing_the_service_stops_listening(void **state)
     fclose(fp);
     assert_int_equal(config_load(f->conf, &fresh, err, sizeof(err)), 0);
     f->d.cfg = fresh;
-    proxy_reload(&f->d, old); /* takes ownership of `old` */
+    proxy_reload(&f->d, old, false); /* takes ownership of `old` */
     uv_run(&f->d.loop, UV_RUN_NOWAIT);
     assert_false(tcp_accepts(f->port));
     assert_true(tcp_accepts(port2));
