@@ -200,7 +200,9 @@ static void verify_evidence(struct attest_job *job)
         return;
     }
     o.accepted = true;
-    o.reusable = job->keep_alive && !job->extra_bytes;
+    /* Bytes past the evidence response, in this record or a later one, would become the
+     * answer to the request that follows on this connection. */
+    o.reusable = job->keep_alive && !job->extra_bytes && tls_in_empty(&up->tls);
     log_attestation(job, "verified", "ok", res.reason[0] ? res.reason : "accepted", &res.summary);
     {
         const struct pin_entry *next = pinset_next_expiry(&svc->pins, uv_now(&svc->proxy->d->loop));

@@ -109,6 +109,7 @@ struct client {
     bool peer_eof;
     bool close_after; /* close once the response in progress is written */
     size_t write_queued;
+    bool out_blocked; /* the next pipelined request waits for write_queued to drain */
 
     struct http1_parser req;
     bool req_paused;     /* the request parser stopped at a head or a message end */
@@ -307,12 +308,17 @@ static void on_written(uv_write_t *req, int status)
             touch_stream(c);
         return;
     }
-    if (c->state == CLIENT_RELAYING)
+    if (c->state == CLIENT_RELAYING || c->out_blocked)
         touch_stream(c);
-    /* Last: resuming may deliver buffered upstream data from inside this call. */
+    /* Last: resuming may deliver buffered upstream data, or start the next pipelined request,
+     * from inside this call. */
     if (c->ex.up_paused && c->write_queued < CLIENT_WRITE_LOW && c->ex.up != NULL) {
         c->ex.up_paused = false;
         upstream_pause_reading(c->ex.up, false);
+    } else if (c->out_blocked && c->write_queued < CLIENT_WRITE_LOW) {
+        c->out_blocked = false;
+        set_timer(c, TIMER_HEADER);
+        process_input(c);
     }
 }
 
@@ -516,15 +522,37 @@ static void to_flushing(struct client *c)
         start_linger(c);
 }
 
+/* After the client's end of stream (a half-close), requests it pipelined before it are still
+ * answered, in order; the connection closes after the last of them. */
+static bool more_requests(const struct client *c)
+{
+    return !c->peer_eof || c->in_off < c->in_len;
+}
+
+/* Nothing more will be parsed and the client sends no more: the answers already queued are
+ * written (stream_idle_timeout), then the connection closes. */
+static void end_after_eof(struct client *c)
+{
+    if (c->write_queued > 0) {
+        to_flushing(c);
+        return;
+    }
+    client_close(c, c->req.message_begun ? "client closed within a request head"
+                                         : "client closed the connection");
+}
+
 static void handle_eof(struct client *c)
 {
     c->peer_eof = true;
     update_reading(c);
     switch (c->state) {
     case CLIENT_HEAD:
-        /* Between requests, or within an incomplete head: nothing more will come. */
-        client_close(c, c->req.message_begun ? "client closed within a request head"
-                                             : "client closed the connection");
+        /* Pipelined requests still buffered are answered first (or once the queued answers
+         * drain: on_written()); otherwise nothing more will come. */
+        if (c->in_off < c->in_len)
+            process_input(c);
+        else if (!c->out_blocked)
+            end_after_eof(c);
         return;
     case CLIENT_CONNECTING:
     case CLIENT_RELAYING:
@@ -533,7 +561,8 @@ static void handle_eof(struct client *c)
             client_close(c, "client closed before the request was complete");
             return;
         }
-        c->close_after = true;
+        if (!more_requests(c))
+            c->close_after = true;
         return;
     case CLIENT_LINGER:
         client_close(c, "client closed after the final response");
@@ -858,7 +887,7 @@ static void respond_error(struct client *c, enum proxy_error e, const char *msg,
         client_close(c, msg);
         return;
     }
-    keep = !force_close && ex->req_done && ex->keep_alive && !c->close_after && !c->peer_eof &&
+    keep = !force_close && ex->req_done && ex->keep_alive && !c->close_after && more_requests(c) &&
            !c->svc->proxy->stopping;
     ex->status = errors_status(e);
     ex->error_code = errors_code_name(e);
@@ -890,7 +919,7 @@ static void finish_exchange(struct client *c, bool upstream_reusable)
     if (up != NULL)
         upstream_end_exchange(up, upstream_reusable && ex->resp_keep_alive && ex->req_done);
     log_request(c);
-    if (c->close_after || !ex->req_done || c->peer_eof || !ex->keep_alive ||
+    if (c->close_after || !ex->req_done || !more_requests(c) || !ex->keep_alive ||
         c->svc->proxy->stopping)
         to_flushing(c);
     else
@@ -980,7 +1009,7 @@ static int resp_on_head(struct http1_parser *p)
         ex->body_mode = BODY_CHUNKED;
         opts.framing = HTTP1_FRAMING_CHUNKED;
     }
-    if (!ex->keep_alive || c->peer_eof || c->svc->proxy->stopping)
+    if (!ex->keep_alive || !more_requests(c) || c->svc->proxy->stopping)
         c->close_after = true;
     opts.close = c->close_after;
     attestation_header(c, extra, sizeof(extra));
@@ -1327,6 +1356,14 @@ static void process_input(struct client *c)
                 break;
             if (c->req_paused || c->in_off == c->in_len)
                 break;
+            if (c->state == CLIENT_HEAD && c->write_queued >= CLIENT_WRITE_HIGH) {
+                /* A client that pipelines and does not read: its answers wait in the write
+                 * queue, so the next request waits too (on_written() resumes), its bytes stay
+                 * in the bounded input buffer, and reading stops when that is full. */
+                c->out_blocked = true;
+                set_timer(c, TIMER_STREAM_IDLE); /* the answers must keep moving */
+                break;
+            }
             if (c->state == CLIENT_RELAYING) {
                 if (c->ex.req_done)
                     break;
@@ -1359,8 +1396,8 @@ static void process_input(struct client *c)
         c->in_off = 0;
     }
     if (c->peer_eof) {
-        if (c->state == CLIENT_HEAD) {
-            client_close(c, "client closed the connection");
+        if (c->state == CLIENT_HEAD && !c->out_blocked) {
+            end_after_eof(c);
             return;
         }
         if (c->state == CLIENT_RELAYING && !c->ex.req_done && c->in_len == 0) {

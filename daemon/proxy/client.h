@@ -15,8 +15,10 @@
  *
  * Backpressure: the request body is parsed (and so forwarded) only while the upstream's write
  * queue is below UPSTREAM_WRITE_HIGH; otherwise the input buffer fills and reading stops. The
- * upstream is read only while the client's write queue is below CLIENT_WRITE_HIGH. No body is
- * ever held in full: at most CLIENT_INPUT_MAX + the two queue bounds per connection.
+ * upstream is read only while the client's write queue is below CLIENT_WRITE_HIGH, and the next
+ * pipelined request is parsed only then too (a client that pipelines without reading gets no
+ * further answers queued). No body is ever held in full: at most CLIENT_INPUT_MAX + the two
+ * queue bounds per connection.
  */
 #ifndef ATTESTPROXY_PROXY_CLIENT_H
 #define ATTESTPROXY_PROXY_CLIENT_H

@@ -680,6 +680,12 @@ void upstream_end_exchange(struct upstream *up, bool reusable)
         return;
     upstream_set_deadline(up, 0);
     set_state(up, UP_UNVERIFIED);
+    /* Bytes already received past the response (a later record, possibly not yet decrypted)
+     * would become the answer to the next request sent over this connection. */
+    if (reusable && !tls_in_empty(&up->tls)) {
+        upstream_close(up, "the upstream sent bytes past the response");
+        return;
+    }
     if (reusable && up->out_len == 0 && !up->peer_eof && pool_put(up->svc, up))
         return;
     upstream_close(up, reusable ? "not pooled" : "exchange ended the connection");

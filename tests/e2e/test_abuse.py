@@ -209,6 +209,43 @@ def test_client_that_never_reads_is_cut(fresh):
     assert len(cut) - 1 == sum(g < n for n, g in zip(sizes, got)), (cut, sizes, got)
 
 
+def test_client_that_pipelines_without_reading_is_bounded(fresh):
+    """Thousands of pipelined requests whose answers fit in one TLS record each, from a client
+    that reads nothing: the daemon stops taking requests once its write queue to that client
+    is full (CLIENT_WRITE_HIGH), so memory stays bounded instead of growing by every answer.
+    When the client reads, the rest are answered, all of them, in order. (One that stays
+    blocked past stream_idle_timeout is cut like any client that stops reading.)"""
+    body = b"z" * 16000
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    fresh.sim.misbehave("raw_response", data=answer.decode(), end="keep")
+    rss0 = fresh.rss_kib()
+    n = 1500
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", fresh.port))
+        s.sendall((b"GET /x HTTP/1.1\r\n" + H + b"\r\n") * (n + 1))
+        time.sleep(0.6)  # below stream_idle_timeout (1 s), which cuts a client that stops reading
+        answered = len(fresh.app_requests())
+        grown = fresh.rss_kib() - rss0
+        print(f"\nwhile not reading: {answered} of {n + 1} requests answered by the enclave, "
+              f"RSS +{grown} KiB")
+        assert answered < 400, answered
+        assert grown < 8 * 1024, grown
+        want = (n + 1) * len(answer)
+        got = 0
+        deadline = time.monotonic() + 30
+        while got < want and time.monotonic() < deadline:
+            chunk = s.recv(1 << 20)
+            assert chunk, f"closed after {got} of {want} bytes"
+            got += len(chunk)
+        assert got == want
+        assert len(fresh.app_requests()) == n + 1
+    finally:
+        s.close()
+
+
 # ---- Connection limits ---------------------------------------------------------------------------
 
 def test_max_connections_refuses_the_excess(tmp_path):
@@ -400,3 +437,26 @@ def test_upstream_that_sends_more_than_its_content_length(fresh, delay_ms):
     assert first["conn"] != second["conn"]
     if delay_ms:
         assert "unexpected data on an idle upstream connection" in fresh.daemon.log()[log_start:]
+
+
+def test_excess_in_the_next_record_is_not_the_answer_to_a_pipelined_request(fresh):
+    """A response that fills its TLS record exactly (16 384 bytes), with a forged second
+    response right behind it in the next record: when the client has already pipelined its
+    next request, the connection that still holds undelivered bytes is not reused for it. The
+    second request gets a real answer over a new connection, and the forged one reaches no
+    client."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
+    length = 16384 - len(head % 16000)
+    first = (head % length) + b"a" * length
+    assert len(first) == 16384
+    forged = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED"
+    fresh.sim.misbehave("raw_response", data=first.decode(), then=forged, end="keep", count=1)
+    with socket.create_connection(("127.0.0.1", fresh.port), timeout=10) as s:
+        s.sendall(GET + GET)
+        assert read_one(s) == first
+        out = read_one(s)
+    assert b"SMUGGLED" not in out
+    assert out.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+    one, two = fresh.app_requests()
+    assert one["conn"] != two["conn"]
+    assert "the upstream sent bytes past the response" in fresh.daemon.log()

@@ -431,6 +431,21 @@ def test_client_connection_close_ends_the_pipeline(fresh):
     assert conns[0] == conns[1]
 
 
+def test_pipelined_requests_before_a_half_close_are_all_answered(fresh):
+    """A client that sends its requests and then shuts down its sending side (nc -N, a batch
+    job) gets every answer, in order; the last one says Connection: close and the connection
+    ends after it."""
+    data = b"".join(b"GET /echo?n=%d HTTP/1.1\r\n" % i + H + b"\r\n" for i in range(1, 4))
+    with socket.create_connection(("127.0.0.1", fresh.port), timeout=TIMEOUT) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        responses = split_responses(read_to_close(s))
+    assert [json.loads(r.split(b"\r\n\r\n", 1)[1])["path"] for r in responses] == [
+        "/echo?n=1", "/echo?n=2", "/echo?n=3"]
+    assert [b"Connection: close" in r for r in responses] == [False, False, True]
+    assert paths(fresh) == ["/echo?n=1", "/echo?n=2", "/echo?n=3"]
+
+
 def test_http10_keep_alive_is_not_kept(fresh):
     data = (b"GET /echo?n=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
             b"GET /echo?n=2 HTTP/1.0\r\n\r\n")
