@@ -821,11 +821,10 @@ static int req_on_complete(struct http1_parser *p)
                 return refuse(c, PROXY_ERR_UPSTREAM_UNREACHABLE, "cannot write to the upstream");
             ex->body_sent = true;
         }
-        upstream_flush(ex->up);
-        if (!ex->resp_started)
-            set_timer(c, TIMER_FIRST_BYTE);
     }
-    /* Pipelined requests wait, unparsed, until this one is answered. */
+    /* Pipelined requests wait, unparsed, until this one is answered. The staged bytes leave
+     * in process_input(), once the parser has returned: a failed write there may answer the
+     * client and start the next request, which must not happen inside this callback. */
     return HTTP1_CB_PAUSE;
 }
 
@@ -1382,8 +1381,12 @@ static void process_input(struct client *c)
             }
             if (st == HTTP1_PAUSED)
                 c->req_paused = true;
-            if (c->state == CLIENT_RELAYING && c->ex.up != NULL)
+            if (c->state == CLIENT_RELAYING && c->ex.up != NULL) {
                 upstream_flush(c->ex.up);
+                /* The request is complete: its answer is due within first_byte_timeout. */
+                if (c->state == CLIENT_RELAYING && c->ex.req_done && !c->ex.resp_started)
+                    set_timer(c, TIMER_FIRST_BYTE);
+            }
         }
     } while (c->again && c->state != CLIENT_CLOSING);
     c->processing = false;

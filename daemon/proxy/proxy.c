@@ -143,10 +143,16 @@ static void refresh_done(struct upstream *up, const struct attest_outcome *o, vo
 
     /* Accepted: pinset_add() renewed the entry. Rejected: the entry is gone and the key's
      * connections were cut (attest.c). No evidence: the pin keeps its verified life and the
-     * refresh is retried later; if none succeeds, the pin lapses at its expiry. */
-    if (e != NULL && e->refreshing) {
+     * refresh is retried later; if none succeeds, the pin lapses at its expiry. An accepted
+     * refresh that leaves the pin inside its window (its expiry bound by the NSM certificate's
+     * end, which a document with the same certificate does not move) waits the retry interval
+     * too: retried at once it would find the same again, at every connection that goes idle.
+     * A discarded one (o->retry: the settings changed) says nothing about this entry. */
+    if (e != NULL && !o->retry) {
+        uint64_t now = uv_now(&svc->proxy->d->loop);
         e->refreshing = false;
-        e->refresh_not_before_mono_ms = uv_now(&svc->proxy->d->loop) + refresh_retry_ms(svc->cfg);
+        if (!o->accepted || e->expires_mono_ms <= now + svc->cfg->refresh_before_ms)
+            e->refresh_not_before_mono_ms = now + refresh_retry_ms(svc->cfg);
     }
     if (!upstream_is_closing(up) && (!o->accepted || !o->reusable || !pool_put(svc, up)))
         upstream_close(up, "refresh attestation ended");
@@ -242,10 +248,10 @@ void proxy__schedule_refresh(struct proxy_service *svc)
     if (svc->proxy->stopping || svc->removed)
         return;
     now = uv_now(&svc->proxy->d->loop);
-    /* The next moment something is due for any pin: entering its refresh window, the end of
-     * a refresh back-off, or its expiry. A pin being refreshed, or waiting for an idle
-     * connection, is next due at its expiry (the refresh's end or an idle connection re-arm
-     * the timer sooner). */
+    /* The next moment something is due for any pin: entering its refresh window (now, for a
+     * pin attested inside it), the end of a refresh back-off, or its expiry. A pin being
+     * refreshed, or waiting for an idle connection, is next due at its expiry (the refresh's
+     * end or an idle connection re-arm the timer sooner). */
     for (size_t i = 0; i < svc->pins.n; i++) {
         const struct pin_entry *e = &svc->pins.entries[i];
         uint64_t window = e->expires_mono_ms > cfg->refresh_before_ms
@@ -257,6 +263,8 @@ void proxy__schedule_refresh(struct proxy_service *svc)
         else if (!e->refreshing && e->refresh_not_before_mono_ms > now &&
                  e->refresh_not_before_mono_ms < at)
             at = e->refresh_not_before_mono_ms;
+        else if (!e->refreshing && e->refresh_not_before_mono_ms <= now && !svc->refresh_waiting)
+            at = now; /* due now: attested already inside its window */
         if (!any || at < due)
             due = at;
         any = true;

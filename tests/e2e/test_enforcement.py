@@ -376,3 +376,37 @@ def test_an_attestation_in_flight_across_a_policy_change_is_discarded_and_redone
     assert "reason=configuration_changed" in log
     assert len(relay.evidence_requests()) == 2
     assert len(relay.app_requests()) == 1
+
+
+def test_a_refresh_that_cannot_extend_the_pin_is_not_repeated_at_once(start_daemon, start_sim,
+                                                                       tmp_path):
+    """A pin whose expiry is bound by the NSM certificate (leaf_not_after - cert_margin), not by
+    the TTL, stays inside its refresh window after a successful refresh: the same certificate
+    gives the same expiry. The window opens while the only connection is busy; when that
+    exchange ends the pin is refreshed once, then not again before the retry interval
+    (negative_cache, 5 s) — before, every connection going idle re-attested it, ~1 000 times in
+    3 s."""
+    import datetime
+    from cryptography import x509
+    chain = tmp_path / "chain"
+    sim = start_sim(chain_dir=chain)
+    leaf = x509.load_pem_x509_certificate((chain / "leaf.crt.pem").read_bytes())
+    leaf_end = leaf.not_valid_after.replace(tzinfo=datetime.timezone.utc).timestamp()
+    opens_in = 3  # seconds until the pin's refresh window opens
+    refresh_before = int(leaf_end - 3600 - time.time() - opens_in)
+    port = free_port()
+    relay = Relay(start_daemon(service_config(
+        sim, port, f"attestation_ttl = 5h\ncert_margin = 1h\nrefresh_before = {refresh_before}s\n"
+                   "first_byte_timeout = 60s\n")), sim, port)
+    wait_listening(port)
+    # The one connection stays busy across the opening of the window.
+    assert relay.get(f"/slow?delay={opens_in + 2}").status_code == 200
+    ended = len(relay.evidence_requests())
+    time.sleep(0.5)
+    for _ in range(20):  # connections going idle again and again
+        assert relay.get("/echo").status_code == 200
+    time.sleep(1.5)
+    refreshes = len(relay.evidence_requests()) - ended
+    print(f"\nevidence requests in the 2 s after the busy exchange ended: {refreshes}")
+    assert refreshes <= 1
+    assert relay.daemon.log().count("event=attestation ") <= 3
