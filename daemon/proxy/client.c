@@ -1008,7 +1008,9 @@ static int resp_on_head(struct http1_parser *p)
         ex->body_mode = BODY_CHUNKED;
         opts.framing = HTTP1_FRAMING_CHUNKED;
     }
-    if (!ex->keep_alive || !more_requests(c) || c->svc->proxy->stopping)
+    /* An answer that comes before the whole request was read ends the connection (the rest of
+     * the body cannot be told from a next request unless it is read through), and says so. */
+    if (!ex->keep_alive || !ex->req_done || !more_requests(c) || c->svc->proxy->stopping)
         c->close_after = true;
     opts.close = c->close_after;
     attestation_header(c, extra, sizeof(extra));

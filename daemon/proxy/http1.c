@@ -351,7 +351,8 @@ int http1_parser_init(struct http1_parser *p, llhttp_type_t type, size_t head_li
 
 void http1_parser_trim(struct http1_parser *p)
 {
-    if (p->in_head || p->message_begun)
+    /* Only between messages: waiting for a head of which no byte has come yet. */
+    if (!p->in_head || p->message_begun)
         return;
     http1_parser_free(p);
     head_reset(&p->head);

@@ -529,6 +529,18 @@ def test_upstream_answer_transcript(fresh, name, answer, end, expected):
     assert paths(fresh) == ["/echo?n=1", "/echo?n=2"]
 
 
+def test_an_answer_before_the_end_of_the_upload_says_connection_close(fresh):
+    """The enclave answers a POST before reading its body: the client gets the answer with
+    Connection: close, and the connection ends after it (the rest of the body is not read)."""
+    fresh.sim.misbehave("raw_response", data="HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                        end="keep", count=1, early=True)
+    with socket.create_connection(("127.0.0.1", fresh.port), timeout=TIMEOUT) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: 1000000\r\n\r\n" +
+                  b"x" * 1000)
+        out = read_to_close(s)
+    assert out == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+
 def test_upstream_connection_close_is_not_reused(fresh):
     fresh.sim.misbehave("raw_response", data=(OK2[:-4] + b"Connection: close\r\n\r\nok").decode(),
                         end="close", count=1)

@@ -273,7 +273,8 @@ class Sim:
                         await writer.drain()
                         return
                     if self.mode in RAW_MODES:
-                        await body.drain()
+                        if not self.mode_params.get("early"):  # else: answer before the body
+                            await body.drain()
                         if not await self.raw_response(writer):
                             return
                         continue

@@ -224,6 +224,39 @@ static void test_pipelined_requests_in_order(void **state)
                "xyz", 3);
 }
 
+/* The head storage is freed between two messages (an idle keep-alive connection holds none),
+ * and kept while a head or a body is being read. */
+static void test_trim_frees_the_head_only_between_messages(void **state)
+{
+    struct http1_parser p;
+    struct run r;
+    size_t used = 0;
+    const char req[] = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab";
+    (void)state;
+    memset(&r, 0, sizeof(r));
+    r.opts.authority = "enclave.example:8443";
+    http1_parser_init(&p, HTTP_REQUEST, 8192, 100, &cbs, &r);
+    assert_int_equal(http1_parser_execute(&p, req, 10, &used), HTTP1_NEED_MORE); /* inside the head */
+    http1_parser_trim(&p);
+    assert_non_null(p.head.buf);
+    assert_int_equal(http1_parser_execute(&p, req + 10, sizeof(req) - 1 - 10, &used),
+                     HTTP1_NEED_MORE);
+    assert_int_equal(r.heads, 1);
+    http1_parser_trim(&p); /* inside the body */
+    assert_non_null(p.head.buf);
+    assert_int_equal(http1_parser_execute(&p, "cd", 2, &used), HTTP1_PAUSED);
+    http1_parser_resume(&p);
+    http1_parser_trim(&p); /* between messages */
+    assert_null(p.head.buf);
+    assert_null(p.head.hdrs);
+    /* The next message allocates afresh and parses as before. */
+    assert_int_equal(http1_parser_execute(&p, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n", 31, &used),
+                     HTTP1_PAUSED);
+    assert_int_equal(r.heads, 2);
+    assert_int_equal(r.completes, 2);
+    http1_parser_free(&p);
+}
+
 static void test_leading_empty_line_is_ignored(void **state)
 {
     struct http1_request_opts o = {.authority = "e"};
@@ -647,6 +680,7 @@ int main(void)
         cmocka_unit_test(test_rewrite_chunked_body_and_trailers),
         cmocka_unit_test(test_rewrite_keeps_other_expectations_and_values),
         cmocka_unit_test(test_pipelined_requests_in_order),
+        cmocka_unit_test(test_trim_frees_the_head_only_between_messages),
         cmocka_unit_test(test_leading_empty_line_is_ignored),
         cmocka_unit_test(test_refuses_smuggling_vectors),
         cmocka_unit_test(test_refuses_bad_chunks),
