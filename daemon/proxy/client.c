@@ -1227,6 +1227,16 @@ static void gate(struct client *c, struct upstream *up)
         relay_start(c, up);
     } else if (rc == -ENOKEY || rc == -EKEYEXPIRED) {
         start_attest(c, up);
+    } else if (rc == -ESTALE) {
+        /* Opened before a reload moved the upstream (or changed how it is attested): it may
+         * lead to the old enclave. A new connection is tried (the caller runs process_input). */
+        c->ex.up = NULL;
+        upstream_close(up, "the upstream settings changed while it was connecting");
+        if (c->ex.attempts < MAX_ATTEMPTS)
+            c->ex.acquiring = false;
+        else
+            respond_error(c, PROXY_ERR_UPSTREAM_UNREACHABLE,
+                          "the upstream settings changed while connecting", 0, false);
     } else {
         char msg[192];
         unsigned s = (unsigned)((retry_ms + 999) / 1000);

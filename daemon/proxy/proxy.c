@@ -472,6 +472,9 @@ static void enforce_change(struct proxy_service *svc, const char *why)
     char n_pins[24], n_idle[24], n_aborted[24];
     bool abort_all = strcmp(why, "policy_changed") != 0;
 
+    if (abort_all)
+        svc->upstream_gen++;
+
     pinset_clear(&svc->pins);
     for (size_t i = 0; i < pins; i++)
         metrics_inc_enforcement(svc->metrics, METRICS_ENFORCE_PIN_DROPPED,

@@ -53,6 +53,9 @@ struct proxy_service {
     size_t n_clients;           /* counted against max_connections */
     size_t n_overflow;          /* connections being refused with 503 (bounded separately) */
     struct upstream *upstreams; /* every upstream connection (doubly linked) */
+    /* Bumped when a reload changes the upstream, the evidence profile or the trust root: a
+     * connection opened before (still connecting or handshaking then) never passes the gate. */
+    uint64_t upstream_gen;
     size_t n_upstreams;
     struct pool pool;
     struct pinset pins;

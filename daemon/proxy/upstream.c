@@ -603,6 +603,7 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
     up->h = h;
     up->arg = arg;
     up->state = UP_CONNECTING;
+    up->gen = svc->upstream_gen;
     up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
     rc = uv_tcp_init(loop, &up->tcp);
     if (rc < 0) {
@@ -650,6 +651,8 @@ int upstream_begin_exchange(struct upstream *up, uint64_t *retry_after_ms)
     const struct pin_entry *e;
     if (up->state != UP_UNVERIFIED || !up->has_pin)
         return -EINVAL;
+    if (up->gen != up->svc->upstream_gen)
+        return -ESTALE;
     switch (pinset_lookup_fresh(&up->svc->pins, up->pin, uv_now(up->tcp.loop), retry_after_ms,
                                 &e)) {
     case PIN_FRESH:

@@ -90,6 +90,7 @@ struct upstream {
     bool has_info;
     uint64_t info_serial; /* the pin entry's serial `info` was copied from */
     bool reused;        /* was taken from the pool */
+    uint64_t gen;       /* svc->upstream_gen when it was opened: see upstream_begin_exchange() */
     unsigned exchanges; /* exchanges carried so far */
 
     const struct upstream_handler *h;
@@ -128,7 +129,9 @@ void upstream_set_handler(struct upstream *up, const struct upstream_handler *h,
 /**
  * THE GATE (see above). Returns 0 and enters UP_BUSY when the pin is attested and fresh now;
  * otherwise returns -ENOKEY (unknown, attest first), -EKEYEXPIRED (re-attest first) or
- * -EKEYREJECTED (negative-cached; `*retry_after_ms` says for how long). Only from
+ * -EKEYREJECTED (negative-cached; `*retry_after_ms` says for how long); -ESTALE when the
+ * connection was opened before a reload changed the upstream, the evidence profile or the
+ * trust root (it may lead to the old enclave: close it, use a new one). Only from
  * UP_UNVERIFIED; -EINVAL otherwise.
  */
 int upstream_begin_exchange(struct upstream *up, uint64_t *retry_after_ms);

@@ -410,3 +410,85 @@ def test_a_refresh_that_cannot_extend_the_pin_is_not_repeated_at_once(start_daem
     print(f"\nevidence requests in the 2 s after the busy exchange ended: {refreshes}")
     assert refreshes <= 1
     assert relay.daemon.log().count("event=attestation ") <= 3
+
+
+class SlowForwarder:
+    """A TCP forwarder on loopback that holds each new connection for `hold_s` before joining it
+    to `target_port`: a daemon connecting through it sits in its TLS handshake meanwhile."""
+
+    def __init__(self, target_port, hold_s):
+        import socket
+        self.target_port, self.hold_s = target_port, hold_s
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            def join(c=c):
+                time.sleep(self.hold_s)
+                u = socket.create_connection(("127.0.0.1", self.target_port))
+                for a, b in ((c, u), (u, c)):
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            threading.Thread(target=join, daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        import socket
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        self.srv.close()
+
+
+def test_a_connection_still_handshaking_when_the_upstream_moves_is_not_used(start_daemon,
+                                                                          start_sim, tmp_path):
+    """A reload moves the upstream from A to B while a connection to A is still in its TLS
+    handshake (held 1 s by a forwarder). That connection would pass attestation — A satisfies
+    the same policy — but never carries the request: it is closed at the gate, and the request
+    goes to B over a new connection. Before, it was attested, served the request and was
+    pooled, and A went on receiving traffic after the reload."""
+    chain = tmp_path / "chain"
+    a = start_sim(chain_dir=chain)
+    b = start_sim(chain_dir=chain)  # the same test PKI and measurements: only the address moves
+    fwd = SlowForwarder(a.port, hold_s=1.0)
+    try:
+        port = free_port()
+        text = service_config(a, port, "negative_cache = 0s\n").replace(
+            f"upstream = 127.0.0.1:{a.port}", f"upstream = 127.0.0.1:{fwd.port}")
+        daemon = start_daemon(text)
+        wait_listening(port)
+        relay = Relay(daemon, b, port)
+        result = {}
+        t = threading.Thread(target=lambda: result.update(r=relay.get("/echo", timeout=20)),
+                             daemon=True)
+        t.start()
+        time.sleep(0.3)  # the daemon's connection to A is waiting for its handshake
+        mark = len(daemon.log())
+        daemon.conf_path.write_text(text.replace(f"upstream = 127.0.0.1:{fwd.port}",
+                                                 f"upstream = 127.0.0.1:{b.port}"))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("reason=upstream_changed", start=mark)
+        t.join(20)
+        assert result["r"].status_code == 200, result["r"].text
+        for _ in range(3):
+            assert relay.get("/echo").status_code == 200
+        at_a = [r for r in a.requests() if not r["evidence"]]
+        at_b = [r for r in b.requests() if not r["evidence"]]
+        assert (len(at_a), len(at_b)) == (0, 4), (at_a, at_b)
+        assert "the upstream settings changed while it was connecting" in daemon.log()[mark:]
+    finally:
+        fwd.close()
