@@ -105,9 +105,11 @@ static void finish(struct attest_job *job, struct attest_outcome *o, const char 
         bool was_fresh = pinset_lookup(&svc->pins, up->pin, now, NULL) == PIN_FRESH;
         bool rejected = verdict == METRICS_VERDICT_REJECTED;
         bool removed = (rejected || !was_fresh) && pinset_remove(&svc->pins, up->pin);
+        /* Negative first: a request whose exchange the cut below aborts, retried at once on
+         * another connection to this key, is refused by the gate instead of attesting it. */
+        pinset_add_negative(&svc->pins, up->pin, now, neg);
         if (rejected)
             proxy__abort_pin(svc, up->pin, up, "reattestation_failed", removed);
-        pinset_add_negative(&svc->pins, up->pin, now, neg);
         pinset_set_failure(&svc->pins, proxy__wall_ms(), verdict == METRICS_VERDICT_REJECTED,
                            reason, o->message, up->pin);
         o->retry_after_s = (unsigned)((neg + 999) / 1000);

@@ -1504,20 +1504,23 @@ void client_close_all(struct proxy_service *svc, const char *why)
         client_close(c, why);
 }
 
-void client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix)
+bool client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix)
 {
     uv_loop_t *loop = server->loop;
     struct client *c = calloc(1, sizeof(*c));
     int rc;
 
-    if (c == NULL)
-        return;
+    if (c == NULL) {
+        log_event(LOG_LEVEL_WARN, "accept_failed", "service", svc->name, "error",
+                  "out of memory", "action", "retried in 100 ms", NULL);
+        return false;
+    }
     rc = is_unix ? uv_pipe_init(loop, &c->h.pipe, 0) : uv_tcp_init(loop, &c->h.tcp);
     if (rc < 0) {
         free(c);
         log_event(LOG_LEVEL_WARN, "accept_failed", "service", svc->name, "error", uv_strerror(rc),
-                  NULL);
-        return;
+                  "action", "retried in 100 ms", NULL);
+        return false;
     }
     deadline_init(loop, &c->deadline, on_timer, c);
     c->h.handle.data = c;
@@ -1537,11 +1540,11 @@ void client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix)
     rc = uv_accept(server, &c->h.stream);
     if (rc < 0) {
         client_close(c, "accept failed");
-        return;
+        return true;
     }
     if (svc->proxy->stopping) {
         client_close(c, "shutting down");
-        return;
+        return true;
     }
     if (svc->n_clients >= svc->cfg->max_connections) {
         /* Beyond max_connections: answered at once with 503 and closed, so that a client sees
@@ -1550,7 +1553,7 @@ void client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix)
         int n;
         if (svc->n_overflow >= CLIENT_OVERFLOW_MAX) {
             client_close(c, "max_connections reached");
-            return;
+            return true;
         }
         c->overflow = true;
         svc->n_overflow++;
@@ -1562,11 +1565,11 @@ void client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix)
         c->ex.status = 503;
         if (n < 0 || write_raw(c, buf, (size_t)n) < 0) {
             client_close(c, "cannot answer");
-            return;
+            return true;
         }
         metrics_inc_requests(svc->metrics, 503);
         to_flushing(c);
-        return;
+        return true;
     }
     c->counted = true;
     svc->n_clients++;
@@ -1575,4 +1578,5 @@ void client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix)
         uv_tcp_nodelay(&c->h.tcp, 1);
     set_timer(c, TIMER_IDLE);
     update_reading(c);
+    return true;
 }

@@ -42,9 +42,11 @@ struct client;
 
 /**
  * Accepts a connection from `server` for `svc`. Beyond max_connections the connection is
- * answered "503 too_many_connections" and closed. Errors are logged; nothing is returned.
+ * answered "503 too_many_connections" and closed. Errors are logged. Returns false when the
+ * connection could not be taken at all (no memory for it): it is still queued, and libuv
+ * accepts nothing more on `server` until it is, so the caller tries again later.
  */
-void client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix);
+bool client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix);
 
 /** Closes the connection (idempotent). */
 void client_close(struct client *c, const char *why);

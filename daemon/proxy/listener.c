@@ -27,6 +27,25 @@ void listener_describe(const struct listen_addr *a, char *out, size_t cap)
         snprintf(out, cap, "%s:%u", a->host, a->port);
 }
 
+#define ACCEPT_RETRY_MS 100
+
+static void on_retry(uv_timer_t *t);
+
+/* Takes the next connection; when the daemon cannot (out of memory), it stays queued and is
+ * tried again shortly, since libuv accepts nothing more on this socket until it is taken. */
+static void accept_next(struct listener *l)
+{
+    if (!client_accept(l->svc, &l->h.stream, l->is_unix))
+        uv_timer_start(&l->retry, on_retry, ACCEPT_RETRY_MS, 0);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    struct listener *l = t->data;
+    if (!l->closing)
+        accept_next(l);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct listener *l = server->data;
@@ -37,13 +56,15 @@ static void on_connection(uv_stream_t *server, int status)
                   uv_strerror(status), NULL);
         return;
     }
-    client_accept(l->svc, server, l->is_unix);
+    accept_next(l);
 }
 
 static void on_closed(uv_handle_t *h)
 {
     struct listener *l = h->data;
     struct proxy *p = l->svc->proxy;
+    if (--l->pending_closes > 0)
+        return;
     free(l);
     proxy__object_closed(p);
 }
@@ -55,7 +76,9 @@ void listener_close(struct listener *l)
     l->closing = true;
     if (l->unlink_on_close)
         unlink(l->addr.path);
+    l->pending_closes = 2;
     uv_close(&l->h.handle, on_closed);
+    uv_close((uv_handle_t *)&l->retry, on_closed);
 }
 
 /* A Unix socket path may be left over from a previous run. It is replaced only when it is a
@@ -167,6 +190,8 @@ int listener_start(struct proxy_service *svc, const struct listen_addr *a)
         return rc;
     }
     l->h.handle.data = l;
+    uv_timer_init(&d->loop, &l->retry);
+    l->retry.data = l;
     proxy__object_opened(svc->proxy);
     l->next = svc->listeners;
     svc->listeners = l;

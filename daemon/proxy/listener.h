@@ -21,6 +21,10 @@ struct listener {
         uv_stream_t stream;
         uv_handle_t handle;
     } h;
+    /* A connection the daemon could not take (out of memory) stays in the kernel's queue, and
+     * libuv accepts nothing more until it is taken: this timer tries again. */
+    uv_timer_t retry;
+    int pending_closes;
     bool is_unix;
     bool unlink_on_close; /* we created the socket file */
     bool closing;

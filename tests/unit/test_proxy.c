@@ -2,7 +2,8 @@
  * Unit tests for proxy/proxy.c and proxy/listener.c on a real loop: start binds TCP and Unix
  * listeners (mode applied, stale sockets replaced, foreign files and live sockets refused),
  * the loopback rule is enforced again at bind, reload stops removed services, shutdown closes
- * every handle and calls `done` once, so that uv_loop_close() succeeds.
+ * every handle and calls `done` once, so that uv_loop_close() succeeds. A connection accepted
+ * while memory runs out is taken on the next try (calloc is wrapped here, see meson.build).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -19,6 +20,7 @@
 
 #include <cmocka.h>
 #include <netinet/in.h>
+#include <poll.h>
 
 #include "core/config.h"
 #include "core/daemon.h"
@@ -131,6 +133,64 @@ static int unix_listen(const char *path)
     memcpy(sun.sun_path, path, strlen(path));
     assert_int_equal(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
     return fd;
+}
+
+/* Linked with -Wl,--wrap=calloc: the daemon's calloc calls come here. */
+static bool fail_calloc;
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size)
+{
+    return fail_calloc ? NULL : __real_calloc(n, size);
+}
+
+static int tcp_connect(uint16_t port)
+{
+    struct sockaddr_in sin;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons(port);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    return fd;
+}
+
+/* Runs the loop until `fd` has something to read (at most ~3 s); returns what came. */
+static ssize_t answer_within(struct fixture *f, int fd, char *buf, size_t cap)
+{
+    for (int i = 0; i < 300; i++) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        uv_run(&f->d.loop, UV_RUN_NOWAIT);
+        if (poll(&pfd, 1, 10) == 1)
+            return recv(fd, buf, cap, 0);
+    }
+    return -1;
+}
+
+static void test_accept_is_retried_after_out_of_memory(void **state)
+{
+    struct fixture *f = *state;
+    const char bad[] = "BAD\r\n\r\n"; /* answered 400 by the daemon itself */
+    char buf[512];
+    int fd, fd2;
+    assert_int_equal(proxy_start(&f->d), 0);
+    fail_calloc = true;
+    fd = tcp_connect(f->port);
+    assert_int_equal(send(fd, bad, sizeof(bad) - 1, 0), (ssize_t)(sizeof(bad) - 1));
+    for (int i = 0; i < 5; i++)
+        uv_run(&f->d.loop, UV_RUN_NOWAIT); /* the accept finds no memory for the client */
+    fail_calloc = false;
+    /* Taken by the retry (100 ms later): it is answered, and the listener goes on accepting. */
+    assert_true(answer_within(f, fd, buf, sizeof(buf)) > 12);
+    assert_memory_equal(buf, "HTTP/1.1 400", 12);
+    fd2 = tcp_connect(f->port);
+    assert_int_equal(send(fd2, bad, sizeof(bad) - 1, 0), (ssize_t)(sizeof(bad) - 1));
+    assert_true(answer_within(f, fd2, buf, sizeof(buf)) > 12);
+    assert_memory_equal(buf, "HTTP/1.1 400", 12);
+    close(fd);
+    close(fd2);
+    stop(f);
 }
 
 static void test_start_binds_and_shutdown_closes_everything(void **state)
@@ -269,6 +329,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reload_removing_the_service_stops_listening, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_without_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_accept_is_retried_after_out_of_memory, setup,
+                                        teardown),
         cmocka_unit_test(test_listener_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
