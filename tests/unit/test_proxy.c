@@ -38,14 +38,21 @@ struct fixture {
     int done_calls;
 };
 
-static uint16_t free_port(void)
+static struct sockaddr_in loopback(uint16_t port)
 {
     struct sockaddr_in sin;
-    socklen_t len = sizeof(sin);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons(port);
+    return sin;
+}
+
+static uint16_t free_port(void)
+{
+    struct sockaddr_in sin = loopback(0);
+    socklen_t len = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
     close(fd);
@@ -111,17 +118,24 @@ static void stop(struct fixture *f)
     assert_int_equal(f->done_calls, 1);
 }
 
+/* A connected socket to 127.0.0.1:port, or -1. */
+static int tcp_open(uint16_t port)
+{
+    struct sockaddr_in sin = loopback(port);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0)
+        return fd;
+    close(fd);
+    return -1;
+}
+
 static bool tcp_accepts(uint16_t port)
 {
-    struct sockaddr_in sin;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), rc;
-    memset(&sin, 0, sizeof(sin));
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sin.sin_port = htons(port);
-    rc = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
+    int fd = tcp_open(port);
+    if (fd < 0)
+        return false;
     close(fd);
-    return rc == 0;
+    return true;
 }
 
 static int unix_listen(const char *path)
@@ -146,13 +160,8 @@ void *__wrap_calloc(size_t n, size_t size)
 
 static int tcp_connect(uint16_t port)
 {
-    struct sockaddr_in sin;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    memset(&sin, 0, sizeof(sin));
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sin.sin_port = htons(port);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    int fd = tcp_open(port);
+    assert_true(fd >= 0);
     return fd;
 }
 
