@@ -356,6 +356,19 @@ static json_t *json_time(int64_t ms)
     return json_string(buf);
 }
 
+int verify_cmd_utf8_whole(const char *out, int n)
+{
+    int i = n, need;
+    unsigned char lead;
+    while (i > 0 && ((unsigned char)out[i - 1] & 0xc0) == 0x80 && n - i < 3)
+        i--;
+    if (i == 0)
+        return n;
+    lead = (unsigned char)out[i - 1];
+    need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+    return need == 1 ? n : (n - (i - 1) >= need ? n : i - 1);
+}
+
 static void name_text(const X509_NAME *name, char *out, size_t cap)
 {
     BIO *bio = BIO_new(BIO_s_mem());
@@ -363,10 +376,12 @@ static void name_text(const X509_NAME *name, char *out, size_t cap)
     out[0] = '\0';
     if (bio == NULL)
         return;
-    /* RFC 2253 with escaping of control and non-ASCII bytes: names come from the document. */
+    /* RFC 2253 with control bytes escaped; other characters are converted to UTF-8 and kept
+     * as they are (ESC_MSB off), which JSON carries: names come from the document. */
     if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0)
         n = BIO_read(bio, out, (int)cap - 1);
-    out[n > 0 ? n : 0] = '\0';
+    n = n > 0 ? verify_cmd_utf8_whole(out, n) : 0;
+    out[n] = '\0';
     BIO_free(bio);
 }
 

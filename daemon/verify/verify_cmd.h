@@ -25,4 +25,11 @@ int verify_cmd_main(int argc, char **argv);
  */
 int verify_cmd_parse_time(const char *s, int64_t *ms);
 
+/**
+ * Length of the longest prefix of s[0..n) that does not end inside a UTF-8 character: a
+ * certificate name cut at its buffer's end stays valid UTF-8, which JSON needs. Exposed for the
+ * tests.
+ */
+int verify_cmd_utf8_whole(const char *s, int n);
+
 #endif

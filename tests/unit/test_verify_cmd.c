@@ -74,6 +74,22 @@ static int teardown(void **state)
     return 0;
 }
 
+/* A certificate name cut at the end of its buffer must stay valid UTF-8 (json_string() returns
+ * NULL otherwise, and the field went missing from the report). */
+static void test_utf8_whole(void **state)
+{
+    const char *s = "CN=\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91";
+    (void)state;
+    assert_int_equal(verify_cmd_utf8_whole(s, 5), 5);   /* "CN=é" whole */
+    assert_int_equal(verify_cmd_utf8_whole(s, 4), 3);   /* é cut after its first byte */
+    assert_int_equal(verify_cmd_utf8_whole(s, 10), 9);  /* € cut after one byte */
+    assert_int_equal(verify_cmd_utf8_whole(s, 11), 9);  /* ... after two */
+    assert_int_equal(verify_cmd_utf8_whole(s, 12), 12); /* € whole */
+    assert_int_equal(verify_cmd_utf8_whole(s, 16), 13); /* the 4-byte key cut after three */
+    assert_int_equal(verify_cmd_utf8_whole(s, 17), 17);
+    assert_int_equal(verify_cmd_utf8_whole("plain", 5), 5);
+}
+
 static void test_parse_time(void **state)
 {
     int64_t ms;
@@ -267,6 +283,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_time),
+        cmocka_unit_test(test_utf8_whole),
         cmocka_unit_test(test_exit_codes),
         cmocka_unit_test(test_json_report),
         cmocka_unit_test(test_stdin_and_base64),
