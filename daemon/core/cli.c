@@ -135,6 +135,12 @@ static int cmd_run(int argc, char **argv)
     return daemon_run(path);
 }
 
+static void print_warning(void *arg, const char *service, const char *msg)
+{
+    (void)arg;
+    fprintf(stderr, "warning: service %s: %s\n", service, msg);
+}
+
 static int cmd_check_config(int argc, char **argv)
 {
     const char *path = DEFAULT_CONFIG;
@@ -153,6 +159,7 @@ static int cmd_check_config(int argc, char **argv)
         return EXIT_USAGE;
     }
     config_print(cfg, stdout);
+    config_warnings(cfg, print_warning, NULL);
     config_free(cfg);
     return EXIT_OK;
 }

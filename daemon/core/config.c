@@ -1418,6 +1418,27 @@ static void print_key(FILE *out, const struct key_def *k, const void *base)
     }
 }
 
+size_t config_warnings(const struct config *cfg,
+                       void (*emit)(void *arg, const char *service, const char *msg), void *arg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const struct policy *pol = &cfg->services[i].policy;
+        for (size_t k = 0; k < pol->n_sets; k++) {
+            char msg[160];
+            if (pol->sets[k].mask & 1u)
+                continue;
+            snprintf(msg, sizeof(msg),
+                     "measurement set %zu names no pcr0: any enclave image whose other PCRs "
+                     "match is admitted",
+                     k + 1);
+            emit(arg, cfg->services[i].name, msg);
+            n++;
+        }
+    }
+    return n;
+}
+
 void config_print(const struct config *cfg, FILE *out)
 {
     fprintf(out, "# effective configuration of %s\n[daemon]\n", cfg->path);

@@ -144,6 +144,14 @@ void config_free(struct config *cfg);
 void config_print(const struct config *cfg, FILE *out);
 
 /**
+ * Valid but weak settings, one message at a time through `emit`: a measurement set that names
+ * no PCR0 (the enclave image) admits any image whose other PCRs match. Returns how many.
+ * check-config prints them; the daemon logs them at start and at every reload.
+ */
+size_t config_warnings(const struct config *cfg,
+                       void (*emit)(void *arg, const char *service, const char *msg), void *arg);
+
+/**
  * Loads a policy file (a [policy] section with `measurement` and `allow_debug` keys) into
  * `policy`, keeping its max_age and skew. Used at load time and by the policy-file watcher.
  * Returns 0, or a negative code with "file:line: message" in `err`.

@@ -17,9 +17,17 @@
 #include "proxy/proxy.h"
 #include "verify/verifier.h"
 
+static void log_warning(void *arg, const char *service, const char *msg)
+{
+    (void)arg;
+    log_event(LOG_LEVEL_WARN, "config_warning", "service", service, "warning", msg, NULL);
+}
+
+/* Logging as the configuration says, then what in it is valid but weak. */
 static void apply_logging(const struct config *cfg)
 {
     log_configure(cfg->daemon.log_level, cfg->daemon.log_format, NULL);
+    config_warnings(cfg, log_warning, NULL);
 }
 
 /* One line of systemd STATUS= text summarising what the daemon does right now. */

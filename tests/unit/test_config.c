@@ -440,10 +440,41 @@ static void test_reference_lists_every_key(void **state)
     free(buf);
 }
 
+struct warnings {
+    size_t n;
+    char last[200];
+};
+
+static void collect_warning(void *arg, const char *service, const char *msg)
+{
+    struct warnings *w = arg;
+    w->n++;
+    snprintf(w->last, sizeof(w->last), "%s: %s", service, msg);
+}
+
+/* A measurement set without PCR0 (the enclave image) is valid but admits any image whose
+ * other PCRs match: it is reported, the others are not. */
+static void test_warnings_for_a_set_without_pcr0(void **state)
+{
+    struct warnings w;
+    struct config *cfg;
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    cfg = load_ok(MINIMAL_SERVICE);
+    assert_int_equal(config_warnings(cfg, collect_warning, &w), 0);
+    config_free(cfg);
+    cfg = load_ok(MINIMAL_SERVICE "measurement = pcr3=" PCR_A "\n    pcr4=" PCR_A "\n");
+    assert_int_equal(config_warnings(cfg, collect_warning, &w), 1);
+    assert_string_equal(w.last, "whisper: measurement set 2 names no pcr0: any enclave image "
+                                "whose other PCRs match is admitted");
+    config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_warnings_for_a_set_without_pcr0),
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_listen_and_bool),
         cmocka_unit_test(test_measurement_parse),
