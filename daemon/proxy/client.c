@@ -1450,9 +1450,10 @@ static void on_timer(uv_timer_t *t)
         respond_error(c, PROXY_ERR_UPSTREAM_TIMEOUT, msg, 0, false);
         return;
     case TIMER_STREAM_IDLE:
-        if (c->state == CLIENT_FLUSHING || ex->up_paused) {
-            /* The final response is queued, or the upstream is paused because the client's
-             * write queue is full: the client, not the enclave, stopped reading. */
+        if (c->state == CLIENT_FLUSHING || ex->up_paused || c->out_blocked) {
+            /* The final response is queued, or the upstream (or the next pipelined request) is
+             * paused because the client's write queue is full: the client, not the enclave,
+             * stopped reading. */
             log_event(LOG_LEVEL_INFO, "client_timeout", "service", c->svc->name, "timeout",
                       "stream_idle_timeout", "why", "the client stopped reading the response",
                       NULL);

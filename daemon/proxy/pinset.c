@@ -113,6 +113,26 @@ int pinset_add(struct pinset *ps, const uint8_t pin[PIN_LEN], const struct pin_i
     return 0;
 }
 
+size_t pinset_limit(struct pinset *ps, uint64_t ttl_ms, uint64_t margin_ms)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ps->n; i++) {
+        struct pin_entry *e = &ps->entries[i];
+        int64_t ttl_limit = e->info.verified_at_ms + (int64_t)ttl_ms;
+        int64_t cert_limit = e->info.leaf_not_after_ms - (int64_t)margin_ms;
+        int64_t limit = ttl_limit < cert_limit ? ttl_limit : cert_limit;
+        uint64_t cut;
+        if (limit >= e->info.expires_at_ms)
+            continue;
+        cut = (uint64_t)(e->info.expires_at_ms - limit);
+        e->expires_mono_ms = e->expires_mono_ms > cut ? e->expires_mono_ms - cut : 0;
+        e->info.expires_at_ms = limit;
+        e->serial = ++ps->last_serial;
+        n++;
+    }
+    return n;
+}
+
 bool pinset_remove(struct pinset *ps, const uint8_t pin[PIN_LEN])
 {
     struct pin_entry *e = find_entry(ps, pin);

@@ -111,6 +111,14 @@ struct pin_entry *pinset_entry(struct pinset *ps, const uint8_t pin[PIN_LEN]);
 int pinset_add(struct pinset *ps, const uint8_t pin[PIN_LEN], const struct pin_info *info,
                uint64_t now, int64_t now_wall, uint64_t ttl_ms, uint64_t margin_ms);
 
+/**
+ * A reload shortened attestation_ttl or lengthened cert_margin: every entry's expiry becomes
+ * min(its expiry, verified_at + ttl_ms, leaf_not_after - margin_ms), on both clocks, and its
+ * serial is renewed (copies of its facts are refreshed). A longer TTL waits for the next
+ * attestation. Returns how many entries were shortened.
+ */
+size_t pinset_limit(struct pinset *ps, uint64_t ttl_ms, uint64_t margin_ms);
+
 /** Removes `pin` from the attested set; returns true when it was there. */
 bool pinset_remove(struct pinset *ps, const uint8_t pin[PIN_LEN]);
 

@@ -508,6 +508,21 @@ static void enforce_change(struct proxy_service *svc, const char *why)
               "pins_dropped", n_pins, "idle_closed", n_idle, "exchanges_aborted", n_aborted, NULL);
 }
 
+/* A shorter attestation_ttl (or a longer cert_margin) applies to the pins already attested:
+ * an operator who shortens the TTL means it for what is trusted now. */
+static void limit_pins(struct proxy_service *svc)
+{
+    char n[24];
+    size_t shortened =
+        pinset_limit(&svc->pins, svc->cfg->attestation_ttl_ms, svc->cfg->cert_margin_ms);
+    if (shortened == 0)
+        return;
+    snprintf(n, sizeof(n), "%zu", shortened);
+    log_event(LOG_LEVEL_INFO, "pins_shortened", "service", svc->name, "pins", n, "why",
+              "attestation_ttl or cert_margin changed", NULL);
+    proxy__schedule_refresh(svc);
+}
+
 void proxy_reload(struct daemon *d, const struct config *old_cfg, bool root_changed)
 {
     struct proxy *p = d->proxy;
@@ -551,6 +566,8 @@ void proxy_reload(struct daemon *d, const struct config *old_cfg, bool root_chan
         svc->cfg = fresh;
         if (change != NULL)
             enforce_change(svc, change);
+        else
+            limit_pins(svc);
     }
     for (size_t i = 0; i < d->cfg->n_services; i++) {
         const struct service_config *sc = &d->cfg->services[i];

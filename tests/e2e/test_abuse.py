@@ -246,6 +246,27 @@ def test_client_that_pipelines_without_reading_is_bounded(fresh):
         s.close()
 
 
+def test_client_that_pipelines_and_stops_reading_is_cut(fresh):
+    """The same client, blocked past stream_idle_timeout (1 s here): cut, and logged as a client
+    that stopped reading."""
+    body = b"z" * 16000
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    fresh.sim.misbehave("raw_response", data=answer.decode(), end="keep")
+    log_start = len(fresh.daemon.log())
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", fresh.port))
+        s.sendall((b"GET /x HTTP/1.1\r\n" + H + b"\r\n") * 500)
+        t0 = time.monotonic()
+        fresh.daemon.wait_log('why="the client stopped reading the response"', start=log_start,
+                              timeout=10)
+        assert 0.9 < time.monotonic() - t0 < 5
+    finally:
+        s.close()
+
+
 # ---- Connection limits ---------------------------------------------------------------------------
 
 def test_max_connections_refuses_the_excess(tmp_path):

@@ -66,6 +66,33 @@ static void test_ttl_bounds_expiry(void **state)
 
 /* A request's lookup: the fresh entry in one pass, none otherwise; the serial changes with
  * every write of the entry's facts and is never reused, not even after a clear. */
+/* A reload that shortens the TTL (or lengthens cert_margin) shortens the pins already
+ * attested, on both clocks; a longer TTL changes nothing until the next attestation. */
+static void test_limit_shortens_existing_pins(void **state)
+{
+    struct pinset *ps = new_set();
+    uint8_t pin[PIN_LEN];
+    struct pin_info info = info_with_leaf(WALL + 3 * HOUR_MS);
+    const struct pin_entry *e;
+    uint64_t serial;
+    (void)state;
+    pin_of(pin, 8);
+    assert_int_equal(pinset_add(ps, pin, &info, 1000, WALL, 10 * MIN_MS, MIN_MS), 0);
+    serial = pinset_find(ps, pin)->serial;
+    assert_int_equal(pinset_limit(ps, 20 * MIN_MS, MIN_MS), 0); /* longer: unchanged */
+    assert_int_equal(pinset_find(ps, pin)->expires_mono_ms, 1000 + 10 * MIN_MS);
+    assert_int_equal(pinset_limit(ps, 2 * MIN_MS, MIN_MS), 1);
+    e = pinset_find(ps, pin);
+    assert_int_equal(e->expires_mono_ms, 1000 + 2 * MIN_MS);
+    assert_int_equal(e->info.expires_at_ms, WALL + 2 * MIN_MS);
+    assert_true(e->serial > serial);
+    assert_int_equal(pinset_lookup(ps, pin, 1000 + 2 * MIN_MS, NULL), PIN_EXPIRED);
+    /* cert_margin: the leaf ends at WALL + 3 h; a margin of 3 h - 1 min leaves one minute. */
+    assert_int_equal(pinset_limit(ps, 2 * MIN_MS, 3 * HOUR_MS - MIN_MS), 1);
+    assert_int_equal(pinset_find(ps, pin)->expires_mono_ms, 1000 + MIN_MS);
+    free(ps);
+}
+
 static void test_lookup_fresh_and_serials(void **state)
 {
     struct pinset *ps = new_set();
@@ -292,6 +319,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ttl_bounds_expiry),
+        cmocka_unit_test(test_limit_shortens_existing_pins),
         cmocka_unit_test(test_lookup_fresh_and_serials),
         cmocka_unit_test(test_renewal_resets_refresh_bookkeeping),
         cmocka_unit_test(test_certificate_bounds_expiry),
