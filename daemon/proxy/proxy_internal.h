@@ -109,6 +109,11 @@ bool proxy__refresh_on_idle(struct proxy_service *svc, struct upstream *up);
 void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], struct upstream *keep,
                       const char *reason, bool was_pinned);
 
+/* Whether a loop pass that handled `pass_reads` socket reads sleeps batch_wait_us before the
+ * next poll (proxy.c, on_loop_pass): a busy pass, but not one so busy that the events had
+ * gathered already. */
+bool proxy__batch_waits(unsigned pass_reads);
+
 /* Wall-clock time (Unix ms) for the verifier and for display; monotonic time is uv_now(). */
 int64_t proxy__wall_ms(void);
 

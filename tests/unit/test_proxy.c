@@ -28,6 +28,7 @@
 #include "ops/metrics.h"
 #include "proxy/listener.h"
 #include "proxy/proxy.h"
+#include "proxy/proxy_internal.h"
 
 struct fixture {
     char dir[64];
@@ -175,6 +176,19 @@ static ssize_t answer_within(struct fixture *f, int fd, char *buf, size_t cap)
             return recv(fd, buf, cap, 0);
     }
     return -1;
+}
+
+/* The batching sleep: after a busy pass, not after a lone read, nor after a pass so busy that
+ * the events had gathered already. */
+static void test_batch_waits_only_after_a_moderately_busy_pass(void **state)
+{
+    (void)state;
+    assert_false(proxy__batch_waits(0));
+    assert_false(proxy__batch_waits(1));
+    assert_true(proxy__batch_waits(2));
+    assert_true(proxy__batch_waits(15));
+    assert_false(proxy__batch_waits(16));
+    assert_false(proxy__batch_waits(1000));
 }
 
 static void test_accept_is_retried_after_out_of_memory(void **state)
@@ -340,6 +354,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shutdown_without_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_accept_is_retried_after_out_of_memory, setup,
                                         teardown),
+        cmocka_unit_test(test_batch_waits_only_after_a_moderately_busy_pass),
         cmocka_unit_test(test_listener_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
