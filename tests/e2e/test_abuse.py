@@ -232,7 +232,10 @@ def test_client_that_pipelines_without_reading_is_bounded(fresh):
         print(f"\nwhile not reading: {answered} of {n + 1} requests answered by the enclave, "
               f"RSS +{grown} KiB")
         assert answered < 400, answered
-        assert grown < 8 * 1024, grown
+        # ASan's allocator keeps freed memory in quarantine: resident size means nothing there.
+        with open(f"/proc/{fresh.daemon.proc.pid}/maps") as maps:
+            if "libasan" not in maps.read():
+                assert grown < 8 * 1024, grown
         want = (n + 1) * len(answer)
         got = 0
         deadline = time.monotonic() + 30
