@@ -442,29 +442,42 @@ void client_input_cache_free(struct proxy *p)
 {
     while (p->n_input_cache > 0)
         free(p->input_cache[--p->n_input_cache]);
+    while (p->n_head_cache > 0)
+        http1_storage_free(&p->head_cache[--p->n_head_cache]);
 }
 
-/* Between requests with nothing buffered: the buffer goes back to the cache and the head
- * storage is freed. On keep-alive traffic that is two small allocations per request for the
- * next head (served by glibc's thread cache: see HEAD_INITIAL in http1.c), which idle
- * connections do not pay. */
+/* Between requests with nothing buffered: the input buffer and the head storage go back to
+ * the proxy's caches, and the next request on any connection takes them again (on_alloc), so
+ * that keep-alive traffic allocates nothing per request and idle connections hold neither. */
 static void release_idle_input(struct client *c)
 {
+    struct proxy *p = c->svc->proxy;
+    struct http1_storage st;
     if (c->state != CLIENT_HEAD || c->in_len != 0 || c->in == NULL)
         return;
-    input_put(c->svc->proxy, c->in);
+    input_put(p, c->in);
     c->in = NULL;
     c->in_off = 0;
-    http1_parser_trim(&c->req);
+    if (http1_parser_release(&c->req, &st)) {
+        if (p->n_head_cache < CLIENT_INPUT_CACHE)
+            p->head_cache[p->n_head_cache++] = st;
+        else
+            http1_storage_free(&st);
+    }
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
     struct client *c = handle->data;
+    struct proxy *p = c->svc->proxy;
     (void)suggested;
-    if (c->in == NULL && (c->in = input_get(c->svc->proxy)) == NULL) {
-        *buf = uv_buf_init(NULL, 0); /* UV_ENOBUFS: the connection is closed */
-        return;
+    if (c->in == NULL) {
+        if ((c->in = input_get(p)) == NULL) {
+            *buf = uv_buf_init(NULL, 0); /* UV_ENOBUFS: the connection is closed */
+            return;
+        }
+        if (c->req.head.buf == NULL && c->req.head.hdrs == NULL && p->n_head_cache > 0)
+            http1_parser_adopt(&c->req, &p->head_cache[--p->n_head_cache]);
     }
     if (c->state == CLIENT_LINGER) {
         *buf = uv_buf_init(c->in, CLIENT_INPUT_MAX); /* discarded */

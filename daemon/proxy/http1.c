@@ -349,13 +349,41 @@ int http1_parser_init(struct http1_parser *p, llhttp_type_t type, size_t head_li
     return 0;
 }
 
-void http1_parser_trim(struct http1_parser *p)
+bool http1_parser_release(struct http1_parser *p, struct http1_storage *s)
 {
+    struct http1_head *h = &p->head;
     /* Only between messages: waiting for a head of which no byte has come yet. */
-    if (!p->in_head || p->message_begun)
-        return;
-    http1_parser_free(p);
-    head_reset(&p->head);
+    if (!p->in_head || p->message_begun || (h->buf == NULL && h->hdrs == NULL))
+        return false;
+    head_reset(h);
+    if (h->cap != HEAD_INITIAL || h->cap_n != HDRS_INITIAL) {
+        http1_parser_free(p);
+        return false;
+    }
+    s->buf = h->buf;
+    s->hdrs = h->hdrs;
+    h->buf = NULL;
+    h->hdrs = NULL;
+    h->cap = h->cap_n = 0;
+    return true;
+}
+
+void http1_parser_adopt(struct http1_parser *p, const struct http1_storage *s)
+{
+    struct http1_head *h = &p->head;
+    http1_parser_free(p); /* none, by contract; never leaked if there was */
+    h->buf = s->buf;
+    h->cap = HEAD_INITIAL;
+    h->hdrs = s->hdrs;
+    h->cap_n = HDRS_INITIAL;
+}
+
+void http1_storage_free(struct http1_storage *s)
+{
+    free(s->buf);
+    free(s->hdrs);
+    s->buf = NULL;
+    s->hdrs = NULL;
 }
 
 void http1_parser_free(struct http1_parser *p)

@@ -125,9 +125,26 @@ struct http1_parser {
     char fail_msg[128];
 };
 
-/** Between messages, gives the head storage back (it is allocated again by the next head):
- *  an idle keep-alive connection then holds none. No-op inside a message. */
-void http1_parser_trim(struct http1_parser *p);
+/* A head's storage of the first sizes, passed from a parser between messages to the next
+ * parser that needs one, through a cache of the caller's. */
+struct http1_storage {
+    char *buf;
+    struct http1_header *hdrs;
+};
+
+/**
+ * Between messages, takes the head storage out of the parser, so that an idle keep-alive
+ * connection holds none: returns true and fills *s when it is of the first sizes (the caller
+ * keeps it for another parser, or frees it with http1_storage_free()); storage that grew is
+ * freed and false returned. Inside a message, or with no storage, nothing changes (false).
+ */
+bool http1_parser_release(struct http1_parser *p, struct http1_storage *s);
+
+/** Gives a parser that holds no head storage `s` (from http1_parser_release()) for its next
+ *  head, which then allocates nothing. */
+void http1_parser_adopt(struct http1_parser *p, const struct http1_storage *s);
+
+void http1_storage_free(struct http1_storage *s);
 
 /**
  * Initialises `p` for requests (HTTP_REQUEST) or responses (HTTP_RESPONSE) with the given

@@ -21,6 +21,7 @@
 #include "core/config.h"
 #include "core/daemon.h"
 #include "proxy/client.h"
+#include "proxy/http1.h"
 #include "proxy/pinset.h"
 #include "proxy/upstream.h"
 
@@ -85,6 +86,8 @@ struct proxy {
     unsigned pass_reads;    /* socket reads handled since the last poll */
     char *input_cache[CLIENT_INPUT_CACHE]; /* idle client input buffers (client.c) */
     size_t n_input_cache;
+    struct http1_storage head_cache[CLIENT_INPUT_CACHE]; /* idle request head storage */
+    size_t n_head_cache;
     /* One read buffer for every upstream socket: its ciphertext is handed to OpenSSL inside
      * the read callback, so no connection needs its own (upstream.c on_alloc). */
     char upstream_readbuf[UPSTREAM_READ_BUF];

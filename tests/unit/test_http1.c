@@ -224,37 +224,58 @@ static void test_pipelined_requests_in_order(void **state)
                "xyz", 3);
 }
 
-/* The head storage is freed between two messages (an idle keep-alive connection holds none),
- * and kept while a head or a body is being read. */
-static void test_trim_frees_the_head_only_between_messages(void **state)
+/* The head storage leaves the parser between two messages (an idle keep-alive connection holds
+ * none) and stays while a head or a body is being read; storage of the first sizes is handed
+ * out for reuse, storage that grew is freed. */
+static void test_release_hands_the_head_out_only_between_messages(void **state)
 {
-    struct http1_parser p;
+    struct http1_parser p, q;
+    struct http1_storage st = {NULL, NULL};
     struct run r;
     size_t used = 0;
     const char req[] = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab";
     const char *next = "GET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+    char big[3000];
     (void)state;
     memset(&r, 0, sizeof(r));
     r.opts.authority = "enclave.example:8443";
     http1_parser_init(&p, HTTP_REQUEST, 8192, 100, &cbs, &r);
-    assert_int_equal(http1_parser_execute(&p, req, 10, &used), HTTP1_NEED_MORE); /* inside the head */
-    http1_parser_trim(&p);
+    assert_false(http1_parser_release(&p, &st)); /* nothing yet */
+    assert_int_equal(http1_parser_execute(&p, req, 10, &used), HTTP1_NEED_MORE); /* in the head */
+    assert_false(http1_parser_release(&p, &st));
     assert_non_null(p.head.buf);
     assert_int_equal(http1_parser_execute(&p, req + 10, sizeof(req) - 1 - 10, &used),
                      HTTP1_NEED_MORE);
     assert_int_equal(r.heads, 1);
-    http1_parser_trim(&p); /* inside the body */
+    assert_false(http1_parser_release(&p, &st)); /* in the body */
     assert_non_null(p.head.buf);
     assert_int_equal(http1_parser_execute(&p, "cd", 2, &used), HTTP1_PAUSED);
     http1_parser_resume(&p);
-    http1_parser_trim(&p); /* between messages */
+    assert_true(http1_parser_release(&p, &st)); /* between messages */
     assert_null(p.head.buf);
     assert_null(p.head.hdrs);
-    /* The next message allocates afresh and parses as before. */
-    assert_int_equal(http1_parser_execute(&p, next, strlen(next), &used), HTTP1_PAUSED);
+    assert_non_null(st.buf);
+    assert_non_null(st.hdrs);
+    /* Another parser takes it and parses its head into it, allocating nothing. */
+    http1_parser_init(&q, HTTP_REQUEST, 8192, 100, &cbs, &r);
+    http1_parser_adopt(&q, &st);
+    assert_int_equal(http1_parser_execute(&q, next, strlen(next), &used), HTTP1_PAUSED);
+    assert_ptr_equal(q.head.buf, st.buf);
     assert_int_equal(r.heads, 2);
     assert_int_equal(r.completes, 2);
+    http1_parser_resume(&q);
+    /* A head that made its storage grow: freed, not handed out. */
+    memset(big, 0, sizeof(big));
+    snprintf(big, sizeof(big), "GET /c HTTP/1.1\r\nHost: x\r\nX-Big: %02000d\r\n\r\n", 7);
+    assert_int_equal(http1_parser_execute(&q, big, strlen(big), &used), HTTP1_PAUSED);
+    http1_parser_resume(&q);
+    st.buf = NULL;
+    st.hdrs = NULL;
+    assert_false(http1_parser_release(&q, &st));
+    assert_null(q.head.buf);
+    assert_null(st.buf);
     http1_parser_free(&p);
+    http1_parser_free(&q);
 }
 
 static void test_leading_empty_line_is_ignored(void **state)
@@ -680,7 +701,7 @@ int main(void)
         cmocka_unit_test(test_rewrite_chunked_body_and_trailers),
         cmocka_unit_test(test_rewrite_keeps_other_expectations_and_values),
         cmocka_unit_test(test_pipelined_requests_in_order),
-        cmocka_unit_test(test_trim_frees_the_head_only_between_messages),
+        cmocka_unit_test(test_release_hands_the_head_out_only_between_messages),
         cmocka_unit_test(test_leading_empty_line_is_ignored),
         cmocka_unit_test(test_refuses_smuggling_vectors),
         cmocka_unit_test(test_refuses_bad_chunks),
