@@ -110,8 +110,7 @@ static void finish(struct attest_job *job, struct attest_outcome *o, const char 
         pinset_add_negative(&svc->pins, up->pin, now, neg);
         if (rejected)
             proxy__abort_pin(svc, up->pin, up, "reattestation_failed", removed);
-        pinset_set_failure(&svc->pins, proxy__wall_ms(), verdict == METRICS_VERDICT_REJECTED,
-                           reason, o->message, up->pin);
+        pinset_set_failure(&svc->pins, proxy__wall_ms(), rejected, reason, o->message, up->pin);
         o->retry_after_s = (unsigned)((neg + 999) / 1000);
         if (o->retry_after_s == 0)
             o->retry_after_s = 1;

@@ -561,11 +561,8 @@ static void handle_eof(struct client *c)
     switch (c->state) {
     case CLIENT_HEAD:
         /* Pipelined requests still buffered are answered first (or once the queued answers
-         * drain: on_written()); otherwise nothing more will come. */
-        if (c->in_off < c->in_len)
-            process_input(c);
-        else if (!c->out_blocked)
-            end_after_eof(c);
+         * drain: on_written()); process_input() ends the connection when none is left. */
+        process_input(c);
         return;
     case CLIENT_CONNECTING:
     case CLIENT_RELAYING:

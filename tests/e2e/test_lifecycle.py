@@ -79,6 +79,18 @@ def test_check_config_unknown_key_exits_2_with_file_and_line(tmp_path, run_cli):
     assert r.stderr.decode().strip() == f"{conf}:2: unknown key 'log_levle' in [daemon]"
 
 
+def test_check_config_warns_of_a_measurement_set_without_pcr0(tmp_path, run_cli):
+    conf = tmp_path / "weak.conf"
+    conf.write_text(minimal_config(port=18081, extra_service="measurement = pcr3=" + "ab" * 48 + "\n"))
+    r = run_cli("check-config", "-c", conf)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.decode() == ("warning: service demo: measurement set 2 names no pcr0: any "
+                                 "enclave image whose other PCRs match is admitted\n")
+    ok = tmp_path / "ok.conf"
+    ok.write_text(minimal_config(port=18082))
+    assert run_cli("check-config", "-c", ok).stderr == b""
+
+
 def test_check_config_example_file_is_valid(run_cli):
     from conftest import ROOT
     for name in ("attestproxy.conf",):
