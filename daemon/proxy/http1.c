@@ -395,18 +395,37 @@ void http1_parser_free(struct http1_parser *p)
     p->head.cap = p->head.cap_n = 0;
 }
 
-/* Word-at-a-time tests (eight bytes at once): a byte below `n` (n <= 128; bytes of 128 and
- * above never count), and a byte equal to `c`. */
-#define ONES            0x0101010101010101ULL
-#define HIGHS           0x8080808080808080ULL
-#define ANY_BELOW(w, n) ((((w) - ONES * (n)) & ~(w) & HIGHS) != 0)
-#define ANY_EQUAL(w, c) ANY_BELOW((w) ^ (ONES * (c)), 1)
+/* Word-at-a-time tests (eight bytes at once). below(w, n) marks, with its high bit, each byte
+ * of `w` below `n` (n <= 128; bytes of 128 and above never count) and equal(w, c) each byte
+ * equal to `c`. A mark can be wrong only above a byte rightly marked (a borrow carries up from
+ * it), so the lowest mark is always exact: first_marked() turns it into a byte index. */
+#define ONES  0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
 
-static uint64_t load8(const unsigned char *d)
+static inline uint64_t below(uint64_t w, unsigned n)
+{
+    return (w - ONES * n) & ~w & HIGHS;
+}
+
+static inline uint64_t equal(uint64_t w, unsigned c)
+{
+    return below(w ^ (ONES * c), 1);
+}
+
+static inline uint64_t load8(const unsigned char *d)
 {
     uint64_t w;
     memcpy(&w, d, sizeof(w));
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    w = __builtin_bswap64(w); /* the first byte in memory is the lowest, as below assumes */
+#endif
     return w;
+}
+
+/* The index (0-7) of the first byte marked in `m` (not 0). */
+static inline size_t first_marked(uint64_t m)
+{
+    return (size_t)__builtin_ctzll(m) / 8;
 }
 
 /* The end of a run of name bytes from `from` (before `stop`): no control byte, space or ':'. */
@@ -415,8 +434,9 @@ static size_t name_run(const unsigned char *d, size_t from, size_t stop)
     size_t j = from;
     while (stop - j >= 8) {
         uint64_t w = load8(d + j);
-        if (ANY_BELOW(w, 0x21) || ANY_EQUAL(w, ':'))
-            break;
+        uint64_t m = below(w, 0x21) | equal(w, ':');
+        if (m != 0)
+            return j + first_marked(m);
         j += 8;
     }
     while (j < stop && d[j] > ' ' && d[j] != ':')
@@ -429,8 +449,12 @@ static size_t name_run(const unsigned char *d, size_t from, size_t stop)
 static size_t value_run(const unsigned char *d, size_t from, size_t stop)
 {
     size_t j = from;
-    while (stop - j >= 8 && !ANY_BELOW(load8(d + j), 0x20))
+    while (stop - j >= 8) {
+        uint64_t m = below(load8(d + j), 0x20);
+        if (m != 0)
+            return j + first_marked(m);
         j += 8;
+    }
     while (j < stop && d[j] >= 0x20)
         j++;
     return j;
@@ -682,71 +706,96 @@ bool http1_parser_in_body(const struct http1_parser *p)
 
 /* ---- Rewriting ---------------------------------------------------------------------------- */
 
-/* A name and its length, for the tables below. */
+/*
+ * The header names the proxy acts on, in one table ordered by length (names of one length
+ * together), so that recognising a name looks only at the entries of its length: a name of a
+ * length none has (most, like Accept-Encoding or Cookie) costs one lookup in by_len[].
+ *
+ * Names are compared without case and with '_' equal to '-': a CGI-style gateway behind the
+ * enclave would read "Transfer_Encoding" as Transfer-Encoding (and "X_Forwarded_For" as
+ * X-Forwarded-For), so such variants are removed like the names they stand for. The field
+ * (what lookups find) is only given to an exact spelling: "Transfer_Encoding" is removed, but it
+ * never frames a body.
+ */
 #define NAME(s) s, sizeof(s) - 1
 
-static const struct {
-    const char *name;
-    size_t len;
-} hop_by_hop[] = {
-    {NAME("connection")}, {NAME("keep-alive")},          {NAME("proxy-connection")},
-    {NAME("te")},         {NAME("trailer")},             {NAME("transfer-encoding")},
-    {NAME("upgrade")},    {NAME("proxy-authorization")}, {NAME("content-length")},
+static const struct known_name {
+    const char *name; /* lower case, '-' for separators */
+    uint8_t len;
+    uint8_t field; /* enum http1_field */
+    uint8_t flags; /* HTTP1_HDR_* */
+} known[] = {
+    {NAME("te"), HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+    {NAME("host"), HTTP1_FIELD_HOST, 0},
+    {NAME("expect"), HTTP1_FIELD_EXPECT, 0},
+    {NAME("trailer"), HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+    {NAME("upgrade"), HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+    {NAME("forwarded"), HTTP1_FIELD_OTHER, HTTP1_HDR_FORWARDED},
+    {NAME("connection"), HTTP1_FIELD_CONNECTION, HTTP1_HDR_HOP},
+    {NAME("keep-alive"), HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+    {NAME("authorization"), HTTP1_FIELD_AUTHORIZATION, 0},
+    {NAME("content-length"), HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+    {NAME("proxy-connection"), HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+    {NAME("transfer-encoding"), HTTP1_FIELD_TRANSFER_ENCODING, HTTP1_HDR_HOP},
+    {NAME("proxy-authorization"), HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
 };
 
-/* Bit n set: some name above has length n. Most header names have none of these lengths, and
- * one bit test answers for them (test_hop_by_hop_names checks every listed name passes it). */
-#define HOP_BY_HOP_LENGTHS                                                                         \
-    ((1u << 2) | (1u << 7) | (1u << 10) | (1u << 14) | (1u << 16) | (1u << 17) | (1u << 19))
+#define KNOWN_COUNT  (sizeof(known) / sizeof(known[0]))
+#define KNOWN_MAXLEN 19 /* the longest name above */
 
-/* Compares the first `n` bytes of a header name with `lower` (lower case, '-' for separators)
- * without case and with '_' equal to '-' (see below). */
-static bool name_prefix_folded(const char *name, const char *lower, size_t n)
+/* by_len[n]: one past the index in known[] of the first name of length n, 0 for none; the
+ * names of that length follow it (test_known_names_are_indexed_by_length checks every one). */
+static const uint8_t by_len[KNOWN_MAXLEN + 1] = {
+    [2] = 1,  [4] = 2,   [6] = 3,   [7] = 4,   [9] = 6,   [10] = 7,
+    [13] = 9, [14] = 10, [16] = 11, [17] = 12, [19] = 13,
+};
+
+/* One byte of a header name against one of a name in known[] (a lower-case letter or '-'):
+ * equal, or the same letter in upper case, or '_' for '-' (which clears *exact). */
+static inline bool byte_folded(unsigned char c, unsigned char want, bool *exact)
+{
+    if (c == want)
+        return true;
+    if (want >= 'a')
+        return (c | 0x20) == want; /* want is a letter: only its upper case gives it */
+    if (want == '-' && c == '_') {
+        *exact = false;
+        return true;
+    }
+    return false;
+}
+
+/* Compares the first `n` bytes of a header name with `lower` by byte_folded(). */
+static bool name_prefix_folded(const char *name, const char *lower, size_t n, bool *exact)
 {
     for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (c == '_')
-            c = '-';
-        else if (c >= 'A' && c <= 'Z')
-            c = (char)(c - 'A' + 'a');
-        if (c != lower[i])
+        if (!byte_folded((unsigned char)name[i], (unsigned char)lower[i], exact))
             return false;
     }
     return true;
 }
 
-/* Names are compared without case and with '_' equal to '-': a CGI-style gateway behind the
- * enclave would read "Transfer_Encoding" as Transfer-Encoding (and "X_Forwarded_For" as
- * X-Forwarded-For), so such variants are removed too. */
+/* The entry of known[] that `name` is (by byte_folded()), or NULL; *exact as above. */
+static const struct known_name *known_lookup(const char *name, size_t len, bool *exact)
+{
+    *exact = true;
+    if (len > KNOWN_MAXLEN || by_len[len] == 0)
+        return NULL;
+    for (size_t i = by_len[len] - 1u; i < KNOWN_COUNT && known[i].len == len; i++) {
+        if (name_prefix_folded(name, known[i].name, len, exact))
+            return &known[i];
+        *exact = true;
+    }
+    return NULL;
+}
+
 bool http1_is_hop_by_hop(const char *name, size_t len)
 {
-    if (len >= 32 || (HOP_BY_HOP_LENGTHS & (1u << len)) == 0)
-        return false;
-    for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++) {
-        if (hop_by_hop[i].len == len && name_prefix_folded(name, hop_by_hop[i].name, len))
-            return true;
-    }
-    return false;
+    const struct known_name *k;
+    bool exact;
+    k = known_lookup(name, len, &exact);
+    return k != NULL && (k->flags & HTTP1_HDR_HOP) != 0;
 }
-
-/* X-Forwarded-* and Forwarded, also spelled with underscores (see http1_is_hop_by_hop()). */
-static bool is_forwarded(const char *name, size_t len)
-{
-    return (len == 9 && name_prefix_folded(name, "forwarded", 9)) ||
-           (len >= 12 && name_prefix_folded(name, "x-forwarded-", 12));
-}
-
-static const struct {
-    const char *name;
-    size_t len;
-    enum http1_field field;
-} fields[] = {
-    {NAME("host"), HTTP1_FIELD_HOST},
-    {NAME("connection"), HTTP1_FIELD_CONNECTION},
-    {NAME("transfer-encoding"), HTTP1_FIELD_TRANSFER_ENCODING},
-    {NAME("expect"), HTTP1_FIELD_EXPECT},
-    {NAME("authorization"), HTTP1_FIELD_AUTHORIZATION},
-};
 
 /* Recognises a completed header name once, so that lookups and forwarding decisions compare
  * numbers instead of strings (and copying a head is linear in its headers). */
@@ -754,18 +803,17 @@ static void classify(struct http1_header *hd, const char *buf)
 {
     const char *name = buf + hd->name_off;
     size_t len = hd->name_len;
+    bool exact = true;
+    const struct known_name *k = known_lookup(name, len, &exact);
     hd->field = HTTP1_FIELD_OTHER;
     hd->flags = 0;
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        if (fields[i].len == len && strncasecmp(name, fields[i].name, len) == 0) {
-            hd->field = (uint8_t)fields[i].field;
-            break;
-        }
+    if (k != NULL) {
+        hd->flags = k->flags;
+        if (exact)
+            hd->field = k->field;
+    } else if (len >= 12 && name_prefix_folded(name, "x-forwarded-", 12, &exact)) {
+        hd->flags = HTTP1_HDR_FORWARDED; /* X-Forwarded-*, also spelled with '_' */
     }
-    if (http1_is_hop_by_hop(name, len))
-        hd->flags |= HTTP1_HDR_HOP;
-    if (is_forwarded(name, len))
-        hd->flags |= HTTP1_HDR_FORWARDED;
 }
 
 /* Marks the headers that the message's Connection headers name: they are removed on

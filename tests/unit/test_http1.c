@@ -240,7 +240,7 @@ static void test_release_hands_the_head_out_only_between_messages(void **state)
     memset(&r, 0, sizeof(r));
     r.opts.authority = "enclave.example:8443";
     http1_parser_init(&p, HTTP_REQUEST, 8192, 100, &cbs, &r);
-    assert_false(http1_parser_release(&p, &st)); /* nothing yet */
+    assert_false(http1_parser_release(&p, &st));                                 /* nothing yet */
     assert_int_equal(http1_parser_execute(&p, req, 10, &used), HTTP1_NEED_MORE); /* in the head */
     assert_false(http1_parser_release(&p, &st));
     assert_non_null(p.head.buf);
@@ -303,9 +303,10 @@ static void test_names_and_values_as_llhttp_splits_them(void **state)
                "a value long enough to be skipped a word at a time\r\n\r\n",
                "", 1);
     /* The same head twice in a row (pipelined): the second is collected afresh. */
-    transcript("GET /1 HTTP/1.1\r\nHost: x\r\nA:  1 \r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nB:2\r\n\r\n",
-               &o, "GET /1 HTTP/1.1\r\nHost: e\r\nA: 1\r\n\r\nGET /2 HTTP/1.1\r\nHost: e\r\nB: 2\r\n\r\n",
-               "", 2);
+    transcript(
+        "GET /1 HTTP/1.1\r\nHost: x\r\nA:  1 \r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nB:2\r\n\r\n", &o,
+        "GET /1 HTTP/1.1\r\nHost: e\r\nA: 1\r\n\r\nGET /2 HTTP/1.1\r\nHost: e\r\nB: 2\r\n\r\n", "",
+        2);
 }
 
 /* ---- Refusals ----------------------------------------------------------------------------- */
@@ -418,7 +419,8 @@ static void test_refuses_nul_in_name(void **state)
 }
 
 /* The scanner skips plain bytes eight at a time: a special byte must stop it at any offset in
- * a long name or value, and names of every length must still end at their colon. */
+ * a long name or value (every control byte, DEL), names of every length must still end at their
+ * colon, and bytes of 0x80 and above (obs-text) in a value pass at any offset, unchanged. */
 /* Feeds `before` + 40 `plain` bytes with `special` at `pos` + `after`: refused. */
 static void expect_refused_at(const char *before, char plain, size_t pos, char special,
                               const char *after)
@@ -439,7 +441,8 @@ static void expect_refused_at(const char *before, char plain, size_t pos, char s
 
 static void test_special_byte_at_every_offset(void **state)
 {
-    static const char in_value[] = {'\r', '\n', '\0'}, in_name[] = {' ', '\t'};
+    static const char in_value[] = {'\r', '\n', '\0', '\x01', '\x1f', '\x7f'},
+                      in_name[] = {' ', '\t', '\n', '\0', '\x01', '\x7f'};
     char in[160];
     (void)state;
     for (size_t pos = 0; pos < 40; pos++) {
@@ -447,8 +450,7 @@ static void test_special_byte_at_every_offset(void **state)
             expect_refused_at("GET / HTTP/1.1\r\nHost: a\r\nX: ", 'v', pos, in_value[k],
                               "\r\n\r\n");
         for (size_t k = 0; k < sizeof(in_name); k++)
-            expect_refused_at("GET / HTTP/1.1\r\nHost: a\r\n", 'n', pos, in_name[k],
-                              ": v\r\n\r\n");
+            expect_refused_at("GET / HTTP/1.1\r\nHost: a\r\n", 'n', pos, in_name[k], ": v\r\n\r\n");
     }
     for (size_t len = 1; len <= 40; len++) {
         char name[41], want[200];
@@ -457,6 +459,17 @@ static void test_special_byte_at_every_offset(void **state)
         snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost: a\r\n%s:%s\r\n\r\n", name, name);
         snprintf(want, sizeof(want),
                  "GET / HTTP/1.1\r\nHost: enclave.example:8443\r\n%s: %s\r\n\r\n", name, name);
+        transcript(in, NULL, want, "", 1);
+    }
+    for (size_t pos = 0; pos < 24; pos++) {
+        char value[25], want[200];
+        memset(value, 'v', 24);
+        value[24] = '\0';
+        value[pos] = (char)0x80;
+        value[23 - pos / 2] = (char)0xff;
+        snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost: a\r\nX: %s\r\n\r\n", value);
+        snprintf(want, sizeof(want),
+                 "GET / HTTP/1.1\r\nHost: enclave.example:8443\r\nX: %s\r\n\r\n", value);
         transcript(in, NULL, want, "", 1);
     }
 }
@@ -682,6 +695,98 @@ static void test_hop_by_hop_names(void **state)
     assert_false(http1_is_hop_by_hop("keep_alive_", 11));
 }
 
+/* Every name the proxy acts on is recognised, in any case, by the length-indexed table, and the
+ * names of the same lengths that it does not act on are left alone. */
+struct seen {
+    size_t n;
+    uint8_t field[40], flags[40];
+};
+
+static int record_head(struct http1_parser *p)
+{
+    struct seen *s = p->data;
+    s->n = p->head.n;
+    for (size_t i = 0; i < p->head.n && i < 40; i++) {
+        s->field[i] = p->head.hdrs[i].field;
+        s->flags[i] = p->head.hdrs[i].flags;
+    }
+    return HTTP1_CB_OK;
+}
+
+struct name_case {
+    const char *name;
+    uint8_t field, flags;
+};
+
+/* Parses a request with a header of each name in `cases`, all with `value`, and checks what each
+ * was recognised as. */
+static void check_names(const struct name_case *cases, size_t n, const char *value)
+{
+    static const struct http1_callbacks record = {record_head, NULL, NULL};
+    char in[2048];
+    size_t len = (size_t)snprintf(in, sizeof(in), "POST / HTTP/1.1\r\n");
+    struct http1_parser p;
+    struct seen seen = {0};
+    size_t used;
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(in + len, sizeof(in) - len, "%s: %s\r\n", cases[i].name, value);
+    len += (size_t)snprintf(in + len, sizeof(in) - len, "\r\n");
+    http1_parser_init(&p, HTTP_REQUEST, 8192, 100, &record, &seen);
+    assert_int_not_equal(http1_parser_execute(&p, in, len, &used), HTTP1_ERROR);
+    assert_int_equal(seen.n, n);
+    for (size_t i = 0; i < n; i++) {
+        if (seen.field[i] != cases[i].field || seen.flags[i] != cases[i].flags)
+            fail_msg("%s: field %u flags %u, want %u %u", cases[i].name, seen.field[i],
+                     seen.flags[i], cases[i].field, cases[i].flags);
+    }
+    http1_parser_free(&p);
+}
+
+static void test_known_names_are_indexed_by_length(void **state)
+{
+    static const struct name_case cases[] = {
+        {"TE", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+        {"HOST", HTTP1_FIELD_HOST, 0},
+        {"Expect", HTTP1_FIELD_EXPECT, 0},
+        {"trailer", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+        {"Upgrade", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+        {"Forwarded", HTTP1_FIELD_OTHER, HTTP1_HDR_FORWARDED},
+        {"connection", HTTP1_FIELD_CONNECTION, HTTP1_HDR_HOP},
+        {"Keep-Alive", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+        {"Authorization", HTTP1_FIELD_AUTHORIZATION, 0},
+        {"Proxy-Connection", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+        {"Transfer-Encoding", HTTP1_FIELD_TRANSFER_ENCODING, HTTP1_HDR_HOP},
+        {"Proxy-Authorization", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+        /* '_' for '-': removed like the name, but it is not the field */
+        {"Transfer_Encoding", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+        {"Content_Length", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+        {"X-Forwarded-For", HTTP1_FIELD_OTHER, HTTP1_HDR_FORWARDED},
+        {"x_forwarded_proto", HTTP1_FIELD_OTHER, HTTP1_HDR_FORWARDED},
+        /* the same lengths and first letters, not known */
+        {"Tk", HTTP1_FIELD_OTHER, 0},
+        {"Date", HTTP1_FIELD_OTHER, 0},
+        {"hosts", HTTP1_FIELD_OTHER, 0},
+        {"Accept", HTTP1_FIELD_OTHER, 0},
+        {"Expecx", HTTP1_FIELD_OTHER, 0},
+        {"Referer", HTTP1_FIELD_OTHER, 0},
+        {"Forwardee", HTTP1_FIELD_OTHER, 0},
+        {"User-Agent", HTTP1_FIELD_OTHER, 0},
+        {"keep-alivE2", HTTP1_FIELD_OTHER, 0},
+        {"Accept-Ranges", HTTP1_FIELD_OTHER, 0},
+        {"X-Forwarded", HTTP1_FIELD_OTHER, 0},
+        {"Content-Type", HTTP1_FIELD_OTHER, 0},
+        {"Content-Lengtx", HTTP1_FIELD_OTHER, 0},
+        {"Proxy-Authorisation", HTTP1_FIELD_OTHER, 0},
+        {"Transfer-Encodings", HTTP1_FIELD_OTHER, 0},
+        {"A-name-longer-than-any-known-one", HTTP1_FIELD_OTHER, 0},
+    };
+    /* Content-Length beside Transfer-Encoding is refused, so it is checked on its own */
+    static const struct name_case length[] = {{"Content-length", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP}};
+    (void)state;
+    check_names(cases, sizeof(cases) / sizeof(cases[0]), "chunked");
+    check_names(length, 1, "0");
+}
+
 static void test_rewrite_removes_underscore_spellings(void **state)
 {
     (void)state;
@@ -717,6 +822,7 @@ int main(void)
         cmocka_unit_test(test_response_rewrite),
         cmocka_unit_test(test_response_eof_delimited),
         cmocka_unit_test(test_hop_by_hop_names),
+        cmocka_unit_test(test_known_names_are_indexed_by_length),
         cmocka_unit_test(test_rewrite_removes_underscore_spellings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
