@@ -214,12 +214,18 @@ static void log_request(struct client *c)
 
 /* ---- Closing ------------------------------------------------------------------------------ */
 
-static void exchange_free(struct exchange *ex)
+static void head_storage_put(struct proxy *p, struct http1_parser *parser);
+
+/* Ends the exchange of `c`: its response head storage goes back to the cache. */
+static void exchange_free(struct client *c)
 {
+    struct exchange *ex = &c->ex;
     free(ex->up_head);
     free(ex->held);
-    if (ex->resp_parser_ready)
-        http1_parser_free(&ex->resp);
+    if (ex->resp_parser_ready) {
+        head_storage_put(c->svc->proxy, &ex->resp);
+        http1_parser_free(&ex->resp); /* whatever was not given back */
+    }
     memset(ex, 0, sizeof(*ex));
 }
 
@@ -260,7 +266,7 @@ static void on_closed(uv_handle_t *handle)
     if (c->overflow)
         svc->n_overflow--;
     http1_parser_free(&c->req);
-    exchange_free(&c->ex);
+    exchange_free(c);
     if (c->in != NULL)
         input_put(p, c->in);
     free(c);
@@ -446,24 +452,38 @@ void client_input_cache_free(struct proxy *p)
         http1_storage_free(&p->head_cache[--p->n_head_cache]);
 }
 
+/* Head storage of a parser between messages goes back to the proxy's cache (or is freed when
+ * the cache is full, or when it grew past its first sizes); head_storage_take() gives it to
+ * the next parser that has none. Request parsers and response parsers share it. */
+static void head_storage_put(struct proxy *p, struct http1_parser *parser)
+{
+    struct http1_storage st;
+    if (!http1_parser_release(parser, &st))
+        return;
+    if (p->n_head_cache < CLIENT_INPUT_CACHE)
+        p->head_cache[p->n_head_cache++] = st;
+    else
+        http1_storage_free(&st);
+}
+
+static void head_storage_take(struct proxy *p, struct http1_parser *parser)
+{
+    if (parser->head.buf == NULL && parser->head.hdrs == NULL && p->n_head_cache > 0)
+        http1_parser_adopt(parser, &p->head_cache[--p->n_head_cache]);
+}
+
 /* Between requests with nothing buffered: the input buffer and the head storage go back to
  * the proxy's caches, and the next request on any connection takes them again (on_alloc), so
  * that keep-alive traffic allocates nothing per request and idle connections hold neither. */
 static void release_idle_input(struct client *c)
 {
     struct proxy *p = c->svc->proxy;
-    struct http1_storage st;
     if (c->state != CLIENT_HEAD || c->in_len != 0 || c->in == NULL)
         return;
     input_put(p, c->in);
     c->in = NULL;
     c->in_off = 0;
-    if (http1_parser_release(&c->req, &st)) {
-        if (p->n_head_cache < CLIENT_INPUT_CACHE)
-            p->head_cache[p->n_head_cache++] = st;
-        else
-            http1_storage_free(&st);
-    }
+    head_storage_put(p, &c->req);
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -476,8 +496,7 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
             *buf = uv_buf_init(NULL, 0); /* UV_ENOBUFS: the connection is closed */
             return;
         }
-        if (c->req.head.buf == NULL && c->req.head.hdrs == NULL && p->n_head_cache > 0)
-            http1_parser_adopt(&c->req, &p->head_cache[--p->n_head_cache]);
+        head_storage_take(p, &c->req);
     }
     if (c->state == CLIENT_LINGER) {
         *buf = uv_buf_init(c->in, CLIENT_INPUT_MAX); /* discarded */
@@ -692,7 +711,7 @@ static int req_on_head(struct http1_parser *p)
     int hi, rc;
     size_t cap;
 
-    exchange_free(ex);
+    exchange_free(c);
     ex->started_ms = uv_now(c->h.handle.loop);
     ex->method = (llhttp_method_t)p->ll.method;
     ex->head_request = ex->method == HTTP_HEAD;
@@ -870,7 +889,7 @@ static void request_failed(struct client *c)
 /* Ready for the next request on this connection. */
 static void exchange_next(struct client *c)
 {
-    exchange_free(&c->ex);
+    exchange_free(c);
     set_state(c, CLIENT_HEAD);
     set_timer(c, c->in_off < c->in_len ? TIMER_HEADER : TIMER_IDLE);
     if (c->req_paused) {
@@ -1196,6 +1215,7 @@ static void relay_start(struct client *c, struct upstream *up)
     if (!ex->resp_parser_ready) {
         http1_parser_init(&ex->resp, HTTP_RESPONSE, HTTP1_RESPONSE_HEAD_MAX,
                           HTTP1_RESPONSE_HEADERS_MAX, &response_cbs, c);
+        head_storage_take(c->svc->proxy, &ex->resp);
         ex->resp_parser_ready = true;
     }
     set_state(c, CLIENT_RELAYING);
@@ -1522,8 +1542,8 @@ bool client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix)
     int rc;
 
     if (c == NULL) {
-        log_event(LOG_LEVEL_WARN, "accept_failed", "service", svc->name, "error",
-                  "out of memory", "action", "retried in 100 ms", NULL);
+        log_event(LOG_LEVEL_WARN, "accept_failed", "service", svc->name, "error", "out of memory",
+                  "action", "retried in 100 ms", NULL);
         return false;
     }
     rc = is_unix ? uv_pipe_init(loop, &c->h.pipe, 0) : uv_tcp_init(loop, &c->h.tcp);
