@@ -182,6 +182,10 @@ SSL_CTX *tls_client_ctx_new(char *err, size_t cap)
      * with), never in OpenSSL's internal cache. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
+    /* OpenSSL takes all the ciphertext waiting in the input queue with one BIO read, instead
+     * of a record's header and then its body (two reads per record). What it took but has not
+     * decrypted yet still counts as waiting: tls_in_empty() asks SSL_has_pending(). */
+    SSL_CTX_set_read_ahead(ctx, 1);
     /* OpenSSL's record buffers (~17 KiB each way) are kept across records and requests, not
      * released after every record (SSL_MODE_RELEASE_BUFFERS): a keep-alive request would
      * otherwise allocate and free both. A connection left waiting in the middle of an exchange

@@ -198,6 +198,21 @@ static void test_handshake_pins_data_and_sni(void **state)
     assert_true(tls_in_empty(&c)); /* so a read could only want more: */
     assert_int_equal(tls_read(&c, buf, sizeof(buf), &n), TLS_WANT);
 
+    /* Two records fed at once: OpenSSL reads ahead, taking both from the input queue with the
+     * first read, and the second still counts as waiting (deliver() reads until it does not). */
+    assert_int_equal(SSL_write(p.ssl, "one", 3), 3);
+    assert_int_equal(SSL_write(p.ssl, "two", 3), 3);
+    pump(&c, &p);
+    assert_int_equal(tls_read(&c, buf, sizeof(buf), &n), TLS_OK);
+    assert_int_equal(n, 3);
+    assert_memory_equal(buf, "one", 3);
+    assert_int_equal(c.in.len, 0);
+    assert_false(tls_in_empty(&c));
+    assert_int_equal(tls_read(&c, buf, sizeof(buf), &n), TLS_OK);
+    assert_int_equal(n, 3);
+    assert_memory_equal(buf, "two", 3);
+    assert_true(tls_in_empty(&c));
+
     /* close_notify from the server reads as TLS_CLOSED. */
     SSL_shutdown(p.ssl);
     pump(&c, &p);
