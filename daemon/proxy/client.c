@@ -530,10 +530,24 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     (void)status;
 }
 
+/* True when the client said it sends nothing after this request (Connection: close, or
+ * HTTP/1.0 without keep-alive; RFC 9112 9.6), the request was read whole and no byte of it is
+ * left unread: closing then resets nothing, and there is nothing to linger for. */
+static bool client_done_sending(const struct client *c)
+{
+    return c->ex.req_done && !c->ex.keep_alive && c->in_off == c->in_len;
+}
+
 /* After a final response: stop sending, and read (and drop) what the client still sends for a
- * moment, so that closing does not reset the connection before the client read the response. */
+ * moment, so that closing does not reset the connection before the client read the response.
+ * A client that is done sending is closed at once instead (the kernel sends what is queued,
+ * then the FIN), as nginx does: a shutdown, a wait for its FIN and a read per connection less. */
 static void start_linger(struct client *c)
 {
+    if (client_done_sending(c)) {
+        client_close(c, "response complete");
+        return;
+    }
     set_state(c, CLIENT_LINGER);
     set_timer(c, TIMER_LINGER);
     if (uv_shutdown(&c->shutdown_req, &c->h.stream, on_shutdown) < 0 || c->peer_eof) {

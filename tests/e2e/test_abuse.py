@@ -19,12 +19,12 @@ import resource
 import selectors
 import socket
 import time
-import urllib.request
 
 import pytest
 
 import test_conformance
-from test_conformance import error_response, read_one, read_to_close, start, stop
+from test_conformance import (error_response, open_clients, read_one, read_to_close, start, stop,
+                              wait_open_clients)
 
 # Each case gets the module's relay reset, and the daemon is checked alive and serving after.
 fresh = test_conformance.fresh
@@ -40,23 +40,6 @@ def relay(tmp_path_factory):
     r = start(tmp_path_factory.mktemp("abuse"), TIMEOUTS)
     yield r
     stop(r)
-
-
-def open_clients(admin):
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    m = re.search(r'^attestproxy_client_connections_open\{service="demo"\} (\d+)$', text, re.M)
-    return int(m.group(1))
-
-
-def wait_open_clients(admin, n, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = open_clients(admin)
-        if got == n:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{got} client connections open, expected {n}")
 
 
 def closed_at(s, deadline):

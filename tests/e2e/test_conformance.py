@@ -14,8 +14,10 @@ obs-fold, bare LF, absolute-form, CONNECT, ...) are not repeated here; these are
 One daemon and one simulator serve the whole module (they are reset between cases).
 """
 import json
+import re
 import socket
 import time
+import urllib.request
 
 import pytest
 
@@ -118,6 +120,23 @@ def read_one(s, timeout=TIMEOUT):
             raise AssertionError(f"closed within a response: {data[:300]!r}")
         data += chunk
     raise AssertionError(f"no complete response: {data[:300]!r}")
+
+
+def open_clients(admin):
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    m = re.search(r'^attestproxy_client_connections_open\{service="demo"\} (\d+)$', text, re.M)
+    return int(m.group(1))
+
+
+def wait_open_clients(admin, n, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = open_clients(admin)
+        if got == n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{got} client connections open, expected {n}")
 
 
 def split_responses(data, head_requests=()):
@@ -429,6 +448,24 @@ def test_client_connection_close_ends_the_pipeline(fresh):
     assert echo_ok(transcript(fresh.port, b"GET /echo?n=3 HTTP/1.1\r\n" + H + CLOSE + b"\r\n"))
     conns = [r["conn"] for r in fresh.app_requests()]
     assert conns[0] == conns[1]
+
+
+def test_a_client_that_asked_to_close_is_closed_at_once(fresh):
+    """Connection: close, the request read whole and nothing after it: the client sends no more
+    (RFC 9112 9.6), so the daemon closes at once instead of shutting its side and waiting for
+    the client's FIN for the linger time (2 s). With request bytes left unread it still lingers,
+    so that closing cannot reset the answer."""
+    with socket.create_connection(("127.0.0.1", fresh.port), timeout=TIMEOUT) as s:
+        s.sendall(b"GET /echo?n=1 HTTP/1.1\r\n" + H + CLOSE + b"\r\n")
+        assert echo_ok(read_to_close(s))["path"] == "/echo?n=1"
+        wait_open_clients(fresh.admin, 0, timeout=1)  # while this side is still open
+    with socket.create_connection(("127.0.0.1", fresh.port), timeout=TIMEOUT) as s:
+        s.sendall(b"GET /echo?n=2 HTTP/1.1\r\n" + H + CLOSE + b"\r\n" +
+                  b"GET /echo?n=3 HTTP/1.1\r\n" + H + b"\r\n")
+        (only,) = split_responses(read_to_close(s))
+        assert echo_ok(only)["path"] == "/echo?n=2"
+        assert open_clients(fresh.admin) == 1  # lingering: its FIN has not come
+    wait_open_clients(fresh.admin, 0)
 
 
 def test_pipelined_requests_before_a_half_close_are_all_answered(fresh):
