@@ -789,21 +789,13 @@ static const struct known_name *known_lookup(const char *name, size_t len, bool 
     return NULL;
 }
 
-bool http1_is_hop_by_hop(const char *name, size_t len)
-{
-    const struct known_name *k;
-    bool exact;
-    k = known_lookup(name, len, &exact);
-    return k != NULL && (k->flags & HTTP1_HDR_HOP) != 0;
-}
-
 /* Recognises a completed header name once, so that lookups and forwarding decisions compare
  * numbers instead of strings (and copying a head is linear in its headers). */
 static void classify(struct http1_header *hd, const char *buf)
 {
     const char *name = buf + hd->name_off;
     size_t len = hd->name_len;
-    bool exact = true;
+    bool exact;
     const struct known_name *k = known_lookup(name, len, &exact);
     hd->field = HTTP1_FIELD_OTHER;
     hd->flags = 0;

@@ -60,7 +60,7 @@ enum http1_field {
 
 /* What forwarding does with a header, decided when the head is complete. */
 enum {
-    HTTP1_HDR_HOP = 1u << 0,       /* hop-by-hop or framing (see http1_is_hop_by_hop()) */
+    HTTP1_HDR_HOP = 1u << 0,       /* hop-by-hop or framing: removed in either direction */
     HTTP1_HDR_FORWARDED = 1u << 1, /* X-Forwarded-* or Forwarded, also with '_' for '-' */
     HTTP1_HDR_NAMED = 1u << 2,     /* listed in a Connection header of the same message */
 };
@@ -222,9 +222,6 @@ struct http1_response_opts {
 /** Writes the response head to send to the client. Returns the length or -ENOSPC. */
 int http1_build_response(const struct http1_parser *p, const struct http1_response_opts *o,
                          char *out, size_t cap);
-
-/** True when `name` is removed on forwarding in either direction (hop-by-hop or framing). */
-bool http1_is_hop_by_hop(const char *name, size_t len);
 
 /**
  * The Host allow-list (DNS rebinding defence): `host` (a Host header value) is allowed when

@@ -80,13 +80,21 @@ static void remove_negative(struct pinset *ps, const uint8_t pin[PIN_LEN])
     *neg = ps->negatives[--ps->n_negative];
 }
 
+/* When a pin attested at `verified_at` (wall clock) lapses: after the TTL, or `margin_ms`
+ * before the NSM leaf certificate expires, whichever comes first. */
+static int64_t expiry_wall(const struct pin_info *info, int64_t verified_at, uint64_t ttl_ms,
+                           uint64_t margin_ms)
+{
+    int64_t ttl_limit = verified_at + (int64_t)ttl_ms;
+    int64_t cert_limit = info->leaf_not_after_ms - (int64_t)margin_ms;
+    return ttl_limit < cert_limit ? ttl_limit : cert_limit;
+}
+
 int pinset_add(struct pinset *ps, const uint8_t pin[PIN_LEN], const struct pin_info *info,
                uint64_t now, int64_t now_wall, uint64_t ttl_ms, uint64_t margin_ms)
 {
     struct pin_entry *e;
-    int64_t cert_limit = info->leaf_not_after_ms - (int64_t)margin_ms;
-    int64_t ttl_limit = now_wall + (int64_t)ttl_ms;
-    int64_t expires_wall = ttl_limit < cert_limit ? ttl_limit : cert_limit;
+    int64_t expires_wall = expiry_wall(info, now_wall, ttl_ms, margin_ms);
 
     if (expires_wall <= now_wall)
         return -ETIME;
@@ -118,9 +126,7 @@ size_t pinset_limit(struct pinset *ps, uint64_t ttl_ms, uint64_t margin_ms)
     size_t n = 0;
     for (size_t i = 0; i < ps->n; i++) {
         struct pin_entry *e = &ps->entries[i];
-        int64_t ttl_limit = e->info.verified_at_ms + (int64_t)ttl_ms;
-        int64_t cert_limit = e->info.leaf_not_after_ms - (int64_t)margin_ms;
-        int64_t limit = ttl_limit < cert_limit ? ttl_limit : cert_limit;
+        int64_t limit = expiry_wall(&e->info, e->info.verified_at_ms, ttl_ms, margin_ms);
         uint64_t cut;
         if (limit >= e->info.expires_at_ms)
             continue;

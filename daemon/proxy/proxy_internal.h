@@ -81,12 +81,12 @@ struct proxy {
     bool shutdown_timer_open;
     void (*done)(struct daemon *d);
     void *attest_once; /* state of `attestproxy attest` (attest_once.c); freed with the proxy */
-    uv_prepare_t pass;      /* runs before each poll: batching under load (on_loop_pass) */
+    uv_prepare_t pass; /* runs before each poll: batching under load (on_loop_pass) */
     bool pass_open;
-    unsigned pass_reads;    /* socket reads handled since the last poll */
+    unsigned pass_reads;                   /* socket reads handled since the last poll */
     char *input_cache[CLIENT_INPUT_CACHE]; /* idle client input buffers (client.c) */
     size_t n_input_cache;
-    struct http1_storage head_cache[CLIENT_INPUT_CACHE]; /* idle request head storage */
+    struct http1_storage head_cache[CLIENT_INPUT_CACHE]; /* idle head storage (both ways) */
     size_t n_head_cache;
     /* One read buffer for every upstream socket: its ciphertext is handed to OpenSSL inside
      * the read callback, so no connection needs its own (upstream.c on_alloc). */
