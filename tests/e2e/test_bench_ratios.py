@@ -1,0 +1,87 @@
+"""bench/run's comparison with the best peer (docs/benchmarks.md, "The best peer: one peer, not
+the best of each round"): the figures the benchmark targets are judged by. No benchmark runs
+here; the functions are fed rounds whose answer is known."""
+
+import importlib.machinery
+import importlib.util
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    loader = importlib.machinery.SourceFileLoader("bench_run", str(ROOT / "bench" / "run"))
+    spec = importlib.util.spec_from_loader("bench_run", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def wrk(req_s, p99_ms, cpu_us):
+    return {"req_s": req_s, "p99_ms": p99_ms, "proxy_cpu_us_per_req": cpu_us}
+
+
+def test_each_metric_is_compared_with_the_peer_whose_median_is_best(bench):
+    runs = {
+        "attestproxy": [wrk(100, 1.0, 10), wrk(104, 1.1, 10), wrk(102, 0.9, 10)],
+        "nginx": [wrk(99, 0.8, 12), wrk(101, 0.9, 12), wrk(100, 1.0, 12)],
+        "stunnel": [wrk(98, 1.2, 8), wrk(97, 1.3, 8), wrk(96, 1.1, 8)],
+    }
+    pair = bench.against_best_peer(runs)
+    assert pair["latency_kind"] == "p99"
+    assert pair["req_s"]["peer"] == "nginx"
+    assert pair["req_s"]["each"] == [round(100 / 99, 3), round(104 / 101, 3), 1.02]
+    assert pair["req_s"]["rounds_at_or_better"] == 3
+    assert pair["latency"]["peer"] == "nginx"  # lowest median p99: 0.9 against 1.2
+    assert pair["latency"]["each"] == [1.25, round(1.1 / 0.9, 3), 0.9]
+    assert pair["latency"]["rounds_at_or_better"] == 1
+    assert pair["cpu_per_req"]["peer"] == "stunnel"
+    assert pair["cpu_per_req"]["median"] == 1.25
+    assert pair["cpu_per_req"]["rounds_at_or_better"] == 0
+
+
+def test_a_contender_equal_to_the_best_peer_is_not_made_to_lose_by_the_noise_of_the_others(
+        bench):
+    """attestproxy exactly equal to stunnel in every round; nginx noisier around a lower median.
+    Against the best peer it is at 1.0 in every round; against the best of each round it loses
+    every round where nginx's noise put it on top: that figure is only the lower bound."""
+    runs = {
+        "attestproxy": [wrk(100, 1.0, 10)] * 4,
+        "stunnel": [wrk(100, 1.0, 10)] * 4,
+        "nginx": [wrk(112, 1.0, 10), wrk(85, 1.0, 10), wrk(111, 1.0, 10), wrk(86, 1.0, 10)],
+    }
+    pair = bench.against_best_peer(runs)
+    assert pair["req_s"]["peer"] == "stunnel"
+    assert pair["req_s"]["median"] == 1.0
+    assert pair["req_s"]["rounds_at_or_better"] == 4
+    strict = pair["req_s_vs_round_best"]
+    assert strict["rounds_at_or_better"] == 2
+    assert strict["min"] == round(100 / 112, 3)
+
+
+def test_failed_rounds_are_left_out_and_h2load_compares_the_mean(bench):
+    h2 = [{"req_s": 100, "mean_ms": 2.0}, {"error": "attestproxy exited (1)"},
+          {"req_s": 110, "mean_ms": 1.8}]
+    runs = {
+        "attestproxy": h2,
+        "haproxy": [{"req_s": 100, "mean_ms": 2.2}, {"req_s": 100, "mean_ms": 2.2},
+                    {"error": "warm-up: timed out"}],
+    }
+    pair = bench.against_best_peer(runs)
+    assert pair["latency_kind"] == "mean"
+    assert pair["req_s"]["rounds"] == 1  # round 2 failed for attestproxy, round 3 for HAProxy
+    assert pair["latency"]["each"] == [round(2.0 / 2.2, 3)]
+    assert pair["cpu_per_req"] is None
+    line = bench.paired_line(pair)
+    assert "req/s 1.0 × haproxy" in line and "mean latency 0.909 × haproxy" in line
+
+
+def test_the_median_round_keeps_every_rounds_latency(bench):
+    runs = [wrk(100, 0.5, 10), {"error": "x"}, wrk(120, 0.4, 10), wrk(90, 0.7, 10)]
+    med = bench.median_run(runs)
+    assert med["req_s"] == 100
+    assert med["rounds_req_s"] == [100, 120, 90]
+    assert med["rounds_p99_ms"] == [0.5, 0.4, 0.7]
