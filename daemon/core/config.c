@@ -100,6 +100,9 @@ static const struct key_def keys[] = {
     {"batch_wait_us", SEC_DAEMON, T_U32, D(batch_wait_us), 0, 1000, "20", 0,
      "microseconds a busy loop pass waits before polling again, so that events gather and the "
      "peers' cores wake the daemon less often; 0 = never"},
+    {"busy_poll_us", SEC_DAEMON, T_U32, D(busy_poll_us), 0, 1000, "0", 0,
+     "microseconds a loop pass that handled a read keeps polling without sleeping, so that the "
+     "next event finds the daemon awake: lower latency at light load for more CPU; 0 = never"},
 
     /* [service NAME]: client side */
     {"listen", SEC_SERVICE, T_LISTEN, S(listen), 0, 0, NULL, KEY_REQUIRED | KEY_REPEAT,
@@ -1064,8 +1067,8 @@ static void finish_service(struct load_ctx *ctx, struct service_config *svc)
     {
         bool v6 = strchr(svc->upstream_host, ':') != NULL;
         if (svc->upstream_port == 443)
-            snprintf(svc->upstream_authority, sizeof(svc->upstream_authority),
-                     v6 ? "[%s]" : "%s", svc->upstream_host);
+            snprintf(svc->upstream_authority, sizeof(svc->upstream_authority), v6 ? "[%s]" : "%s",
+                     svc->upstream_host);
         else
             snprintf(svc->upstream_authority, sizeof(svc->upstream_authority),
                      v6 ? "[%s]:%u" : "%s:%u", svc->upstream_host, svc->upstream_port);

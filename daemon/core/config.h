@@ -120,6 +120,7 @@ struct daemon_config {
     uint64_t shutdown_timeout_ms;
     bool ready_requires_attestation;
     uint32_t batch_wait_us; /* see proxy.c on_loop_pass() */
+    uint32_t busy_poll_us;  /* see proxy.c on_loop_pass() */
 };
 
 struct config {

@@ -1,6 +1,7 @@
 #include "proxy/proxy.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,13 +115,37 @@ bool proxy__batch_waits(unsigned pass_reads)
     return pass_reads >= 2 && pass_reads < BATCH_MAX_READS;
 }
 
+/*
+ * Busy polling (busy_poll_us, off by default). After a pass that handled a read and did not
+ * sleep for batching, the daemon keeps asking whether an event is ready, without blocking, for
+ * up to busy_poll_us before it lets libuv block in epoll_wait. At light load the next event of
+ * an exchange (the enclave's response, the client's next request) usually comes within tens of
+ * microseconds, and finding the daemon awake spares it the wake-up of an idle core: on a VM,
+ * the largest part of a lone request's time through a proxy (docs/benchmarks.md, "Busy
+ * polling"). The price is CPU: the core stays busy for up to busy_poll_us after every such
+ * pass. It is bounded: a pass that handled no read (a timer, an idle daemon) never spins, so
+ * an idle daemon sleeps as before. The epoll descriptor itself is polled, which reports
+ * readiness without taking the events libuv is about to collect.
+ */
+static void busy_poll(uv_loop_t *loop, uint32_t us)
+{
+    struct pollfd pfd = {.fd = uv_backend_fd(loop), .events = POLLIN};
+    uint64_t end = uv_hrtime() + (uint64_t)us * 1000u;
+    while (poll(&pfd, 1, 0) == 0 && uv_hrtime() < end)
+        ;
+}
+
 static void on_loop_pass(uv_prepare_t *h)
 {
     struct proxy *p = h->data;
-    uint32_t us = p->d->cfg->daemon.batch_wait_us;
-    if (us > 0 && proxy__batch_waits(p->pass_reads) && !p->stopping) {
-        struct timespec ts = {0, (long)us * 1000};
-        nanosleep(&ts, NULL);
+    const struct daemon_config *ds = &p->d->cfg->daemon;
+    if (!p->stopping && p->pass_reads > 0) {
+        if (ds->batch_wait_us > 0 && proxy__batch_waits(p->pass_reads)) {
+            struct timespec ts = {0, (long)ds->batch_wait_us * 1000};
+            nanosleep(&ts, NULL);
+        } else if (ds->busy_poll_us > 0) {
+            busy_poll(h->loop, ds->busy_poll_us);
+        }
     }
     p->pass_reads = 0;
 }
@@ -170,8 +195,7 @@ static void refresh_done(struct upstream *up, const struct attest_outcome *o, vo
 
 /* True when `e` should be re-attested now: inside its refresh window, not being refreshed,
  * and not backing off after a refresh that obtained no evidence. */
-static bool refresh_due(const struct pin_entry *e, const struct service_config *cfg,
-                        uint64_t now)
+static bool refresh_due(const struct pin_entry *e, const struct service_config *cfg, uint64_t now)
 {
     return e->expires_mono_ms <= now + cfg->refresh_before_ms && now < e->expires_mono_ms &&
            !e->refreshing && now >= e->refresh_not_before_mono_ms;

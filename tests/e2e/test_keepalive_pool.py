@@ -2,6 +2,7 @@
 they reuse pooled upstream connections and the enclave's key is attested once. Concurrent
 keep-alive clients are answered alike with batching under load off and at its longest, and the
 batching sleep lasts what it says (1 us of timer slack)."""
+import os
 import threading
 import time
 
@@ -36,11 +37,16 @@ def test_pool_is_reused_across_client_connections(relay):
     assert stats["evidence_requests"] == 1
 
 
-@pytest.mark.parametrize("wait_us", [0, 1000])
-def test_concurrent_keepalive_clients_with_and_without_batching(start_relay, wait_us):
-    """batch_wait_us changes when the daemon polls, never what it relays: 32 keep-alive
-    clients at once, 25 requests each, every answer the right one."""
-    relay = start_relay(extra_daemon=f"batch_wait_us = {wait_us}\n")
+@pytest.mark.parametrize("polling", [
+    "batch_wait_us = 0\n",
+    "batch_wait_us = 1000\n",
+    "busy_poll_us = 1000\n",
+    "batch_wait_us = 0\nbusy_poll_us = 1000\n",
+], ids=["no-batching", "batching", "busy-polling", "busy-polling-only"])
+def test_concurrent_keepalive_clients_whatever_the_polling(start_relay, polling):
+    """batch_wait_us and busy_poll_us change when the daemon polls, never what it relays: 32
+    keep-alive clients at once, 25 requests each, every answer the right one."""
+    relay = start_relay(extra_daemon=polling)
     errors = []
 
     def client(k):
@@ -68,3 +74,25 @@ def test_batching_sleep_has_one_microsecond_of_timer_slack(relay):
     "Batching and timer slack"): the daemon sets its own to 1 us."""
     with open(f"/proc/{relay.daemon.proc.pid}/timerslack_ns") as f:
         assert int(f.read()) == 1000
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_busy_polling_is_bounded_and_an_idle_daemon_sleeps(start_relay):
+    """busy_poll_us keeps the daemon polling after a read, at most that long: requests are
+    answered, and once they stop the daemon sleeps again instead of spinning (docs/operations.md,
+    "Latency at light load: busy_poll_us")."""
+    relay = start_relay(extra_daemon="busy_poll_us = 1000\n")
+    pid = relay.daemon.proc.pid
+    with relay.session() as s:
+        for i in range(200):
+            assert s.get(f"{relay.url}/echo?i={i}", timeout=10).status_code == 200
+    time.sleep(0.5)
+    before = cpu_seconds(pid)
+    time.sleep(3)
+    idle = cpu_seconds(pid) - before
+    assert idle < 0.15, f"{idle:.2f} s of CPU in 3 s without traffic: the daemon kept spinning"

@@ -176,6 +176,7 @@ static void test_minimal_defaults_and_presets(void **state)
     assert_false(cfg->daemon.admin_enabled);
     assert_int_equal(cfg->daemon.shutdown_timeout_ms, 30000);
     assert_int_equal(cfg->daemon.batch_wait_us, 20);
+    assert_int_equal(cfg->daemon.busy_poll_us, 0);
     s = config_find_service(cfg, "whisper");
     assert_non_null(s);
     assert_string_equal(s->upstream_host, "enclave.example");
@@ -285,6 +286,8 @@ static void test_error_classes(void **state)
     expect_error("[daemon]\nshutdown_timeout = 2h\n" MINIMAL_SERVICE, 2, "out of range");
     expect_error("[daemon]\nbatch_wait_us = 1001\n" MINIMAL_SERVICE, 2, "out of range");
     expect_error("[daemon]\nbatch_wait_us = 20us\n" MINIMAL_SERVICE, 2, "whole number");
+    expect_error("[daemon]\nbusy_poll_us = 1001\n" MINIMAL_SERVICE, 2, "out of range");
+    expect_error("[daemon]\nbusy_poll_us = -5\n" MINIMAL_SERVICE, 2, "whole number");
     expect_error(MINIMAL_SERVICE "max_headers = 0\n", 5, "max_headers: out of range");
     expect_error(MINIMAL_SERVICE "max_connections = 12x\n", 5, "whole number");
     expect_error(MINIMAL_SERVICE "this line has no equals sign\n", 5, "syntax error");
