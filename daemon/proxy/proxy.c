@@ -195,7 +195,8 @@ static void refresh_done(struct upstream *up, const struct attest_outcome *o, vo
 
 /* True when `e` should be re-attested now: inside its refresh window, not being refreshed,
  * and not backing off after a refresh that obtained no evidence. */
-static bool refresh_due(const struct pin_entry *e, const struct service_config *cfg, uint64_t now)
+static bool refresh_due(const struct pin_entry *e, const struct service_config *cfg,
+                        uint64_t now)
 {
     return e->expires_mono_ms <= now + cfg->refresh_before_ms && now < e->expires_mono_ms &&
            !e->refreshing && now >= e->refresh_not_before_mono_ms;

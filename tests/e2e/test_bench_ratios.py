@@ -85,3 +85,14 @@ def test_the_median_round_keeps_every_rounds_latency(bench):
     assert med["req_s"] == 100
     assert med["rounds_req_s"] == [100, 120, 90]
     assert med["rounds_p99_ms"] == [0.5, 0.4, 0.7]
+
+
+def test_a_point_whose_answers_were_not_all_200_is_an_error_not_a_figure(bench, monkeypatch):
+    monkeypatch.setattr(bench, "run_scenario", lambda *a: {"req_s": 9000.0, "non2xx": 3})
+    assert bench.measured_point("small_c1", "nginx", None, 1, 1, None)["error"] == \
+        "3 answers were not 200"
+    monkeypatch.setattr(bench, "run_scenario", lambda *a: {"req_s": 9000.0, "failed": 0})
+    assert "error" not in bench.measured_point("small_c64_h2load", "nginx", None, 1, 1, None)
+    runs = [{"req_s": 9000.0, "error": "3 answers were not 200"}, {"req_s": 100.0},
+            {"req_s": 110.0}]
+    assert bench.median_run(runs)["rounds_req_s"] == [100, 110]
