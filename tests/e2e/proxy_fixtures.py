@@ -50,12 +50,16 @@ class Relay:
     def evidence_requests(self):
         return [r for r in self.sim.requests() if r["evidence"]]
 
-    def rss_kib(self):
+    def status_field(self, name):
+        """A number from the daemon's /proc/PID/status (VmRSS in KiB, voluntary_ctxt_switches)."""
         with open(f"/proc/{self.daemon.proc.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(name + ":"):
                     return int(line.split()[1])
-        raise AssertionError("no VmRSS")
+        raise AssertionError(f"no {name} in /proc/PID/status")
+
+    def rss_kib(self):
+        return self.status_field("VmRSS")
 
 
 def wait_listening(port, timeout=10.0):
