@@ -162,7 +162,7 @@ int main(int argc, char **argv)
         snprintf(path, sizeof(path), "%s", argv[1]);
     else
         snprintf(path, sizeof(path), "%s/real-2.cbor",
-                 vectors != NULL ? vectors : "../shared/vectors/nitro");
+                 vectors != NULL ? vectors : "tests/vectors/nitro");
     log_configure(LOG_LEVEL_ERROR, LOG_FORMAT_LOGFMT, NULL);
     doc = read_file(path, &len);
     if (cose_decode_document(doc, len, &d, &verr) != 0) {

@@ -68,7 +68,7 @@ int cose_decode_sign1(const uint8_t *buf, size_t len, struct nitro_document *doc
 
 /**
  * Decodes `doc->payload` into the payload fields of `doc`: the 9 known keys only, no duplicates,
- * definite or indefinite maps, types and sizes per shared/vectors/nitro/README.md, null only
+ * definite or indefinite maps, types and sizes per tests/vectors/nitro/README.md, null only
  * for public_key, user_data and nonce. Returns 0 or VERIFY_REJECT.
  */
 int cose_decode_payload(struct nitro_document *doc, struct verify_error *err);

@@ -186,7 +186,7 @@ def test_unloadable_root_ca_exits_1(tmp_path, run_cli):
 
 def test_reload_with_unloadable_root_ca_keeps_running(tmp_path, start_daemon):
     from conftest import ROOT
-    aws = ROOT.parent / "shared" / "vectors" / "nitro" / "aws-nitro-root-g1.pem"
+    aws = ROOT / "tests" / "vectors" / "nitro" / "aws-nitro-root-g1.pem"
     d = start_daemon(minimal_config(extra_daemon=f"root_ca = {aws}\n"))
     assert f"event=trust_root root_ca={aws}" in d.log()
     mark = len(d.log())

@@ -4,7 +4,7 @@ import json
 
 from conftest import ROOT
 
-V = ROOT.parent / "shared" / "vectors" / "nitro"
+V = ROOT / "tests" / "vectors" / "nitro"
 REAL2_AT = "1684948069"  # real-2's own timestamp (1684948068582 ms), rounded up
 REAL2_PCR0 = ("28de6557cce896cf8c580d8674fbc13c45c1a7636545ef022a01007336b8752b"
               "9a1cd9ce69df2ecacc7696a1203b45c2")

@@ -6,8 +6,8 @@
  * timestamp so that chain, signature and policy code is reached, not just the clock check; the
  * verifier (and its intermediate cache) lives across inputs, as it does in the daemon.
  *
- * Seeds: tests/fuzz/corpus/evidence (envelopes) and ../shared/vectors/nitro (raw documents):
- *   fuzz_evidence -max_total_time=60 WORKDIR tests/fuzz/corpus/evidence ../shared/vectors/nitro
+ * Seeds: tests/fuzz/corpus/evidence (envelopes) and tests/vectors/nitro (raw documents):
+ *   fuzz_evidence -max_total_time=60 WORKDIR tests/fuzz/corpus/evidence tests/vectors/nitro
  */
 #include <stddef.h>
 #include <stdint.h>

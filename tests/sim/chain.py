@@ -1,7 +1,7 @@
 """A test PKI shaped like AWS Nitro's: root -> regional -> zonal -> instance -> NSM leaf.
 
 Every key is P-384 and every certificate is signed with ecdsa-with-SHA384, with the extensions
-and validity windows observed on real documents (shared/vectors/nitro/README.md): a 30-year
+and validity windows observed on real documents (tests/vectors/nitro/README.md): a 30-year
 root, a ~20-day regional CA (pathLen 2), a ~6-day zonal CA (pathLen 1), a 24-hour instance CA
 (pathLen 0) and a 3-hour leaf without SKI/AKI. Written independently of the daemon's verifier.
 """

@@ -1,5 +1,5 @@
 /*
- * The verifier end to end on the shared AWS vectors (shared/vectors/nitro/README.md): every
+ * The verifier end to end on the AWS vectors (tests/vectors/nitro/README.md): every
  * real document verifies at its own timestamp (debug-mode ones only with allow_debug) and is
  * rejected four hours later; every invalid and derived document gets the README's verdict with
  * one exact reason.

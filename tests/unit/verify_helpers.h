@@ -1,7 +1,7 @@
 /*
- * Helpers shared by the daemon/verify unit tests: reading the shared Nitro vectors and minting
- * a test PKI with OpenSSL. Everything is `static inline` so each test file takes what it uses.
- * Test code only: failures abort the test through cmocka assertions.
+ * Helpers shared by the daemon/verify unit tests: reading the AWS Nitro vectors
+ * (tests/vectors/nitro) and minting a test PKI with OpenSSL. Everything is `static inline` so each
+ * test file takes what it uses. Test code only: failures abort the test through cmocka assertions.
  */
 #ifndef ATTESTPROXY_TESTS_VERIFY_HELPERS_H
 #define ATTESTPROXY_TESTS_VERIFY_HELPERS_H
@@ -24,7 +24,7 @@
 
 #include "verify/cose.h"
 
-/* The 18 real AWS documents of shared/vectors/nitro (README "Real vectors"). */
+/* The 18 real AWS documents of tests/vectors/nitro (README "Real vectors"). */
 #define TH_REAL_COUNT 18
 
 static inline uint8_t *th_read_file(const char *path, size_t *len)
@@ -51,7 +51,7 @@ static inline const char *th_vector_path(const char *name)
     static char path[4096];
     const char *dir = getenv("NITRO_VECTORS");
     if (dir == NULL)
-        dir = "../shared/vectors/nitro";
+        dir = "tests/vectors/nitro";
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     return path;
 }
