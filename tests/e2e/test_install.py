@@ -1,9 +1,12 @@
 """`meson install` lays out a package (binary, units, man pages, example configuration) and
 `meson dist` produces a tarball that builds and installs the same way.
 
-Each test configures its own build directory with --prefix=/usr (the layout a distribution
-package uses) under pytest's tmp_path, so the checkout's build directories are never touched.
+Each test configures its own build directory with the install recipe that README.md and
+docs/operations.md give (RECIPE: --prefix=/usr --sysconfdir=/etc --buildtype=release, the
+layout a distribution package uses) under pytest's tmp_path and installs into a DESTDIR there,
+so the checkout's build directories are never touched.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +29,11 @@ EXPECTED = {
 }
 
 
+# The documented recipe, word for word; test_docs_give_the_tested_recipe holds the docs to it.
+RECIPE = ("--prefix=/usr", "--sysconfdir=/etc", "--buildtype=release")
+RECIPE_LINE = "meson setup build " + " ".join(RECIPE)
+
+
 def run(*args, cwd=None, timeout=600):
     r = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"{args}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
@@ -41,7 +49,7 @@ def installed_files(dest):
 
 
 def build_and_install(source, build, dest, *options):
-    run(MESON, "setup", "--prefix=/usr", *options, str(build), str(source))
+    run(MESON, "setup", *RECIPE, *options, str(build), str(source))
     run(MESON, "install", "-C", str(build), "--destdir", str(dest), "--quiet")
 
 
@@ -50,6 +58,8 @@ def check_layout(dest):
     binary = dest / "usr/sbin/attestproxy"
     assert os.access(binary, os.X_OK)
     assert run(str(binary), "--version").stdout.startswith("attestproxy ")
+    # The binary's default configuration is where the example was installed and the docs copy it.
+    assert "(default /etc/attestproxy/attestproxy.conf)" in run(str(binary), "--help").stdout
 
     unit = (dest / "usr/lib/systemd/system/attestproxy.service").read_text()
     assert "ExecStart=/usr/sbin/attestproxy run -c /etc/attestproxy/attestproxy.conf\n" in unit
@@ -67,6 +77,55 @@ def check_layout(dest):
     r = subprocess.run([str(binary), "check-config", "-c", str(example)], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_docs_give_the_tested_recipe():
+    for doc in ("README.md", "docs/operations.md"):
+        text = (ROOT / doc).read_text()
+        assert RECIPE_LINE + "\n" in text, f"{doc} does not give: {RECIPE_LINE}"
+        assert "meson install -C build" in text, doc
+        # What the docs tell the operator to copy is where the recipe installs it.
+        assert "/etc/attestproxy/attestproxy.conf.example" in text, doc
+    ops = (ROOT / "docs/operations.md").read_text()
+    for path in EXPECTED:
+        assert "/" + path in ops, f"docs/operations.md does not list /{path}"
+
+
+def test_build_without_cmocka_leaves_the_unit_tests_out(tmp_path):
+    """-Dtests=auto (the default) configures without cmocka; -Dtests=enabled refuses to."""
+    # A pkg-config search path with every .pc file of the host's but cmocka's.
+    pcdir = tmp_path / "pkgconfig"
+    pcdir.mkdir()
+    search = subprocess.run(["pkg-config", "--variable", "pc_path", "pkg-config"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    for d in search.split(":"):
+        if os.path.isdir(d):
+            for pc in os.listdir(d):
+                if pc.endswith(".pc") and pc != "cmocka.pc" and not (pcdir / pc).exists():
+                    (pcdir / pc).symlink_to(os.path.join(d, pc))
+    env = dict(os.environ, PKG_CONFIG_LIBDIR=str(pcdir))
+    env.pop("PKG_CONFIG_PATH", None)
+
+    def setup(build, *options):
+        return subprocess.run([MESON, "setup", *options, str(build), str(ROOT)], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    r = setup(tmp_path / "auto")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "cmocka not found: the unit tests are not built" in r.stdout
+    tests = json.loads(run(MESON, "introspect", "--tests", str(tmp_path / "auto")).stdout)
+    names = {t["name"] for t in tests}
+    assert "verifier" not in names and "log" not in names
+    assert {"replay_config", "replay_evidence", "replay_http1"} <= names
+
+    r = setup(tmp_path / "enabled", "-Dtests=enabled")
+    assert r.returncode != 0 and "cmocka" in r.stdout + r.stderr
+
+    # With cmocka present (the normal environment), auto builds them.
+    run(MESON, "setup", str(tmp_path / "normal"), str(ROOT))
+    names = {t["name"] for t in json.loads(
+        run(MESON, "introspect", "--tests", str(tmp_path / "normal")).stdout)}
+    assert {"verifier", "log", "admin", "sdnotify"} <= names
 
 
 def test_meson_install_lays_out_a_package(tmp_path):
