@@ -5,11 +5,13 @@ Loaded by conftest.py (`pytest_plugins`). Every network call is to 127.0.0.1; ev
 tests that use these fixtures is bounded in count and in time.
 """
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
 import threading
 import time
+import urllib.request
 
 import pytest
 import requests
@@ -60,6 +62,30 @@ class Relay:
 
     def rss_kib(self):
         return self.status_field("VmRSS")
+
+
+def wait_until(condition, what, timeout=10.0, interval=0.02):
+    """Polls `condition()` until it is true, at most `timeout` seconds: the way a test orders
+    events, instead of a sleep that hopes the other side got there."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def open_clients(admin, service="demo"):
+    """The daemon's attestproxy_client_connections_open for `service`, from its admin API."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    m = re.search(r'^attestproxy_client_connections_open\{service="%s"\} (\d+)$' % service,
+                  text, re.M)
+    return int(m.group(1))
+
+
+def wait_open_clients(admin, n, timeout=20, service="demo"):
+    wait_until(lambda: open_clients(admin, service) == n,
+               f"{n} open client connection(s) of {service}", timeout=timeout, interval=0.05)
 
 
 def wait_listening(port, timeout=10.0):

@@ -6,6 +6,9 @@ import time
 
 import pytest
 
+from conftest import free_port
+from proxy_fixtures import wait_open_clients
+
 CASES = {
     "cl_and_te": (b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "bad_request"),
@@ -121,11 +124,13 @@ def test_max_headers(start_relay):
 
 
 def test_max_connections_answers_503(start_relay):
-    relay = start_relay(extra_service="max_connections = 2\n")
-    time.sleep(0.3)  # the fixture's readiness probe connection must be gone
+    admin = free_port()
+    relay = start_relay(extra_service="max_connections = 2\n",
+                        extra_daemon=f"admin_listen = 127.0.0.1:{admin}\n")
+    wait_open_clients(admin, 0)  # the fixture's readiness probe connection is gone
     held = [socket.create_connection(("127.0.0.1", relay.port), timeout=10) for _ in range(2)]
     try:
-        time.sleep(0.2)
+        wait_open_clients(admin, 2)  # both accepted: the next connection is over the limit
         status, head, body = exchange(relay.port, b"GET /echo HTTP/1.1\r\nHost: localhost\r\n"
                                                   b"Connection: close\r\n\r\n")
         assert status == 503
@@ -134,7 +139,7 @@ def test_max_connections_answers_503(start_relay):
     finally:
         for s in held:
             s.close()
-    time.sleep(0.3)
+    wait_open_clients(admin, 0)
     assert relay.get("/echo").status_code == 200
 
 

@@ -14,15 +14,13 @@ obs-fold, bare LF, absolute-form, CONNECT, ...) are not repeated here; these are
 One daemon and one simulator serve the whole module (they are reset between cases).
 """
 import json
-import re
 import socket
 import time
-import urllib.request
 
 import pytest
 
 from conftest import Daemon, free_port
-from proxy_fixtures import Relay, wait_listening
+from proxy_fixtures import Relay, open_clients, wait_listening, wait_open_clients
 from simulator import Simulator, service_config
 
 H = b"Host: localhost\r\n"
@@ -120,23 +118,6 @@ def read_one(s, timeout=TIMEOUT):
             raise AssertionError(f"closed within a response: {data[:300]!r}")
         data += chunk
     raise AssertionError(f"no complete response: {data[:300]!r}")
-
-
-def open_clients(admin):
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    m = re.search(r'^attestproxy_client_connections_open\{service="demo"\} (\d+)$', text, re.M)
-    return int(m.group(1))
-
-
-def wait_open_clients(admin, n, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = open_clients(admin)
-        if got == n:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{got} client connections open, expected {n}")
 
 
 def split_responses(data, head_requests=()):

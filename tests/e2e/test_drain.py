@@ -7,6 +7,8 @@ import time
 
 import requests
 
+from proxy_fixtures import wait_until
+
 
 def stream_events(relay, path, got, errors):
     try:
@@ -20,6 +22,14 @@ def stream_events(relay, path, got, errors):
         errors.append(e)
 
 
+def refused(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return False
+    except OSError:
+        return True
+
+
 def test_in_flight_stream_finishes_after_sigterm(start_relay):
     relay = start_relay(extra_daemon="shutdown_timeout = 20s\n")
     got, errors = [], []
@@ -29,15 +39,13 @@ def test_in_flight_stream_finishes_after_sigterm(start_relay):
     deadline = time.monotonic() + 10
     while len([g for g in got if g[0] == "event"]) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
+    mark = len(relay.daemon.log())
     relay.daemon.signal(signal.SIGTERM)
-    time.sleep(0.3)
-    # No new connection is accepted while draining.
-    try:
-        with socket.create_connection(("127.0.0.1", relay.port), timeout=2):
-            accepted = True
-    except OSError:
-        accepted = False
-    assert not accepted
+    relay.daemon.wait_log("event=stopping", start=mark)
+    # No new connection is accepted while draining: the listener is closed at once, while the
+    # stream (2 s in all) is still in flight.
+    wait_until(lambda: refused(relay.port), "the listener to close", timeout=5)
+    assert t.is_alive() and len([g for g in got if g[0] == "event"]) < 10, got
     t.join(20)
     assert not t.is_alive()
     assert errors == []

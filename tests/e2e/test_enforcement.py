@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conftest import free_port
-from proxy_fixtures import Relay, wait_listening
+from proxy_fixtures import Relay, wait_listening, wait_until
 from simulator import service_config
 
 WRONG_PCR0 = "ab" * 48
@@ -421,6 +421,7 @@ class SlowForwarder:
         self.target_port, self.hold_s = target_port, hold_s
         self.srv = socket.create_server(("127.0.0.1", 0))
         self.port = self.srv.getsockname()[1]
+        self.accepted = 0  # connections taken in (and held), for tests to wait on
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -430,6 +431,7 @@ class SlowForwarder:
                 c, _ = self.srv.accept()
             except OSError:
                 return
+            self.accepted += 1
             def join(c=c):
                 time.sleep(self.hold_s)
                 u = socket.create_connection(("127.0.0.1", self.target_port))
@@ -473,10 +475,12 @@ def test_a_connection_still_handshaking_when_the_upstream_moves_is_not_used(star
         wait_listening(port)
         relay = Relay(daemon, b, port)
         result = {}
+        held_before = fwd.accepted
         t = threading.Thread(target=lambda: result.update(r=relay.get("/echo", timeout=20)),
                              daemon=True)
         t.start()
-        time.sleep(0.3)  # the daemon's connection to A is waiting for its handshake
+        # The daemon's connection to A is in the forwarder's hands, waiting for its handshake.
+        wait_until(lambda: fwd.accepted > held_before, "the daemon's connection to A", timeout=5)
         mark = len(daemon.log())
         daemon.conf_path.write_text(text.replace(f"upstream = 127.0.0.1:{fwd.port}",
                                                  f"upstream = 127.0.0.1:{b.port}"))

@@ -8,6 +8,8 @@ import time
 
 import requests
 
+from proxy_fixtures import wait_until
+
 
 def evidence_on(relay):
     return [r for r in relay.sim.requests() if r["evidence"]]
@@ -113,7 +115,7 @@ def test_failed_reattestation_cuts_connections_of_the_key(start_relay):
     # Two connections to the same key: one streams, the other goes idle in the pool.
     t = threading.Thread(target=stream)
     t.start()
-    time.sleep(0.5)
+    wait_until(lambda: got, "the stream's first event")  # its connection is busy from now on
     assert relay.get("/echo").status_code == 200
     relay.sim.misbehave("wrong_pcrs")
     # At 1 s the refresh over the idle connection fails: the pin is dropped and the stream cut.

@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,6 +33,8 @@ static char tmpdir[] = "/tmp/test_admin.XXXXXX";
 struct fixture {
     uv_loop_t loop;
     uv_async_t async;
+    uv_check_t check;        /* after each poll: counts the loop's open streams */
+    atomic_int open_streams; /* the listener plus one per accepted client (read by the client) */
     struct admin *admin;
     struct admin_source src;
     struct metrics *metrics;
@@ -48,6 +52,7 @@ struct fixture {
     size_t resp_len;
     char resp2[RESP_MAX];
     size_t resp2_len;
+    bool resp2_closed; /* the second connection ended (EOF or reset), not timed out */
     const char *request;
 };
 
@@ -102,6 +107,23 @@ static void on_async(uv_async_t *a)
     uv_stop(a->loop);
 }
 
+static void count_stream(uv_handle_t *h, void *arg)
+{
+    int *n = arg;
+    if ((h->type == UV_TCP || h->type == UV_NAMED_PIPE) && !uv_is_closing(h))
+        (*n)++;
+}
+
+/* Publishes how many streams the loop holds, so that the client thread can wait for the server
+ * to have accepted a connection instead of sleeping and hoping it did. */
+static void on_check(uv_check_t *c)
+{
+    struct fixture *f = c->data;
+    int n = 0;
+    uv_walk(c->loop, count_stream, &n);
+    atomic_store(&f->open_streams, n);
+}
+
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
@@ -110,6 +132,10 @@ static int setup(void **state)
     assert_non_null(f);
     assert_int_equal(uv_loop_init(&f->loop), 0);
     assert_int_equal(uv_async_init(&f->loop, &f->async, on_async), 0);
+    assert_int_equal(uv_check_init(&f->loop, &f->check), 0);
+    f->check.data = f;
+    assert_int_equal(uv_check_start(&f->check, on_check), 0);
+    uv_unref((uv_handle_t *)&f->check); /* it must not keep the loop running by itself */
     f->metrics = metrics_new();
     ms = metrics_service(f->metrics, "whisper");
     metrics_inc_requests(ms, 200);
@@ -137,6 +163,7 @@ static int teardown(void **state)
         admin_close(f->admin, on_admin_closed, f); /* idempotent */
     }
     uv_close((uv_handle_t *)&f->async, NULL);
+    uv_close((uv_handle_t *)&f->check, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(f->closed, f->admin != NULL ? 1 : 0);
     assert_int_equal(uv_loop_close(&f->loop), 0);
@@ -161,6 +188,19 @@ static void start_tcp(struct fixture *f, uint64_t timeout_ms, uint32_t max_clien
 }
 
 /* ---- The client thread ----------------------------------------------------------------------- */
+
+/* Waits up to 5 s until the server's loop holds at least `n` streams (its listener counts as
+ * one); false when it never did. */
+static bool wait_open_streams(struct fixture *f, int n)
+{
+    uint64_t deadline = uv_hrtime() + 5000000000ull;
+    while (atomic_load(&f->open_streams) < n) {
+        if (uv_hrtime() > deadline)
+            return false;
+        usleep(1000);
+    }
+    return true;
+}
 
 static int client_connect(struct fixture *f)
 {
@@ -572,11 +612,18 @@ static void script_two_clients(struct fixture *f)
     if (a < 0)
         return;
     send_all(a, "GET /healthz HTTP/1.1\r\n", 23);
-    usleep(50000); /* let the server accept `a` first */
+    /* The server must have accepted `a` (listener + a) before `b` arrives over the limit. */
+    if (!wait_open_streams(f, 2)) {
+        close(a);
+        return; /* resp_len stays 0: the test fails on the missing response */
+    }
     b = client_connect(f);
     if (b >= 0) {
-        /* Over the limit: accepted and closed at once. */
-        f->resp2_len = recv_all(b, f->resp2, sizeof(f->resp2));
+        /* Over the limit: accepted and closed at once, not left open until the receive
+         * timeout (5 s) ends the wait. */
+        ssize_t r = recv(b, f->resp2, sizeof(f->resp2) - 1, 0);
+        f->resp2_closed = r == 0 || (r < 0 && errno == ECONNRESET);
+        f->resp2_len = r > 0 ? (size_t)r : 0;
         close(b);
     }
     send_all(a, "Host: localhost\r\n\r\n", 19);
@@ -589,8 +636,10 @@ static void test_connection_limit(void **state)
     struct fixture *f = *state;
 
     start_tcp(f, 0, 1);
+    f->resp2_closed = false;
     run_client(f, script_two_clients);
     assert_int_equal(f->resp2_len, 0);
+    assert_true(f->resp2_closed);
     expect_response(f->resp, 200, NULL, "ok\n");
     /* The slot is free again. */
     expect_response(exchange(f, GET("/healthz")), 200, NULL, "ok\n");

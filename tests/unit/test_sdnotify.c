@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -620,8 +621,7 @@ static void child_ipv6_and_names(void)
     memset(&sa, 0, sizeof(sa));
     sa.sin6_family = AF_INET6;
     sa.sin6_addr = in6addr_loopback;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
-        _exit(0); /* no IPv6 loopback on this machine: nothing to test */
+    CHECK(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0); /* the parent checked ::1 exists */
     CHECK(listen(fd, 1) == 0);
     CHECK(getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
     place(fcntl(fd, F_DUPFD, 20), 3);
@@ -643,9 +643,31 @@ static void child_ipv6_and_names(void)
     CHECK(strcmp(lf.fds[0].name, "unknown") == 0);
 }
 
+/* Whether this machine has an IPv6 loopback to bind (containers often have none). */
+static bool ipv6_loopback_available(void)
+{
+    struct sockaddr_in6 sa;
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    bool ok;
+
+    if (fd < 0)
+        return false;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin6_family = AF_INET6;
+    sa.sin6_addr = in6addr_loopback;
+    ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
 static void test_listenfds_ipv6_and_unknown_names(void **state)
 {
     (void)state;
+    /* Without ::1 there is nothing to test: say so in the results rather than pass. */
+    if (!ipv6_loopback_available()) {
+        print_message("no IPv6 loopback (::1) on this machine: skipped\n");
+        skip();
+    }
     run_in_child(child_ipv6_and_names);
 }
 
