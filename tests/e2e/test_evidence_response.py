@@ -56,9 +56,12 @@ def test_evidence_body_of_exactly_64_kib_reaches_the_verifier(start_relay):
     assert "verdict=rejected" in line and "reason=envelope_document_too_large" in line
 
 
-def test_bytes_after_the_evidence_response_never_reach_a_client(start_relay):
+@pytest.mark.parametrize("record", ["same", "next"])
+def test_bytes_after_the_evidence_response_never_reach_a_client(start_relay, record):
+    # "same": the extra bytes share the evidence response's TLS record, so the response parser
+    # sees them; "next": they are a record of their own, received but not yet decrypted.
     relay = start_relay()
-    relay.sim.misbehave("evidence_trailing")
+    relay.sim.misbehave("evidence_trailing", record=record)
     with relay.session() as s:
         first = s.get(relay.url + "/echo?n=1", timeout=30)
         second = s.get(relay.url + "/echo?n=2", timeout=30)

@@ -240,12 +240,18 @@ class Sim:
                     await write_chunk(w, body[i:i + 16384])
                 return await end_chunked(w)
         if self.mode == "evidence_trailing":
-            # A correct evidence response followed, in the same write, by `data` (by default a
-            # complete response of its own); the connection then serves the next request.
+            # A correct evidence response followed, without waiting, by `data` (by default a
+            # complete response of its own): in the same TLS record (`record` "same"), or in the
+            # next one ("next": a second write, encrypted on its own and sent with the first).
+            # The connection then serves the next request.
             extra = self.mode_params.get(
                 "data", "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED").encode("latin-1")
             head = response_head(200, {"Content-Type": ctype, "Content-Length": str(len(body))})
-            w.write(head + body + extra)
+            if self.mode_params.get("record", "same") == "next":
+                w.write(head + body)
+                w.write(extra)
+            else:
+                w.write(head + body + extra)
             return await w.drain()
         return await send(w, 200, {"Content-Type": ctype}, body)
 

@@ -5,7 +5,8 @@
  * sending anything. The connection under test is real: a TCP connection on 127.0.0.1 opened
  * into a uv_tcp_t on a real loop, and a finished TLS handshake with an in-process OpenSSL
  * server, so that an allowed write can be followed to the server's plaintext and a refused one
- * shown to have left no byte anywhere.
+ * shown to have left no byte anywhere. Also upstream_input_pending(), which attest.c asks before
+ * handing a freshly attested connection to a request.
  */
 #include <errno.h>
 #include <poll.h>
@@ -286,11 +287,35 @@ static void test_write_allowed_in_busy_and_attesting(void **state)
     free(want);
 }
 
+/* upstream_input_pending(): an empty receive queue is the only "no"; a byte the enclave sent,
+ * or its FIN, that the loop has not read yet is a "yes". */
+static void test_input_pending(void **state)
+{
+    struct harness *h = harness_new(UP_IDLE);
+    struct pollfd pfd = {.events = POLLIN};
+    (void)state;
+    assert_int_equal(uv_fileno((const uv_handle_t *)&h->up->tcp, &pfd.fd), 0);
+    assert_false(upstream_input_pending(h->up));
+    assert_int_equal(send(h->server_fd, "x", 1, 0), 1);
+    assert_int_equal(poll(&pfd, 1, 5000), 1);
+    assert_true(upstream_input_pending(h->up));
+    assert_true(upstream_input_pending(h->up)); /* peeked, not consumed */
+    harness_free(h);
+
+    h = harness_new(UP_IDLE);
+    assert_int_equal(uv_fileno((const uv_handle_t *)&h->up->tcp, &pfd.fd), 0);
+    assert_int_equal(shutdown(h->server_fd, SHUT_WR), 0);
+    assert_int_equal(poll(&pfd, 1, 5000), 1);
+    assert_true(upstream_input_pending(h->up));
+    harness_free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_refused_outside_busy_and_attesting),
         cmocka_unit_test(test_write_allowed_in_busy_and_attesting),
+        cmocka_unit_test(test_input_pending),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
