@@ -202,8 +202,11 @@ static void verify_evidence(struct attest_job *job)
     }
     o.accepted = true;
     /* Bytes past the evidence response, in this record or a later one, would become the
-     * answer to the request that follows on this connection. */
-    o.reusable = job->keep_alive && !job->extra_bytes && tls_in_empty(&up->tls);
+     * answer to the request that follows on this connection: also a later record that the
+     * enclave sent with the response but that still waits in the socket (the request is
+     * written as soon as this function returns, so nothing there can be its answer). */
+    o.reusable = job->keep_alive && !job->extra_bytes && tls_in_empty(&up->tls) &&
+                 !upstream_input_pending(up);
     log_attestation(job, "verified", "ok", res.reason[0] ? res.reason : "accepted", &res.summary);
     {
         const struct pin_entry *next = pinset_next_expiry(&svc->pins, uv_now(&svc->proxy->d->loop));

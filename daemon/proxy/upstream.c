@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "core/log.h"
 #include "ops/metrics.h"
@@ -49,6 +50,19 @@ static void set_state(struct upstream *up, enum upstream_state to)
 bool upstream_is_closing(const struct upstream *up)
 {
     return up->state == UP_CLOSING;
+}
+
+bool upstream_input_pending(struct upstream *up)
+{
+    uv_os_fd_t fd;
+    char c;
+    if (up->state == UP_CLOSING || uv_fileno((const uv_handle_t *)&up->tcp, &fd) != 0)
+        return true;
+    /* EAGAIN is the only answer that proves the receive queue empty; anything else fails
+     * closed. */
+    if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0)
+        return errno != EAGAIN && errno != EWOULDBLOCK;
+    return true;
 }
 
 const char *upstream_failure(const struct upstream *up)

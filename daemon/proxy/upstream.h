@@ -166,6 +166,13 @@ void upstream_abort(struct upstream *up, const char *msg);
 /** Closes the connection (idempotent). `why` is logged at debug level. */
 void upstream_close(struct upstream *up, const char *why);
 
+/**
+ * True when the socket holds bytes (or the peer's FIN) that were not read yet, or cannot be
+ * asked: a connection handed to a request right after an exchange the enclave had no reason to
+ * extend must not have anything waiting. One recv(MSG_PEEK) system call; no callback fires.
+ */
+bool upstream_input_pending(struct upstream *up);
+
 bool upstream_is_closing(const struct upstream *up);
 const char *upstream_state_name(enum upstream_state s);
 

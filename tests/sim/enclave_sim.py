@@ -38,7 +38,7 @@ JSON_BODY_MAX = 1 << 20
 BODY_LOG_MAX = 4096  # request body bytes kept in the request log
 MODES = ("wrong_pcrs", "debug_pcrs", "bad_signature", "wrong_nonce", "missing_nonce",
          "replay_old", "expired_leaf", "garbage_evidence", "bind_other_key", "evidence_500",
-         "evidence_delay",
+         "evidence_delay", "replay_document", "evidence_trailing", "evidence_pad",
          "drop_mid_stream", "stall", "close_after_headers", "raw_response", "garbage_response",
          "reset_mid_body", "excess_body")
 # Hostile application responses (evidence stays valid, so attestation passes): each is a
@@ -132,6 +132,9 @@ class Sim:
         self.stats = {"evidence_requests": 0, "app_requests": 0, "connections": 0}
         self.requests = []
         self.retired = getattr(self, "retired", [])
+        # The last evidence body served per profile, for replay_document (kept across resets:
+        # a replay test resets the log between the original and the replay).
+        self.served = getattr(self, "served", {})
 
     def set_mode(self, mode, params):
         if mode is not None and mode not in MODES:
@@ -208,14 +211,49 @@ class Sim:
         if self.mode == "garbage_evidence":
             return await send(w, 200, {"Content-Type": "application/cbor"},
                               b"\x84garbage, not a document")
+        if self.mode == "replay_document":
+            # An earlier document, byte for byte: its nonce is the one an earlier request sent.
+            if profile not in self.served:
+                return await send(w, 500, {"Content-Type": "text/plain"}, b"nothing to replay\n")
+            ctype, body = self.served[profile]
+            return await send(w, 200, {"Content-Type": ctype}, body)
         doc = self.document(profile, self.identity_of(w), nonce)
         if profile == "nitriding":
-            return await send(w, 200, {"Content-Type": "text/plain"},
-                              base64.b64encode(doc) + b"\n")
-        if profile == "evervault":
+            ctype, body = "text/plain", base64.b64encode(doc) + b"\n"
+        elif profile == "evervault":
+            ctype = "application/json"
             body = json.dumps({"attestation_doc": base64.b64encode(doc).decode()}).encode()
-            return await send(w, 200, {"Content-Type": "application/json"}, body)
-        return await send(w, 200, {"Content-Type": "application/cbor"}, doc)
+        else:
+            ctype, body = "application/cbor", doc
+        self.served[profile] = (ctype, body)
+        if self.mode == "evidence_pad":
+            # The body padded to exactly `bytes` bytes with `pad` (whitespace, which base64 and
+            # JSON bodies may carry; a CBOR body then has trailing bytes), optionally chunked.
+            size = int(self.mode_params.get("bytes", 65536))
+            pad = self.mode_params.get("pad", "\n").encode("latin-1")
+            if size < len(body) or len(pad) != 1:
+                return await send(w, 500, {"Content-Type": "text/plain"}, b"bad evidence_pad\n")
+            body += pad * (size - len(body))
+            if self.mode_params.get("chunked"):
+                await start_chunked(w, 200, {"Content-Type": ctype})
+                for i in range(0, len(body), 16384):
+                    await write_chunk(w, body[i:i + 16384])
+                return await end_chunked(w)
+        if self.mode == "evidence_trailing":
+            # A correct evidence response followed, without waiting, by `data` (by default a
+            # complete response of its own): in the same TLS record (`record` "same"), or in the
+            # next one ("next": a second write, encrypted on its own and sent with the first).
+            # The connection then serves the next request.
+            extra = self.mode_params.get(
+                "data", "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED").encode("latin-1")
+            head = response_head(200, {"Content-Type": ctype, "Content-Length": str(len(body))})
+            if self.mode_params.get("record", "same") == "next":
+                w.write(head + body)
+                w.write(extra)
+            else:
+                w.write(head + body + extra)
+            return await w.drain()
+        return await send(w, 200, {"Content-Type": ctype}, body)
 
     # ---- Connections ----------------------------------------------------------------------
 
@@ -240,7 +278,8 @@ class Sim:
                 evidence = url.path in ("/.well-known/nitro-attestation", "/enclave/attestation",
                                         "/.well-known/attestation")
                 entry = {"conn": conn, "pin": ident.pin, "method": method, "path": target,
-                         "evidence": evidence, "t": time.time(),
+                         "evidence": evidence, "nonce": query.get("nonce", [None])[0],
+                         "t": time.time(),
                          "head": head.decode("latin-1"), "body": ""}
                 self.requests.append(entry)
                 if headers.get("expect", "").lower() == "100-continue":

@@ -13,6 +13,8 @@ struct peers {
     X509 *other; /* a second certificate for the same key: same SPKI, different DER */
     X509 *stranger;
     EVP_PKEY *stranger_key;
+    X509 *twin; /* another P-256 key under the same name: same type, same SPKI length */
+    EVP_PKEY *twin_key;
 };
 
 static int setup(void **state)
@@ -25,6 +27,8 @@ static int setup(void **state)
     p->other = th_cert("enclave.test", p->key, NULL, p->key, &o);
     p->stranger_key = th_key("P-384");
     p->stranger = th_cert("stranger.test", p->stranger_key, NULL, p->stranger_key, &o);
+    p->twin_key = th_key("P-256");
+    p->twin = th_cert("enclave.test", p->twin_key, NULL, p->twin_key, &o);
     *state = p;
     return 0;
 }
@@ -35,8 +39,10 @@ static int teardown(void **state)
     X509_free(p->cert);
     X509_free(p->other);
     X509_free(p->stranger);
+    X509_free(p->twin);
     EVP_PKEY_free(p->key);
     EVP_PKEY_free(p->stranger_key);
+    EVP_PKEY_free(p->twin_key);
     free(p);
     return 0;
 }
@@ -180,6 +186,109 @@ static void test_cert_hash_modes(void **state)
     expect(BINDING_BLINDAI, p->cert, &d, VERIFY_R_BINDING_USER_DATA_ABSENT);
 }
 
+/*
+ * Values that differ from the right one only in their last byte, or that come from a key of the
+ * same type and size: a compare that stops one byte short, or that checks lengths and the
+ * (shared) algorithm prefix of the SPKI, accepts them.
+ */
+static void test_spki_modes_last_byte_and_twin_key(void **state)
+{
+    struct peers *p = *state;
+    uint8_t der[BINDING_SPKI_MAX];
+    uint8_t twin_der[BINDING_SPKI_MAX];
+    uint8_t h[32];
+    size_t n = spki(p->cert, der);
+    size_t twin_n = spki(p->twin, twin_der);
+    struct nitro_document d;
+
+    /* The twin key really is the same type and size, and its SPKI shares a long prefix. */
+    assert_int_equal(twin_n, n);
+    assert_memory_equal(twin_der, der, 26);
+    assert_memory_not_equal(twin_der, der, n);
+
+    sha256_of(der, n, h);
+    h[31] ^= 0x01;
+    d = doc_with(h, 32, NULL, 0);
+    expect(BINDING_SPKI_SHA256, p->cert, &d, VERIFY_R_BINDING_SPKI_SHA256);
+    h[31] ^= 0x01;
+    d = doc_with(h, 32, NULL, 0);
+    expect(BINDING_SPKI_SHA256, p->cert, &d, VERIFY_R_OK);
+    expect(BINDING_SPKI_SHA256, p->twin, &d, VERIFY_R_BINDING_SPKI_SHA256);
+
+    der[n - 1] ^= 0x01;
+    d = doc_with(NULL, 0, der, n);
+    expect(BINDING_PUBLIC_KEY_SPKI, p->cert, &d, VERIFY_R_BINDING_PUBLIC_KEY_SPKI);
+    d = doc_with(der, n, NULL, 0);
+    expect(BINDING_SPKI_DER, p->cert, &d, VERIFY_R_BINDING_SPKI_DER);
+    der[n - 1] ^= 0x01;
+    d = doc_with(NULL, 0, der, n);
+    expect(BINDING_PUBLIC_KEY_SPKI, p->cert, &d, VERIFY_R_OK);
+    expect(BINDING_PUBLIC_KEY_SPKI, p->twin, &d, VERIFY_R_BINDING_PUBLIC_KEY_SPKI);
+    d = doc_with(der, n, NULL, 0);
+    expect(BINDING_SPKI_DER, p->cert, &d, VERIFY_R_OK);
+    expect(BINDING_SPKI_DER, p->twin, &d, VERIFY_R_BINDING_SPKI_DER);
+}
+
+static void test_cert_hash_modes_last_byte(void **state)
+{
+    struct peers *p = *state;
+    uint8_t h[32];
+    uint8_t ud[128];
+    struct nitro_document d;
+
+    cert_hash(p->cert, h);
+    h[31] ^= 0x01;
+    d = doc_with(h, 32, NULL, 0);
+    expect(BINDING_CERT_SHA256, p->cert, &d, VERIFY_R_BINDING_CERT_SHA256);
+    h[31] ^= 0x01;
+    d = doc_with(h, 32, NULL, 0);
+    expect(BINDING_CERT_SHA256, p->twin, &d, VERIFY_R_BINDING_CERT_SHA256);
+
+    /* nitriding, 34 bytes: the last byte is the hash's last byte. */
+    memcpy(ud, "\x12\x20", 2);
+    memcpy(ud + 2, h, 32);
+    ud[33] ^= 0x01;
+    d = doc_with(ud, 34, NULL, 0);
+    expect(BINDING_NITRIDING, p->cert, &d, VERIFY_R_BINDING_NITRIDING);
+    ud[33] ^= 0x01;
+    expect(BINDING_NITRIDING, p->twin, &d, VERIFY_R_BINDING_NITRIDING);
+    /* nitriding, 68 bytes: the certificate hash's last byte (33) is checked; the last byte of
+     * the whole (67) belongs to the application key hash, which is not interpreted. */
+    memcpy(ud + 34, "\x12\x20", 2);
+    memset(ud + 36, 0x5a, 32);
+    ud[33] ^= 0x01;
+    d = doc_with(ud, 68, NULL, 0);
+    expect(BINDING_NITRIDING, p->cert, &d, VERIFY_R_BINDING_NITRIDING);
+    ud[33] ^= 0x01;
+    ud[67] ^= 0x01;
+    expect(BINDING_NITRIDING, p->cert, &d, VERIFY_R_OK);
+    ud[67] ^= 0x01;
+    d = doc_with(ud, 69, NULL, 0);
+    expect(BINDING_NITRIDING, p->cert, &d, VERIFY_R_BINDING_NITRIDING);
+
+    /* blindai: the last byte of the hash (38) and of ";sha256:" (46) are checked; the last
+     * byte of the whole (78) belongs to the uninterpreted second hash. */
+    memcpy(ud, "sha256:", 7);
+    memcpy(ud + 7, h, 32);
+    memcpy(ud + 39, ";sha256:", 8);
+    memset(ud + 47, 0, 33);
+    d = doc_with(ud, 79, NULL, 0);
+    expect(BINDING_BLINDAI, p->cert, &d, VERIFY_R_OK);
+    expect(BINDING_BLINDAI, p->twin, &d, VERIFY_R_BINDING_BLINDAI);
+    ud[38] ^= 0x01;
+    expect(BINDING_BLINDAI, p->cert, &d, VERIFY_R_BINDING_BLINDAI);
+    ud[38] ^= 0x01;
+    ud[46] = ';';
+    expect(BINDING_BLINDAI, p->cert, &d, VERIFY_R_BINDING_BLINDAI);
+    ud[46] = ':';
+    ud[78] ^= 0x01;
+    expect(BINDING_BLINDAI, p->cert, &d, VERIFY_R_OK);
+    ud[78] ^= 0x01;
+    /* One byte too long (80 bytes, the extra byte zero) is refused. */
+    d = doc_with(ud, 80, NULL, 0);
+    expect(BINDING_BLINDAI, p->cert, &d, VERIFY_R_BINDING_BLINDAI);
+}
+
 static void test_modes_and_peers(void **state)
 {
     struct peers *p = *state;
@@ -194,6 +303,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spki_modes),
         cmocka_unit_test(test_cert_hash_modes),
+        cmocka_unit_test(test_spki_modes_last_byte_and_twin_key),
+        cmocka_unit_test(test_cert_hash_modes_last_byte),
         cmocka_unit_test(test_modes_and_peers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -557,6 +557,15 @@ static void test_cose_rules(void **state)
         {"protected empty", S("\x84"), S("\x40"), S("\xa0"), S(""), VERIFY_R_COSE_PROTECTED},
         {"protected es256", S("\x84"), S("\x43\xa1\x01\x26"), S("\xa0"), S(""),
          VERIFY_R_COSE_PROTECTED},
+        /* Same length as {1: -35} and equal but for the last byte: {1: -36}, ES512. */
+        {"protected es512", S("\x84"), S("\x44\xa1\x01\x38\x23"), S("\xa0"), S(""),
+         VERIFY_R_COSE_PROTECTED},
+        /* Same length, last byte one lower: {1: -34}, not ES384 either. */
+        {"protected alg -34", S("\x84"), S("\x44\xa1\x01\x38\x21"), S("\xa0"), S(""),
+         VERIFY_R_COSE_PROTECTED},
+        /* Same length, another label with the ES384 value: {2: -35} names no algorithm. */
+        {"protected label 2", S("\x84"), S("\x44\xa1\x02\x38\x22"), S("\xa0"), S(""),
+         VERIFY_R_COSE_PROTECTED},
         {"protected with kid", S("\x84"), S("\x47\xa2\x01\x38\x22\x04\x40"), S("\xa0"), S(""),
          VERIFY_R_COSE_PROTECTED},
         {"protected not minimal", S("\x84"), S("\x45\xa1\x01\x39\x00\x22"), S("\xa0"), S(""),

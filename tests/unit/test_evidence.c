@@ -129,6 +129,25 @@ static void test_size_gates(void **state)
     expect(text, chars, VERIFY_R_ENVELOPE_DOC_TOO_LARGE);
     chars = 4 * (VERIFY_MAX_INPUT / 3); /* 16383 bytes */
     expect(text, chars, VERIFY_R_OK);
+
+    /* The envelope bound itself: "aGVsbG8=" padded with newlines to exactly 65 536 bytes is
+     * decoded; one more newline is refused on its size alone. Base64 and JSON alike. */
+    memset(text, '\n', sizeof(text));
+    memcpy(text, "aGVsbG8=", 8);
+    assert_int_equal(
+        evidence_decode((const uint8_t *)text, VERIFY_MAX_ENVELOPE, scratch, &doc, &doc_len, &err),
+        0);
+    assert_int_equal(doc_len, 5);
+    assert_memory_equal(doc, "hello", 5);
+    expect(text, VERIFY_MAX_ENVELOPE + 1, VERIFY_R_ENVELOPE_TOO_LARGE);
+    memset(text, ' ', sizeof(text));
+    memcpy(text, "{\"document\": \"aGVsbG8=\"}", 24);
+    assert_int_equal(
+        evidence_decode((const uint8_t *)text, VERIFY_MAX_ENVELOPE, scratch, &doc, &doc_len, &err),
+        0);
+    assert_int_equal(doc_len, 5);
+    assert_memory_equal(doc, "hello", 5);
+    expect(text, VERIFY_MAX_ENVELOPE + 1, VERIFY_R_ENVELOPE_TOO_LARGE);
 }
 
 static void test_real_document_round_trip(void **state)

@@ -206,6 +206,55 @@ static void test_measurement_sets(void **state)
     assert_int_equal(m, -1);
 }
 
+/* Values equal in their first 47 bytes and different only in byte 47, the last one: a compare
+ * that stops short of the end (47 bytes, or a length off by one) accepts them. */
+static void test_pcr_differs_in_last_byte(void **state)
+{
+    struct policy p = make_policy();
+    struct nitro_document d = make_doc();
+    static uint8_t near[NITRO_PCR_LEN];
+    static uint8_t near_zero[NITRO_PCR_LEN];
+    static const uint8_t zero[NITRO_PCR_LEN];
+    struct verify_error err;
+    int m = 9;
+    (void)state;
+
+    /* The set wants PCR0 = 01 x 48; the document's PCR0 is 01 x 47 then 02. */
+    memset(near, 1, sizeof(near));
+    near[47] = 0x02;
+    d.pcrs[0].data = near;
+    expect(&p, &d, NOW, VERIFY_R_POLICY_PCR_MISMATCH, "pcr0");
+
+    /* The same for a PCR later in the set (PCR8 = 09 x 47 then 08). */
+    d = make_doc();
+    memset(near, 9, sizeof(near));
+    near[47] = 0x08;
+    d.pcrs[8].data = near;
+    expect(&p, &d, NOW, VERIFY_R_POLICY_PCR_MISMATCH, "pcr8");
+
+    /* A second set that differs from the document only in its last byte does not match
+     * either; the first set still does, and is the one reported. */
+    d = make_doc();
+    p.sets[1].mask = 1u << 1;
+    memset(p.sets[1].pcr[1], 2, NITRO_PCR_LEN);
+    p.sets[1].pcr[1][47] = 0x03;
+    p.n_sets = 2;
+    assert_int_equal(check(&p, &d, NOW, NULL, 0, false, &m, &err), 0);
+    assert_int_equal(m, 0);
+    p.sets[0].pcr[0][47] = 0x00;
+    expect(&p, &d, NOW, VERIFY_R_POLICY_PCR_MISMATCH, "pcr0");
+
+    /* PCR0 zero but for its last byte, PCR1 and PCR2 zero: not debug mode. */
+    d = make_doc();
+    near_zero[47] = 0x01;
+    d.pcrs[0].data = near_zero;
+    d.pcrs[1].data = zero;
+    d.pcrs[2].data = zero;
+    assert_false(policy_is_debug(&d));
+    d.pcrs[0].data = zero;
+    assert_true(policy_is_debug(&d));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_nonce),
         cmocka_unit_test(test_pcr_shape_and_debug),
         cmocka_unit_test(test_measurement_sets),
+        cmocka_unit_test(test_pcr_differs_in_last_byte),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
