@@ -88,6 +88,7 @@ struct exchange {
 struct client {
     struct proxy_service *svc;
     uint64_t id;
+    uint64_t listener_id; /* the listener that accepted it */
     enum client_state state;
     union {
         uv_tcp_t tcp;
@@ -1543,13 +1544,29 @@ void client_drain_all(struct proxy_service *svc)
     }
 }
 
+void client_drain_listener(struct proxy_service *svc, uint64_t listener_id, const char *why)
+{
+    for (struct client *c = svc->clients; c != NULL; c = c->next) {
+        if (c->state == CLIENT_CLOSING || c->listener_id != listener_id)
+            continue;
+        /* A request whose head is not complete has passed none of the checks yet: it would be
+         * judged by the new configuration although it arrived through a socket that
+         * configuration no longer has. Only exchanges admitted already finish. */
+        if (c->state == CLIENT_HEAD)
+            client_close(c, why);
+        else
+            c->close_after = true;
+    }
+}
+
 void client_close_all(struct proxy_service *svc, const char *why)
 {
     for (struct client *c = svc->clients; c != NULL; c = c->next)
         client_close(c, why);
 }
 
-bool client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix)
+bool client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix,
+                   uint64_t listener_id)
 {
     uv_loop_t *loop = server->loop;
     struct client *c = calloc(1, sizeof(*c));
@@ -1572,6 +1589,7 @@ bool client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix)
     c->svc = svc;
     c->id = ++svc->proxy->next_id;
     c->is_unix = is_unix;
+    c->listener_id = listener_id;
     c->state = CLIENT_HEAD;
     /* From here the client is freed only by its close callbacks. */
     c->next = svc->clients;
