@@ -780,6 +780,10 @@ void proxy_reload(struct daemon *d, const struct config *old_cfg, bool root_chan
         }
         change = root_changed ? "trust_root_changed" : attestation_change(svc->cfg, fresh);
         svc->cfg = fresh;
+        if (!fresh->session_resumption && svc->resume.session != NULL) {
+            SSL_SESSION_free(svc->resume.session);
+            svc->resume.session = NULL;
+        }
         drop_listeners(svc);
         if (change != NULL)
             enforce_change(svc, change);
