@@ -150,6 +150,9 @@ static const struct key_def keys[] = {
      "idle upstream connections kept for reuse"},
     {"pool_idle_timeout", SEC_SERVICE, T_DURATION, S(pool_idle_timeout_ms), 100, HOUR, "30s", 0,
      "an idle upstream connection is closed after this (keep it below the enclave's)"},
+    {"session_resumption", SEC_SERVICE, T_BOOL, S(session_resumption), 0, 0, "no", 0,
+     "resume TLS sessions with the enclave; a resumed session proves the ticket key, not the "
+     "attested key: only for enclaves that keep their ticket keys inside (docs/security.md)"},
 
     /* [service NAME]: attestation */
     {"profile", SEC_SERVICE, T_PROFILE, S(profile), 0, 0, "native", 0,

@@ -144,6 +144,7 @@ int daemon_reload(struct daemon *d)
     char gen[24];
     struct config *fresh = NULL;
     struct config *old;
+    struct verifier *v;
     bool root_changed = false;
     int rc;
 
@@ -155,28 +156,27 @@ int daemon_reload(struct daemon *d)
         return rc;
     }
     /* The trust anchor is read afresh on every reload, so that replacing the file behind an
-     * unchanged root_ca path takes effect too; a new verifier is built before anything is
-     * swapped, so that a bad root leaves the daemon exactly as it was. */
-    {
-        struct verifier *v =
-            verifier_new(fresh->daemon.root_ca[0] ? fresh->daemon.root_ca : NULL, err, sizeof(err));
-        if (v == NULL) {
-            log_event(LOG_LEVEL_ERROR, "reload_rejected", "config", d->cfg->path, "error", err,
-                      "action", "keeping the running configuration", NULL);
-            config_free(fresh);
-            return -EINVAL;
-        }
-        if (verifier_same_root(v, d->verifier)) {
-            verifier_free(v); /* the running one keeps its warm intermediates */
-        } else {
-            verifier_free(d->verifier);
-            d->verifier = v;
-            root_changed = true;
-            log_event(LOG_LEVEL_WARN, "trust_root_changed", "root_ca",
-                      fresh->daemon.root_ca[0] ? fresh->daemon.root_ca : "compiled-in AWS Root-G1",
-                      "action", "every pin dropped; keys are attested again under the new root",
-                      NULL);
-        }
+     * unchanged root_ca path takes effect too; a new verifier is built, and the listeners the
+     * new file adds are bound, before anything is swapped, so that a bad root or an address
+     * that cannot bind leaves the daemon exactly as it was. */
+    v = verifier_new(fresh->daemon.root_ca[0] ? fresh->daemon.root_ca : NULL, err, sizeof(err));
+    rc = v == NULL ? -EINVAL : proxy_prepare_reload(d, fresh, err, sizeof(err));
+    if (rc < 0) {
+        log_event(LOG_LEVEL_ERROR, "reload_rejected", "config", d->cfg->path, "error", err,
+                  "action", "keeping the running configuration", NULL);
+        verifier_free(v);
+        config_free(fresh);
+        return rc;
+    }
+    if (verifier_same_root(v, d->verifier)) {
+        verifier_free(v); /* the running one keeps its warm intermediates */
+    } else {
+        verifier_free(d->verifier);
+        d->verifier = v;
+        root_changed = true;
+        log_event(LOG_LEVEL_WARN, "trust_root_changed", "root_ca",
+                  fresh->daemon.root_ca[0] ? fresh->daemon.root_ca : "compiled-in AWS Root-G1",
+                  "action", "every pin dropped; keys are attested again under the new root", NULL);
     }
     old = d->cfg;
     d->cfg = fresh;

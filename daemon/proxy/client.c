@@ -50,6 +50,7 @@ enum body_mode {
 /* One request/response exchange. Zeroed between requests. */
 struct exchange {
     llhttp_method_t method;
+    bool method_known; /* llhttp's method 0 is DELETE: a request refused earlier logs "-" */
     bool head_request;
     bool http10;
     bool keep_alive; /* the client allows another request after this one */
@@ -61,7 +62,9 @@ struct exchange {
     char *held;    /* the response head, held until body bytes join it (write_parts) */
     size_t held_len;
     size_t up_head_len;
-    bool req_done;  /* the whole request was read (and forwarded, once relaying) */
+    bool req_done;     /* the whole request was read (and forwarded, once relaying) */
+    bool body_checked; /* the whole chunked body was in hand and valid before it went up */
+    size_t ahead_len;  /* input bytes the last look-ahead saw (body_valid_so_far) */
     bool body_sent; /* a request body byte went upstream: never replayed after that */
 
     bool acquiring; /* acquire() ran for the current attempt */
@@ -88,6 +91,7 @@ struct exchange {
 struct client {
     struct proxy_service *svc;
     uint64_t id;
+    uint64_t listener_id; /* the listener that accepted it */
     enum client_state state;
     union {
         uv_tcp_t tcp;
@@ -207,9 +211,9 @@ static void log_request(struct client *c)
     snprintf(id, sizeof(id), "%llu", (unsigned long long)c->id);
     /* The request target is not logged: query strings carry secrets often enough. */
     log_event(LOG_LEVEL_INFO, "request", "service", c->svc->name, "conn", id, "method",
-              llhttp_method_name(ex->method), "status", status, "error", ex->error_code, "reused",
-              ex->reused ? "yes" : "no", "bytes_up", bin, "bytes_down", bout, "duration_ms", dur,
-              NULL);
+              ex->method_known ? llhttp_method_name(ex->method) : "-", "status", status, "error",
+              ex->error_code, "reused", ex->reused ? "yes" : "no", "bytes_up", bin, "bytes_down",
+              bout, "duration_ms", dur, NULL);
 }
 
 /* ---- Closing ------------------------------------------------------------------------------ */
@@ -501,9 +505,12 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     if (c->state == CLIENT_LINGER) {
         *buf = uv_buf_init(c->in, CLIENT_INPUT_MAX); /* discarded */
     } else {
+        /* A request's first read may fill the whole buffer, so that a request of up to
+         * CLIENT_INPUT_MAX sent at once is in hand, and validated, before it goes upstream
+         * (body_valid_so_far); body reads while relaying take CLIENT_READ_MAX. */
         size_t room = CLIENT_INPUT_MAX - c->in_len;
-        *buf = uv_buf_init(c->in + c->in_len,
-                           (unsigned)(room < CLIENT_READ_MAX ? room : CLIENT_READ_MAX));
+        size_t max = c->state == CLIENT_HEAD ? room : CLIENT_READ_MAX;
+        *buf = uv_buf_init(c->in + c->in_len, (unsigned)(room < max ? room : max));
     }
 }
 
@@ -728,6 +735,7 @@ static int req_on_head(struct http1_parser *p)
     exchange_free(c);
     ex->started_ms = uv_now(c->h.handle.loop);
     ex->method = (llhttp_method_t)p->ll.method;
+    ex->method_known = true;
     ex->head_request = ex->method == HTTP_HEAD;
     ex->http10 = p->ll.http_minor == 0;
     ex->keep_alive = llhttp_should_keep_alive(&p->ll) != 0 && !ex->http10;
@@ -878,6 +886,10 @@ static void request_failed(struct client *c)
 {
     enum proxy_error e;
     const char *msg = c->req.fail_msg;
+    if (!c->ex.method_known && c->req.method_seen) {
+        c->ex.method = (llhttp_method_t)c->req.ll.method;
+        c->ex.method_known = true;
+    }
     switch (c->req.fail) {
     case HTTP1_FAIL_CALLBACK:
         e = c->pending_err;
@@ -896,6 +908,35 @@ static void request_failed(struct client *c)
                   NULL);
     }
     respond_error(c, e, msg, 0, true);
+}
+
+/*
+ * Buffered validation (docs/security.md): a chunked body whose bytes are already in the input
+ * buffer (at most CLIENT_INPUT_MAX) is parsed to its end before any byte of the request goes
+ * upstream, so that broken framing is refused while the enclave has seen nothing. A body that
+ * goes on past what is in hand is checked as far as it goes, again when the upstream is ready,
+ * and then streamed: a framing error found later aborts the exchange mid-way. Returns false
+ * when the request was refused (answered and closing).
+ */
+static bool body_valid_so_far(struct client *c)
+{
+    struct exchange *ex = &c->ex;
+    char why[sizeof(c->req.fail_msg)];
+    enum http1_status st;
+
+    if (ex->req_framing != HTTP1_FRAMING_CHUNKED || ex->body_checked || !c->paused_at_head ||
+        c->in_len - c->in_off == ex->ahead_len)
+        return true;
+    ex->ahead_len = c->in_len - c->in_off;
+    st = http1_parser_check_ahead(&c->req, c->in + c->in_off, c->in_len - c->in_off, why,
+                                  sizeof(why));
+    if (st == HTTP1_PAUSED)
+        ex->body_checked = true;
+    if (st != HTTP1_ERROR)
+        return true;
+    http1_parser_fail(&c->req, HTTP1_FAIL_BAD_MESSAGE, why);
+    request_failed(c);
+    return false;
 }
 
 /* ---- Exchange lifecycle ------------------------------------------------------------------- */
@@ -1028,6 +1069,8 @@ static int resp_on_head(struct http1_parser *p)
      * for one. */
     if (status < 200)
         return HTTP1_CB_SKIP_BODY;
+    if (c->timer_kind == TIMER_FIRST_BYTE)
+        set_timer(c, TIMER_STREAM_IDLE);
     ex->status = status;
     ex->resp_keep_alive = llhttp_should_keep_alive(&p->ll) != 0;
     memset(&opts, 0, sizeof(opts));
@@ -1119,13 +1162,11 @@ static void r_data(struct upstream *up, const char *data, size_t len, void *arg)
     enum http1_status st;
     size_t used = 0;
 
-    if (!ex->resp_started) {
-        ex->resp_started = true;
-        /* The request head may be replayed no more: the upstream has answered. */
-        set_timer(c, TIMER_STREAM_IDLE);
-    } else {
-        touch_stream(c);
-    }
+    /* The request head may be replayed no more: the upstream has answered. first_byte_timeout
+     * runs on until the final response's head (resp_on_head): an interim 100 Continue does
+     * not start the stream. */
+    ex->resp_started = true;
+    touch_stream(c);
     st = http1_parser_execute(&ex->resp, data, len, &used);
     if (c->state == CLIENT_CLOSING || flush_held(c) < 0)
         return;
@@ -1222,6 +1263,13 @@ static void relay_start(struct client *c, struct upstream *up)
     struct exchange *ex = &c->ex;
     int rc;
 
+    /* More of the body may have come while the connection was obtained. The connection
+     * carried nothing of this request: it goes back to the pool. */
+    ex->up = NULL;
+    if (!body_valid_so_far(c)) {
+        upstream_end_exchange(up, true);
+        return;
+    }
     ex->up = up;
     ex->reused = up->reused;
     if (up->reused)
@@ -1401,8 +1449,12 @@ static void process_input(struct client *c)
             enum http1_status st;
             size_t used = 0;
             if (c->state == CLIENT_CONNECTING) {
-                if (c->ex.acquiring)
+                /* Body bytes that came while the connection is obtained are looked at now:
+                 * broken framing is refused before the request goes up. */
+                if (c->ex.acquiring) {
+                    (void)body_valid_so_far(c);
                     break;
+                }
                 c->ex.acquiring = true;
                 acquire(c);
                 continue;
@@ -1437,10 +1489,12 @@ static void process_input(struct client *c)
             }
             if (st == HTTP1_PAUSED)
                 c->req_paused = true;
+            if (st == HTTP1_PAUSED && c->state == CLIENT_CONNECTING && !body_valid_so_far(c))
+                break;
             if (c->state == CLIENT_RELAYING && c->ex.up != NULL) {
                 upstream_flush(c->ex.up);
                 /* The request is complete: its answer is due within first_byte_timeout. */
-                if (c->state == CLIENT_RELAYING && c->ex.req_done && !c->ex.resp_started)
+                if (c->state == CLIENT_RELAYING && c->ex.req_done && !c->ex.resp_head_sent)
                     set_timer(c, TIMER_FIRST_BYTE);
             }
         }
@@ -1543,13 +1597,29 @@ void client_drain_all(struct proxy_service *svc)
     }
 }
 
+void client_drain_listener(struct proxy_service *svc, uint64_t listener_id, const char *why)
+{
+    for (struct client *c = svc->clients; c != NULL; c = c->next) {
+        if (c->state == CLIENT_CLOSING || c->listener_id != listener_id)
+            continue;
+        /* A request whose head is not complete has passed none of the checks yet: it would be
+         * judged by the new configuration although it arrived through a socket that
+         * configuration no longer has. Only exchanges admitted already finish. */
+        if (c->state == CLIENT_HEAD)
+            client_close(c, why);
+        else
+            c->close_after = true;
+    }
+}
+
 void client_close_all(struct proxy_service *svc, const char *why)
 {
     for (struct client *c = svc->clients; c != NULL; c = c->next)
         client_close(c, why);
 }
 
-bool client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix)
+bool client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix,
+                   uint64_t listener_id)
 {
     uv_loop_t *loop = server->loop;
     struct client *c = calloc(1, sizeof(*c));
@@ -1572,6 +1642,7 @@ bool client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix)
     c->svc = svc;
     c->id = ++svc->proxy->next_id;
     c->is_unix = is_unix;
+    c->listener_id = listener_id;
     c->state = CLIENT_HEAD;
     /* From here the client is freed only by its close callbacks. */
     c->next = svc->clients;

@@ -24,6 +24,7 @@
 #define ATTESTPROXY_PROXY_CLIENT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -46,7 +47,8 @@ struct client;
  * connection could not be taken at all (no memory for it): it is still queued, and libuv
  * accepts nothing more on `server` until it is, so the caller tries again later.
  */
-bool client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix);
+bool client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix,
+                   uint64_t listener_id);
 
 /** Closes the connection (idempotent). */
 void client_close(struct client *c, const char *why);
@@ -56,6 +58,13 @@ void client_close(struct client *c, const char *why);
  * the response in progress (which then carries "Connection: close").
  */
 void client_drain(struct client *c);
+
+/**
+ * A reload closed (or narrowed the permissions of) listener `listener_id`: its clients whose
+ * request has not been admitted yet (still reading a head) are closed with `why`; an exchange
+ * in progress finishes and its answer carries "Connection: close".
+ */
+void client_drain_listener(struct proxy_service *svc, uint64_t listener_id, const char *why);
 
 /** client_drain() or client_close() on every client of `svc`. */
 void client_drain_all(struct proxy_service *svc);

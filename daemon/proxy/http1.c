@@ -1,5 +1,6 @@
 #include "proxy/http1.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,43 @@ static int on_message_begin(llhttp_t *ll)
     p->value_open = false;
     p->skip_body = false;
     p->message_begun = true;
+    p->method_seen = false;
+    p->trailer_bytes = 0;
+    p->trailer_fields = 0;
+    p->chunk_ext_bytes = 0;
+    return 0;
+}
+
+static int on_method_complete(llhttp_t *ll)
+{
+    struct http1_parser *p = ll->data;
+    p->method_seen = true;
+    return 0;
+}
+
+/* Trailers are parsed and dropped, but count against the same limits as the head. */
+static int count_trailer(struct http1_parser *p, size_t len, bool new_field)
+{
+    p->trailer_bytes += len;
+    p->trailer_fields += new_field;
+    if (p->trailer_bytes > p->head_limit || p->trailer_fields > p->head.max_n) {
+        http1_parser_fail(p, HTTP1_FAIL_BAD_MESSAGE,
+                          "malformed message: the trailer section is too large");
+        return HPE_USER;
+    }
+    return 0;
+}
+
+static int on_chunk_extension(llhttp_t *ll, const char *at, size_t len)
+{
+    struct http1_parser *p = ll->data;
+    (void)at;
+    p->chunk_ext_bytes += len;
+    if (p->chunk_ext_bytes > HTTP1_CHUNK_EXT_MAX) {
+        http1_parser_fail(p, HTTP1_FAIL_BAD_MESSAGE,
+                          "malformed message: chunk extensions too long");
+        return HPE_USER;
+    }
     return 0;
 }
 
@@ -161,8 +199,11 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t len)
 {
     struct http1_parser *p = ll->data;
     int rc;
-    if (p->in_trailers)
-        return 0; /* trailers are not forwarded (docs/architecture.md) */
+    if (p->in_trailers) { /* trailers are not forwarded (docs/architecture.md) */
+        rc = count_trailer(p, len, !p->field_open);
+        p->field_open = true;
+        return rc;
+    }
     if (!p->field_open) {
         rc = head_new_header(&p->head);
         if (rc == -E2BIG) {
@@ -184,9 +225,9 @@ static int on_header_field_complete(llhttp_t *ll)
 {
     struct http1_parser *p = ll->data;
     int rc;
+    p->field_open = false;
     if (p->in_trailers)
         return 0;
-    p->field_open = false;
     rc = head_append(&p->head, "", 1);
     if (rc < 0)
         return storage_error(p, rc);
@@ -200,7 +241,9 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t len)
 {
     struct http1_parser *p = ll->data;
     int rc;
-    if (p->in_trailers || !p->value_open)
+    if (p->in_trailers)
+        return count_trailer(p, len, false);
+    if (!p->value_open)
         return 0;
     rc = head_append(&p->head, at, len);
     if (rc < 0)
@@ -274,6 +317,7 @@ static int on_chunk_header(llhttp_t *ll)
 {
     struct http1_parser *p = ll->data;
     p->chunk_left = ll->content_length;
+    p->chunk_ext_bytes = 0;
     return 0;
 }
 
@@ -318,6 +362,7 @@ static int on_message_complete(llhttp_t *ll)
  * Members left out are NULL, as llhttp_settings_init() would leave them. */
 static const llhttp_settings_t settings = {
     .on_message_begin = on_message_begin,
+    .on_method_complete = on_method_complete,
     .on_url = on_target,
     .on_url_complete = on_target_complete,
     .on_status = on_target,
@@ -329,6 +374,8 @@ static const llhttp_settings_t settings = {
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_chunk_header = on_chunk_header,
+    .on_chunk_extension_name = on_chunk_extension,
+    .on_chunk_extension_value = on_chunk_extension,
     .on_message_complete = on_message_complete,
 };
 
@@ -474,7 +521,8 @@ static size_t plain_run(const struct http1_parser *p, const char *data, size_t f
     if (p->in_name)
         return name_run(d, from, stop);
     if (p->in_start_line && p->ll.type == HTTP_REQUEST) {
-        while (j < stop && d[j] >= 0x20 && d[j] < 0x7f)
+        /* Spaces are looked at one by one: exactly one separates the parts. */
+        while (j < stop && d[j] > 0x20 && d[j] < 0x7f)
             j++;
         return j;
     }
@@ -527,6 +575,8 @@ static int scan_head(struct http1_parser *p, const char *data, size_t len, size_
             size_t room = p->head_limit - p->head_bytes;
             size_t j = plain_run(p, data, i, len - i < room ? len : i + room);
             p->head_bytes += j - i;
+            if (j > i)
+                p->after_sp = false;
             i = j;
             if (i == len)
                 break;
@@ -574,6 +624,7 @@ static int scan_head(struct http1_parser *p, const char *data, size_t len, size_
             if (!p->seen_start_line) {
                 p->seen_start_line = true;
                 p->in_start_line = true;
+                p->after_sp = false;
             } else if (c == ' ' || c == '\t') {
                 why = "obsolete line folding (obs-fold) in message head";
                 break;
@@ -584,9 +635,18 @@ static int scan_head(struct http1_parser *p, const char *data, size_t len, size_
                 p->in_name = true;
             }
         }
-        if (p->in_start_line && p->ll.type == HTTP_REQUEST && (c < 0x20 || c >= 0x7f)) {
-            why = "invalid character in request line";
-            break;
+        if (p->in_start_line && p->ll.type == HTTP_REQUEST) {
+            if (c < 0x20 || c >= 0x7f) {
+                why = "invalid character in request line";
+                break;
+            }
+            /* RFC 9112 3: method SP request-target SP HTTP-version, one SP each; llhttp 8.1
+             * lets "GET  /path" through. */
+            if (c == ' ' && p->after_sp) {
+                why = "more than one space between the parts of the request line";
+                break;
+            }
+            p->after_sp = c == ' ';
         }
         if (p->in_name) {
             if (c == ':')
@@ -699,6 +759,36 @@ enum http1_status http1_parser_finish(struct http1_parser *p)
     return llhttp_failure(p, err);
 }
 
+static int ahead_complete(struct http1_parser *p)
+{
+    (void)p;
+    return HTTP1_CB_PAUSE; /* the next message is not looked at */
+}
+
+/* A look-ahead copy delivers nothing. Only the body of the message in progress is parsed (the
+ * copy stops at its end), and a body writes nothing into the head storage it shares with the
+ * original: trailers are only counted. */
+static const struct http1_callbacks ahead_cbs = {NULL, NULL, ahead_complete};
+
+enum http1_status http1_parser_check_ahead(const struct http1_parser *p, const char *data,
+                                           size_t len, char *why, size_t cap)
+{
+    struct http1_parser copy;
+    enum http1_status st;
+    size_t used = 0;
+
+    assert(!p->in_head && p->fail == HTTP1_FAIL_NONE);
+    /* llhttp's state is plain data: a span left open restarts at the next execute's data. */
+    memcpy(&copy, p, sizeof(copy));
+    copy.ll.data = &copy;
+    copy.cb = &ahead_cbs;
+    copy.user_paused = false;
+    st = http1_parser_execute(&copy, data, len, &used);
+    if (st == HTTP1_ERROR)
+        snprintf(why, cap, "%s", copy.fail_msg);
+    return st;
+}
+
 bool http1_parser_in_body(const struct http1_parser *p)
 {
     return !p->in_head;
@@ -734,6 +824,7 @@ static const struct known_name {
     {NAME("connection"), HTTP1_FIELD_CONNECTION, HTTP1_HDR_HOP},
     {NAME("keep-alive"), HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
     {NAME("authorization"), HTTP1_FIELD_AUTHORIZATION, 0},
+    {NAME("x-attestation"), HTTP1_FIELD_OTHER, HTTP1_HDR_OURS},
     {NAME("content-length"), HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
     {NAME("proxy-connection"), HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
     {NAME("transfer-encoding"), HTTP1_FIELD_TRANSFER_ENCODING, HTTP1_HDR_HOP},
@@ -747,7 +838,7 @@ static const struct known_name {
  * names of that length follow it (test_known_names_are_indexed_by_length checks every one). */
 static const uint8_t by_len[KNOWN_MAXLEN + 1] = {
     [2] = 1,  [4] = 2,   [6] = 3,   [7] = 4,   [9] = 6,   [10] = 7,
-    [13] = 9, [14] = 10, [16] = 11, [17] = 12, [19] = 13,
+    [13] = 9, [14] = 11, [16] = 12, [17] = 13, [19] = 14,
 };
 
 /* One byte of a header name against one of a name in known[] (a lower-case letter or '-'):
@@ -894,6 +985,8 @@ static void copy_headers(struct out *o, const struct http1_head *h,
     unsigned skip = HTTP1_HDR_HOP | HTTP1_HDR_NAMED;
     if (req != NULL && !req->keep_forwarded)
         skip |= HTTP1_HDR_FORWARDED;
+    if (req == NULL)
+        skip |= HTTP1_HDR_OURS; /* a response: the proxy's own headers come from the proxy */
     for (size_t i = 0; i < h->n; i++) {
         const struct http1_header *hd = &h->hdrs[i];
         if ((hd->flags & skip) != 0 ||

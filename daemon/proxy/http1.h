@@ -25,6 +25,9 @@
 #define HTTP1_RESPONSE_HEAD_MAX    (64 * 1024) /* limits on an upstream response head */
 #define HTTP1_RESPONSE_HEADERS_MAX 256
 #define HTTP1_CHUNK_HEADER_MAX     24 /* "ffffffffffffffff\r\n" and a NUL */
+/* Chunk extensions of one chunk-size line, in bytes: nothing is relayed of them (bodies are
+ * re-framed), and without a bound an endless extension would hold the exchange open. */
+#define HTTP1_CHUNK_EXT_MAX 4096
 
 /* What a callback returns. */
 enum {
@@ -63,6 +66,8 @@ enum {
     HTTP1_HDR_HOP = 1u << 0,       /* hop-by-hop or framing: removed in either direction */
     HTTP1_HDR_FORWARDED = 1u << 1, /* X-Forwarded-* or Forwarded, also with '_' for '-' */
     HTTP1_HDR_NAMED = 1u << 2,     /* listed in a Connection header of the same message */
+    HTTP1_HDR_OURS = 1u << 3,      /* a response header the proxy sets itself (X-Attestation):
+                                      removed from upstream responses, so none is spoofed */
 };
 
 struct http1_header {
@@ -106,6 +111,7 @@ struct http1_parser {
     bool after_cr;
     bool at_line_start;
     bool in_start_line;
+    bool after_sp; /* the last byte of the request line was a space */
     bool in_name;
 
     /* Chunk framing check: the CRLF after each chunk's data (llhttp 8.1 skips two bytes there
@@ -114,9 +120,12 @@ struct http1_parser {
     unsigned crlf_left; /* bytes of the CRLF after a chunk still to check */
     const char *exec_end;
 
-    /* Header collection. */
+    /* Header collection. Trailers are not collected, only counted against the head limits. */
     bool in_trailers;
     bool field_open, value_open;
+    size_t trailer_bytes, trailer_fields;
+    size_t chunk_ext_bytes; /* of the chunk-size line being parsed */
+    bool method_seen;       /* a request's method is known (llhttp's method 0 is DELETE) */
 
     bool user_paused;
     bool skip_body;
@@ -176,6 +185,18 @@ enum http1_status http1_parser_finish(struct http1_parser *p);
 
 /** Sets the failure reported by HTTP1_ERROR; for callbacks, which then return HTTP1_CB_ERROR. */
 void http1_parser_fail(struct http1_parser *p, enum http1_fail fail, const char *msg);
+
+/**
+ * Looks ahead without consuming: parses `data` (the bytes that follow what `p` consumed) on a
+ * copy of `p` whose callbacks see nothing, up to the end of the message in progress. Returns
+ * HTTP1_PAUSED when the message ends within `data` and is valid to its end, HTTP1_NEED_MORE
+ * when every byte is valid but the message goes on, HTTP1_ERROR with the reason in `why`
+ * otherwise. `p` and `data` are not changed. For a parser paused after a head (its body
+ * follows); the relay uses it to refuse a request whose framing is broken before any byte of
+ * it goes upstream (docs/security.md, "Buffered validation").
+ */
+enum http1_status http1_parser_check_ahead(const struct http1_parser *p, const char *data,
+                                           size_t len, char *why, size_t cap);
 
 /** True when the message in progress (after on_head) has a head but not yet completed. */
 bool http1_parser_in_body(const struct http1_parser *p);

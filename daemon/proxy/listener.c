@@ -1,6 +1,7 @@
 #include "proxy/listener.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +36,7 @@ static void on_retry(uv_timer_t *t);
  * tried again shortly, since libuv accepts nothing more on this socket until it is taken. */
 static void accept_next(struct listener *l)
 {
-    if (!client_accept(l->svc, &l->h.stream, l->is_unix))
+    if (!client_accept(l->svc, &l->h.stream, l->is_unix, l->id))
         uv_timer_start(&l->retry, on_retry, ACCEPT_RETRY_MS, 0);
 }
 
@@ -51,6 +52,8 @@ static void on_connection(uv_stream_t *server, int status)
     struct listener *l = server->data;
     if (l->closing)
         return;
+    /* A staged listener is attached or closed before the loop runs again. */
+    assert(l->svc != NULL);
     if (status < 0) {
         log_event(LOG_LEVEL_WARN, "accept_failed", "service", l->svc->name, "error",
                   uv_strerror(status), NULL);
@@ -62,7 +65,7 @@ static void on_connection(uv_stream_t *server, int status)
 static void on_closed(uv_handle_t *h)
 {
     struct listener *l = h->data;
-    struct proxy *p = l->svc->proxy;
+    struct proxy *p = l->proxy;
     if (--l->pending_closes > 0)
         return;
     free(l);
@@ -143,66 +146,109 @@ static int bind_tcp(struct listener *l, uv_loop_t *loop)
                        ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
 }
 
-int listener_start(struct proxy_service *svc, const struct listen_addr *a)
+bool listener_is(const struct listener *l, const struct listen_addr *a)
 {
-    const struct service_config *cfg = svc->cfg;
-    struct daemon *d = svc->proxy->d;
+    const struct listen_addr *b = &l->addr;
+    return a->is_unix == b->is_unix && a->port == b->port && strcmp(a->host, b->host) == 0 &&
+           strcmp(a->path, b->path) == 0;
+}
+
+int listener_set_mode(struct listener *l, unsigned mode)
+{
+    if (!l->is_unix || l->mode == mode)
+        return 0;
+    if (chmod(l->addr.path, (mode_t)mode) < 0)
+        return -errno;
+    l->mode = mode;
+    return 0;
+}
+
+/* Adopts the socket-activation fd at `idx` into l's handle. */
+static int adopt(struct listener *l, uv_loop_t *loop, struct listenfds *lfds, int idx)
+{
+    int fd = listenfds_take(lfds, (size_t)idx);
+    int rc = l->is_unix ? uv_pipe_init(loop, &l->h.pipe, 0) : uv_tcp_init(loop, &l->h.tcp);
+    if (rc == 0)
+        rc = l->is_unix ? uv_pipe_open(&l->h.pipe, fd) : uv_tcp_open(&l->h.tcp, fd);
+    if (rc < 0)
+        close(fd);
+    return rc;
+}
+
+int listener_open(struct proxy *p, const struct service_config *cfg, const struct listen_addr *a,
+                  struct listener **out)
+{
+    struct daemon *d = p->d;
     struct listener *l;
-    char desc[CONFIG_PATH_MAX + 16];
-    const char *how = "bound";
     int idx, rc;
 
-    listener_describe(a, desc, sizeof(desc));
+    *out = NULL;
     /* Checked again here, whatever the configuration loader did: a listener reachable from
      * other hosts without a token would hand the enclave to anyone on the network. */
-    if (!config_listen_is_loopback(a) && (!cfg->allow_remote || cfg->token[0] == '\0')) {
-        log_event(LOG_LEVEL_ERROR, "listen_refused", "service", svc->name, "listen", desc, "why",
-                  "a non-loopback listener needs allow_remote = yes and a token", NULL);
+    if (!config_listen_is_loopback(a) && (!cfg->allow_remote || cfg->token[0] == '\0'))
         return -EPERM;
-    }
     l = calloc(1, sizeof(*l));
     if (l == NULL)
         return -ENOMEM;
-    l->svc = svc;
+    l->proxy = p;
+    l->id = ++p->next_id;
     l->addr = *a;
     l->is_unix = a->is_unix;
+    l->mode = cfg->unix_mode;
 
     idx = listenfds_find(&d->lfds, a);
-    if (idx >= 0) {
-        int fd = listenfds_take(&d->lfds, (size_t)idx);
-        how = "adopted";
-        rc = a->is_unix ? uv_pipe_init(&d->loop, &l->h.pipe, 0) : uv_tcp_init(&d->loop, &l->h.tcp);
-        if (rc == 0) {
-            rc = a->is_unix ? uv_pipe_open(&l->h.pipe, fd) : uv_tcp_open(&l->h.tcp, fd);
-            if (rc < 0)
-                close(fd);
-        } else {
-            close(fd);
-        }
-    } else {
+    l->adopted = idx >= 0;
+    if (l->adopted)
+        rc = adopt(l, &d->loop, &d->lfds, idx);
+    else
         rc = a->is_unix ? bind_unix(l, &d->loop, cfg->unix_mode) : bind_tcp(l, &d->loop);
-    }
-    /* From here the handle is initialised (or not, when init itself failed). */
     if (rc < 0 && l->h.handle.type == UV_UNKNOWN_HANDLE) {
-        log_event(LOG_LEVEL_ERROR, "listen_failed", "service", svc->name, "listen", desc, "error",
-                  uv_strerror(rc), NULL);
-        free(l);
+        free(l); /* the handle was never initialised */
         return rc;
     }
     l->h.handle.data = l;
     uv_timer_init(&d->loop, &l->retry);
     l->retry.data = l;
-    proxy__object_opened(svc->proxy);
-    l->next = svc->listeners;
-    svc->listeners = l;
+    proxy__object_opened(p);
+    /* libuv reports some bind errors (an address in use) only here. */
     if (rc == 0)
         rc = uv_listen(&l->h.stream, BACKLOG, on_connection);
     if (rc < 0) {
+        listener_close(l);
+        return rc;
+    }
+    *out = l;
+    return 0;
+}
+
+void listener_attach(struct listener *l, struct proxy_service *svc)
+{
+    assert(l->svc == NULL && !l->closing);
+    l->svc = svc;
+    l->next = svc->listeners;
+    svc->listeners = l;
+}
+
+int listener_start(struct proxy_service *svc, const struct listen_addr *a)
+{
+    char desc[CONFIG_PATH_MAX + 16];
+    struct listener *l;
+    int rc;
+
+    listener_describe(a, desc, sizeof(desc));
+    rc = listener_open(svc->proxy, svc->cfg, a, &l);
+    if (rc == -EPERM) {
+        log_event(LOG_LEVEL_ERROR, "listen_refused", "service", svc->name, "listen", desc, "why",
+                  "a non-loopback listener needs allow_remote = yes and a token", NULL);
+        return rc;
+    }
+    if (rc < 0) {
         log_event(LOG_LEVEL_ERROR, "listen_failed", "service", svc->name, "listen", desc, "error",
                   uv_strerror(rc), NULL);
-        return rc; /* closed with the service */
+        return rc;
     }
-    log_event(LOG_LEVEL_INFO, "listening", "service", svc->name, "listen", desc, "socket", how,
-              NULL);
+    listener_attach(l, svc);
+    log_event(LOG_LEVEL_INFO, "listening", "service", svc->name, "listen", desc, "socket",
+              l->adopted ? "adopted" : "bound", NULL);
     return 0;
 }

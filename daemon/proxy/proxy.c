@@ -1,5 +1,6 @@
 #include "proxy/proxy.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -462,17 +463,201 @@ int proxy_start(struct daemon *d)
 
 /* ---- Reload ------------------------------------------------------------------------------- */
 
-static bool same_listen(const struct service_config *a, const struct service_config *b)
+/* ---- Listeners on reload ------------------------------------------------------------------
+ *
+ * BRIEF §2.8: what is bound after a reload is exactly what the new file says. Addresses the
+ * new configuration adds are bound before anything changes (proxy_prepare_reload), so that one
+ * that cannot bind rejects the reload whole; addresses it drops are closed, and their clients
+ * drained; a Unix socket whose unix_mode changed is chmod'ed in place. An added address that
+ * is busy only because a listener this reload drops still holds it (0.0.0.0:P becoming
+ * 127.0.0.1:P) is bound right after that listener closed. */
+
+static bool config_has_listen(const struct service_config *sc, const struct listen_addr *a)
 {
-    if (a->n_listen != b->n_listen || a->unix_mode != b->unix_mode)
+    struct listener probe;
+    if (sc == NULL)
         return false;
-    for (size_t i = 0; i < a->n_listen; i++) {
-        const struct listen_addr *x = &a->listen[i], *y = &b->listen[i];
-        if (x->is_unix != y->is_unix || x->port != y->port || strcmp(x->host, y->host) != 0 ||
-            strcmp(x->path, y->path) != 0)
-            return false;
+    for (size_t i = 0; i < sc->n_listen; i++) {
+        probe.addr = sc->listen[i];
+        if (listener_is(&probe, a))
+            return true;
     }
-    return true;
+    return false;
+}
+
+static struct listener *service_listener(const struct proxy_service *svc,
+                                         const struct listen_addr *a)
+{
+    for (struct listener *l = svc->listeners; l != NULL; l = l->next) {
+        if (listener_is(l, a))
+            return l;
+    }
+    return NULL;
+}
+
+/* Whether `a` may be busy because of one of our listeners that `fresh` drops: the same path,
+ * or a TCP listener on the same port (a wildcard and a specific address of one port clash). */
+static bool released_by_reload(const struct proxy *p, const struct config *fresh,
+                               const struct listen_addr *a)
+{
+    for (const struct proxy_service *svc = p->services; svc != NULL; svc = svc->next) {
+        if (svc->removed)
+            continue;
+        for (const struct listener *l = svc->listeners; l != NULL; l = l->next) {
+            bool clash = a->is_unix ? l->is_unix && strcmp(l->addr.path, a->path) == 0
+                                    : !l->is_unix && l->addr.port == a->port;
+            if (clash && !config_has_listen(config_find_service(fresh, svc->name), &l->addr))
+                return true;
+        }
+    }
+    return false;
+}
+
+static void unstage_all(struct proxy *p)
+{
+    while (p->staged != NULL) {
+        struct staged_listener *s = p->staged;
+        p->staged = s->next;
+        if (s->l != NULL)
+            listener_close(s->l);
+        free(s);
+    }
+}
+
+static int stage_listener(struct proxy *p, const struct service_config *sc,
+                          const struct listen_addr *a, const struct config *fresh, char *err,
+                          size_t cap)
+{
+    char desc[CONFIG_PATH_MAX + 16];
+    struct staged_listener *s;
+    struct listener *l;
+    int rc = listener_open(p, sc, a, &l);
+
+    if (rc == UV_EADDRINUSE && released_by_reload(p, fresh, a))
+        return 0; /* bound once the listener holding it closed (attach_listeners) */
+    if (rc < 0) {
+        listener_describe(a, desc, sizeof(desc));
+        snprintf(err, cap, "service %s: cannot listen on %s: %s", sc->name, desc,
+                 rc == -EPERM ? "a non-loopback listener needs allow_remote = yes and a token"
+                              : uv_strerror(rc));
+        return rc;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        listener_close(l);
+        snprintf(err, cap, "out of memory");
+        return -ENOMEM;
+    }
+    s->l = l;
+    snprintf(s->service, sizeof(s->service), "%s", sc->name);
+    s->next = p->staged;
+    p->staged = s;
+    return 0;
+}
+
+int proxy_prepare_reload(struct daemon *d, const struct config *fresh, char *err, size_t cap)
+{
+    struct proxy *p = d->proxy;
+
+    if (p == NULL || p->stopping)
+        return 0;
+    assert(p->staged == NULL);
+    for (size_t i = 0; i < fresh->n_services; i++) {
+        const struct service_config *sc = &fresh->services[i];
+        struct proxy_service *svc = find_service(p, sc->name);
+        for (size_t j = 0; j < sc->n_listen; j++) {
+            int rc;
+            if (svc != NULL && !svc->removed && service_listener(svc, &sc->listen[j]) != NULL)
+                continue;
+            rc = stage_listener(p, sc, &sc->listen[j], fresh, err, cap);
+            if (rc < 0) {
+                unstage_all(p);
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+static struct listener *take_staged(struct proxy *p, const char *service,
+                                    const struct listen_addr *a)
+{
+    for (struct staged_listener **sp = &p->staged; *sp != NULL; sp = &(*sp)->next) {
+        struct staged_listener *s = *sp;
+        if (strcmp(s->service, service) == 0 && listener_is(s->l, a)) {
+            struct listener *l = s->l;
+            *sp = s->next;
+            free(s);
+            return l;
+        }
+    }
+    return NULL;
+}
+
+/* Closes the listeners of `svc` that svc->cfg (already the new configuration) no longer has
+ * and applies a changed unix_mode to the others. */
+static void drop_listeners(struct proxy_service *svc)
+{
+    char desc[CONFIG_PATH_MAX + 16];
+    struct listener **lp = &svc->listeners;
+
+    while (*lp != NULL) {
+        struct listener *l = *lp;
+        listener_describe(&l->addr, desc, sizeof(desc));
+        if (!config_has_listen(svc->cfg, &l->addr)) {
+            *lp = l->next;
+            log_event(LOG_LEVEL_WARN, "listener_closed", "service", svc->name, "listen", desc,
+                      "why", "no longer in the configuration", NULL);
+            client_drain_listener(svc, l->id, "listener removed by a reload");
+            listener_close(l);
+            continue;
+        }
+        if (l->is_unix && l->mode != svc->cfg->unix_mode) {
+            unsigned was = l->mode;
+            char mode[8];
+            int rc = listener_set_mode(l, svc->cfg->unix_mode);
+            snprintf(mode, sizeof(mode), "%04o", svc->cfg->unix_mode);
+            if (rc < 0) {
+                /* The file keeps permissions the configuration no longer allows: the socket
+                 * goes rather than stay open wider than configured. */
+                *lp = l->next;
+                log_event(LOG_LEVEL_ERROR, "listener_closed", "service", svc->name, "listen", desc,
+                          "why", "cannot apply unix_mode", "error", strerror(-rc), NULL);
+                client_drain_listener(svc, l->id, "listener closed by a reload");
+                listener_close(l);
+                continue;
+            }
+            log_event(LOG_LEVEL_INFO, "listener_mode_changed", "service", svc->name, "listen", desc,
+                      "unix_mode", mode, NULL);
+            /* Clients that connected while the socket was wider are held to the new mode. */
+            if ((was & ~svc->cfg->unix_mode & 0777) != 0)
+                client_drain_listener(svc, l->id, "unix_mode narrowed by a reload");
+        }
+        lp = &l->next;
+    }
+}
+
+/* Gives `svc` every listener of its (new) configuration it lacks: the one staged for it, or,
+ * when the address was held by a listener just closed, a fresh bind. */
+static void attach_listeners(struct proxy_service *svc)
+{
+    char desc[CONFIG_PATH_MAX + 16];
+    for (size_t i = 0; i < svc->cfg->n_listen; i++) {
+        const struct listen_addr *a = &svc->cfg->listen[i];
+        struct listener *l;
+        if (service_listener(svc, a) != NULL)
+            continue;
+        l = take_staged(svc->proxy, svc->name, a);
+        if (l == NULL) {
+            /* Failure is logged; the service then listens on less than configured, never more. */
+            (void)listener_start(svc, a);
+            continue;
+        }
+        listener_attach(l, svc);
+        listener_describe(a, desc, sizeof(desc));
+        log_event(LOG_LEVEL_INFO, "listening", "service", svc->name, "listen", desc, "socket",
+                  l->adopted ? "adopted" : "bound", NULL);
+    }
 }
 
 /* What was attested under `a` is meaningless under `b` when any of these differ. */
@@ -593,11 +778,13 @@ void proxy_reload(struct daemon *d, const struct config *old_cfg, bool root_chan
             service_stop(svc, "service removed");
             continue;
         }
-        if (!same_listen(svc->cfg, fresh))
-            log_event(LOG_LEVEL_WARN, "listen_change_ignored", "service", svc->name, "why",
-                      "listen addresses and unix_mode change only with a restart", NULL);
         change = root_changed ? "trust_root_changed" : attestation_change(svc->cfg, fresh);
         svc->cfg = fresh;
+        if (!fresh->session_resumption && svc->resume.session != NULL) {
+            SSL_SESSION_free(svc->resume.session);
+            svc->resume.session = NULL;
+        }
+        drop_listeners(svc);
         if (change != NULL)
             enforce_change(svc, change);
         else
@@ -615,10 +802,14 @@ void proxy_reload(struct daemon *d, const struct config *old_cfg, bool root_chan
             continue;
         }
         log_event(LOG_LEVEL_INFO, "service_added", "service", sc->name, NULL);
-        if (service_listen(svc) < 0)
-            log_event(LOG_LEVEL_ERROR, "service_add_failed", "service", sc->name, "error",
-                      "a listener could not start (see above)", NULL);
     }
+    /* Listeners are attached once every dropped one has closed, so that an address changing
+     * hands from one listener to another binds. */
+    for (struct proxy_service *svc = p->services; svc != NULL; svc = svc->next) {
+        if (!svc->removed)
+            attach_listeners(svc);
+    }
+    unstage_all(p); /* none is left unless a service vanished for lack of memory */
     if (!keep_old)
         config_free(old);
 }

@@ -28,15 +28,26 @@
 int proxy_start(struct daemon *d);
 
 /**
+ * The first half of a reload, before anything changes: binds every listen address `fresh` adds
+ * (to an existing service or with a new one), so that the reload can be rejected whole when
+ * one cannot bind. An address held by a listener that `fresh` drops is left for
+ * proxy_reload(). Returns 0, or a negative code with the reason in `err` (every listener
+ * bound here is closed again). proxy_reload() must follow a success before the loop runs.
+ */
+int proxy_prepare_reload(struct daemon *d, const struct config *fresh, char *err, size_t cap);
+
+/**
  * Applies a reloaded configuration. d->cfg already points at the new one; `old_cfg` is the
  * previous one, and the proxy TAKES OWNERSHIP of it (config_free() once nothing refers into it).
  * Limits, timeouts, tokens, Host lists and pool sizes apply to the next request; a changed
  * policy, binding or evidence profile drops the service's attested pins, closes its idle pooled
  * connections and aborts exchanges whose attested measurements fail the new policy. New services
- * are started; removed services stop listening and drain. A changed listen address of an
- * existing service needs a restart (logged as a warning). `root_changed`: the daemon now trusts
- * a different root certificate (d->verifier was replaced): every service is treated as changed
- * and no exchange attested under the old root continues.
+ * are started; removed services stop listening and drain. Listeners follow the new file: those
+ * it drops close (their clients finish the exchange in progress, then close), those it adds
+ * were bound by proxy_prepare_reload(), and a changed unix_mode is applied to the socket file
+ * (clients of a narrowed socket are drained like those of a closed one). `root_changed`: the daemon
+ * now trusts a different root certificate (d->verifier was replaced): every service is treated as
+ * changed and no exchange attested under the old root continues.
  */
 void proxy_reload(struct daemon *d, const struct config *old_cfg, bool root_changed);
 

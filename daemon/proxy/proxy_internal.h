@@ -27,6 +27,12 @@
 
 struct listener;
 struct client;
+
+struct staged_listener {
+    struct listener *l;
+    char service[CONFIG_NAME_MAX];
+    struct staged_listener *next;
+};
 struct upstream;
 struct metrics_service;
 
@@ -73,6 +79,9 @@ struct proxy {
     struct daemon *d;
     SSL_CTX *ssl_ctx; /* client context shared by every upstream connection */
     struct proxy_service *services;
+    /* Listeners a reload bound before it swapped the configuration (proxy_prepare_reload),
+     * each waiting for the service named in its staged_for; attached by proxy_reload(). */
+    struct staged_listener *staged;
     size_t open_objects; /* listeners, clients, upstreams and service timers not yet closed */
     uint64_t next_id;    /* connection ids for logs */
     bool stopping;

@@ -227,6 +227,10 @@ int tls_conn_init(struct tls_conn *t, SSL_CTX *ctx, const char *sni, SSL_SESSION
     if (sni != NULL && sni[0] != '\0' && !is_ip_literal(sni) &&
         SSL_set_tlsext_host_name(t->ssl, sni) != 1)
         goto fail_ssl;
+    /* Without a keeper of sessions the server is not even asked for a TLS 1.2 ticket; a TLS
+     * 1.3 ticket it sends anyway is dropped by new_session_cb. */
+    if (on_session == NULL)
+        SSL_set_options(t->ssl, SSL_OP_NO_TICKET);
     if (resume != NULL)
         SSL_set_session(t->ssl, resume);
     return 0;

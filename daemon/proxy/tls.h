@@ -53,7 +53,8 @@ SSL_CTX *tls_client_ctx_new(char *err, size_t cap);
 
 /**
  * Prepares a client connection: SNI `sni` when non-empty, offering `resume` (may be NULL) for
- * resumption. Returns 0 or -ENOMEM. Free with tls_conn_free().
+ * resumption. With `on_session` NULL the connection asks for no session ticket and keeps no
+ * session (BRIEF §2.7: resumption off). Returns 0 or -ENOMEM. Free with tls_conn_free().
  */
 int tls_conn_init(struct tls_conn *t, SSL_CTX *ctx, const char *sni, SSL_SESSION *resume,
                   bool (*on_session)(void *arg, SSL_SESSION *s), void *arg);

@@ -531,12 +531,15 @@ static void on_tcp_connect(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&up->tcp, 1);
+    /* BRIEF §2.7: a resumed session proves possession of the ticket key, not of the attested
+     * key, so sessions are kept and offered only when the operator turned resumption on. */
     rs = &up->svc->resume;
-    if (rs->session != NULL &&
+    if (cfg->session_resumption && rs->session != NULL &&
         pinset_lookup(&up->svc->pins, rs->pin, uv_now(up->tcp.loop), NULL) == PIN_FRESH)
         resume = rs->session;
     sni = cfg->sni[0] != '\0' ? cfg->sni : cfg->upstream_host;
-    rc = tls_conn_init(&up->tls, up->svc->proxy->ssl_ctx, sni, resume, keep_session, up);
+    rc = tls_conn_init(&up->tls, up->svc->proxy->ssl_ctx, sni, resume,
+                       cfg->session_resumption ? keep_session : NULL, up);
     if (rc < 0) {
         up->fail_result = METRICS_UPSTREAM_TLS_ERROR;
         fail(up, "cannot create a TLS connection");

@@ -1,5 +1,7 @@
 """Attestation failures refuse traffic with the right JSON error, and the simulator proves that
 no application request reached it (BRIEF §2, §6)."""
+import time
+
 import pytest
 
 # mode -> (status, code, fragment of the verifier's reason in the message)
@@ -65,6 +67,22 @@ def test_unreachable_upstream(start_relay, start_sim):
     r = relay.get("/echo")
     assert r.status_code == 502
     assert r.json()["error"]["code"] == "upstream_unreachable"
+
+
+def test_an_interim_100_continue_keeps_first_byte_timeout(start_relay):
+    """first_byte_timeout runs until the final response's head: a 100 Continue from the
+    enclave does not swap it for the longer stream_idle_timeout."""
+    relay = start_relay(extra_service="first_byte_timeout = 1s\nstream_idle_timeout = 10s\n")
+    relay.sim.misbehave("raw_response", data="HTTP/1.1 100 Continue\r\n\r\n",
+                        then="HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", delay_ms=4000,
+                        end="keep", count=1)
+    t0 = time.monotonic()
+    r = relay.get("/echo")
+    elapsed = time.monotonic() - t0
+    assert r.status_code == 504, r.text
+    assert r.json()["error"]["code"] == "upstream_timeout"
+    assert "first_byte_timeout" in r.json()["error"]["message"]
+    assert 0.9 < elapsed < 2.5, elapsed
 
 
 def test_first_byte_timeout(start_relay):

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 CURL = ["curl", "--silent", "--show-error", "--noproxy", "*", "--max-time", "30"]
 
 
@@ -110,6 +112,32 @@ def test_attestation_header(start_relay):
     assert fields["verified_at"].endswith("Z")
     # Off by default.
     assert "X-Attestation" not in start_relay().get("/echo").headers
+
+
+FORGED = "pin=sha256:" + "ab" * 32 + "; pcr0=" + "00" * 48 + "; verified_at=2030-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("header_on", [True, False])
+def test_the_enclave_cannot_spoof_x_attestation(start_relay, header_on):
+    """X-Attestation is the daemon's own header: one the enclave sends is removed (any case or
+    '_' spelling), so the client sees only the daemon's, or none when it is off."""
+    relay = start_relay(extra_service=f"attestation_header = {'yes' if header_on else 'no'}\n")
+    relay.sim.misbehave("raw_response", end="keep", count=1,
+                        data=f"HTTP/1.1 200 OK\r\nX-Attestation: {FORGED}\r\n"
+                             f"x_attestation: {FORGED}\r\nContent-Length: 2\r\n\r\nok")
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as s:
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    head = out.split(b"\r\n\r\n", 1)[0].decode().lower()
+    lines = [l for l in head.split("\r\n") if l.startswith(("x-attestation:", "x_attestation:"))]
+    assert FORGED.lower() not in head
+    if header_on:
+        assert len(lines) == 1, head
+        assert lines[0].startswith("x-attestation: pin=sha256:" + relay.sim.requests()[-1]["pin"])
+    else:
+        assert lines == [], head
 
 
 def test_pipelined_requests_are_answered_in_order(relay):

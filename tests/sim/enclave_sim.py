@@ -53,6 +53,8 @@ BINDINGS = ("spki_sha256", "public_key_spki", "spki_der", "cert_sha256", "nitrid
 class Identity:
     """One enclave TLS key and its self-signed certificate (the key documents bind)."""
 
+    tls_max = "1.3"  # --tls-max, set by Sim before any identity is made
+
     def __init__(self, workdir):
         self.key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.utcnow()
@@ -75,6 +77,8 @@ class Identity:
                                                     serialization.NoEncryption()))
         self.cert_path, self.key_path = str(cert_path), str(key_path)
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if Identity.tls_max == "1.2":
+            self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         self.ctx.load_cert_chain(self.cert_path, self.key_path)
         self.pin = hashlib.sha256(nsm.spki_der(self.cert)).hexdigest()
 
@@ -88,6 +92,7 @@ class Sim:
         for item in args.pcr:
             n, _, hx = item.partition("=")
             self.pcrs[int(n)] = bytes.fromhex(hx)
+        Identity.tls_max = args.tls_max
         self.identities = [Identity(self.workdir) for _ in range(args.keys)]
         self.rr = itertools.count()
         self.mode = None
@@ -95,6 +100,7 @@ class Sim:
         for m in args.misbehave:
             self.set_mode(m, {})
         self.conn_ids = itertools.count(1)
+        self.writers = set()
         self.reset()
         self.server = None
         self.listen_ctx = self._listen_context()
@@ -143,13 +149,31 @@ class Sim:
             raise ValueError(f"raw_response: end must be one of {', '.join(RAW_ENDS)}")
         self.mode, self.mode_params = mode, params
 
-    async def rotate(self):
+    async def rotate(self, share_tickets=False, drop_connections=False):
         """A restarted enclave: new TLS keys, new TLS state (ticket keys) and a new listening
         socket on the same port. Established connections keep their old key, as they would
-        with a real restart behind a proxy that keeps them open until they drain."""
-        self.retired.extend(self.identities)
-        self.identities = [Identity(self.workdir) for _ in range(len(self.identities))]
+        with a real restart behind a proxy that keeps them open until they drain.
+
+        share_tickets: the hostile case of docs/security.md, "Session resumption" — a server
+        with another certificate key but the same session-ticket key and session cache (one
+        OpenSSL context whose certificate is replaced), so that a ticket issued under the old
+        key resumes on it. drop_connections: established connections are closed too."""
+        if share_tickets:
+            if len(self.identities) != 1:
+                raise ValueError("share_tickets needs a single key")
+            old = self.identities[0]
+            new = Identity(self.workdir)
+            old.ctx.load_cert_chain(new.cert_path, new.key_path)
+            new.ctx = old.ctx  # identity_of() now names the new key for this context
+            self.retired.append(old)
+            self.identities = [new]
+        else:
+            self.retired.extend(self.identities)
+            self.identities = [Identity(self.workdir) for _ in range(len(self.identities))]
         self.listen_ctx = self._listen_context()
+        if drop_connections:
+            for w in list(self.writers):
+                w.close()
         await self.start_tls()
 
     async def start_tls(self):
@@ -261,6 +285,10 @@ class Sim:
         conn = next(self.conn_ids)
         self.stats["connections"] += 1
         ident = self.identity_of(writer)
+        obj = writer.get_extra_info("ssl_object")
+        if obj is not None and obj.session_reused:
+            self.stats["resumed"] = self.stats.get("resumed", 0) + 1
+        self.writers.add(writer)
         try:
             while True:
                 try:
@@ -333,6 +361,7 @@ class Sim:
                 ssl.SSLError, ValueError):  # ValueError: a malformed chunk size
             return
         finally:
+            self.writers.discard(writer)
             try:
                 writer.close()
             except Exception:
@@ -741,8 +770,13 @@ async def control(sim, reader, writer):
                 out = {"mode": sim.mode}
             except ValueError as e:
                 code, out = 400, {"error": str(e)}
+        elif method == "POST" and target == "/drop-connections":
+            out = {"dropped": len(sim.writers)}
+            for w in list(sim.writers):
+                w.close()
         elif method == "POST" and target == "/rotate-key":
-            await sim.rotate()
+            body = json.loads(raw or b"{}")
+            await sim.rotate(bool(body.get("share_tickets")), bool(body.get("drop_connections")))
             out = [i.pin for i in sim.identities]
         else:
             code, out = 404, {"error": "unknown control endpoint"}
@@ -778,6 +812,9 @@ async def main():
     ap.add_argument("--keys", type=int, default=1,
                     help="distinct TLS keys behind the port, round-robin per connection")
     ap.add_argument("--misbehave", action="append", default=[], choices=MODES)
+    ap.add_argument("--tls-max", choices=("1.2", "1.3"), default="1.3",
+                    help="highest TLS version served (1.2 exercises session-ID and RFC 5077 "
+                         "ticket resumption)")
     ap.add_argument("--sse-interval", type=int, default=50, help="ms between chat SSE events")
     ap.add_argument("--profile", default="all", choices=("all",) + tuple(PROFILE_BINDING),
                     help="serve only this profile's evidence (default: all four at once)")

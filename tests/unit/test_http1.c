@@ -373,6 +373,202 @@ static void test_refuses_bad_chunks(void **state)
         HTTP1_FAIL_BAD_MESSAGE, "CRLF after chunk");
 }
 
+/* Builds "POST ... chunked" + a chunk whose size line carries `ext_len` bytes of extension. */
+static char *chunk_with_extension(size_t ext_len)
+{
+    static const char head[] = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;";
+    static const char tail[] = "\r\nhello\r\n0\r\n\r\n";
+    char *in = malloc(sizeof(head) + ext_len + sizeof(tail));
+    assert_non_null(in);
+    memcpy(in, head, sizeof(head) - 1);
+    memset(in + sizeof(head) - 1, 'e', ext_len);
+    memcpy(in + sizeof(head) - 1 + ext_len, tail, sizeof(tail));
+    return in;
+}
+
+/* A chunk-size line is bounded: an endless extension is refused at HTTP1_CHUNK_EXT_MAX bytes,
+ * not streamed until a timeout. */
+static void test_chunk_extensions_are_bounded(void **state)
+{
+    char *in;
+    struct run r;
+    (void)state;
+    in = chunk_with_extension(HTTP1_CHUNK_EXT_MAX);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(feed(in, 0, &r), HTTP1_FAIL_NONE);
+    assert_int_equal(r.completes, 1);
+    free(in);
+    in = chunk_with_extension(HTTP1_CHUNK_EXT_MAX + 1);
+    expect_refusal(in, HTTP1_FAIL_BAD_MESSAGE, "chunk extensions too long");
+    free(in);
+    /* The bound is per line: many chunks each with a long extension are fine. */
+    memset(&r, 0, sizeof(r));
+    {
+        static const char head[] =
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        char *many = malloc(sizeof(head) + 3 * (HTTP1_CHUNK_EXT_MAX + 16) + 8);
+        size_t n = sizeof(head) - 1;
+        assert_non_null(many);
+        memcpy(many, head, n);
+        for (int i = 0; i < 3; i++) {
+            memcpy(many + n, "1;", 2);
+            n += 2;
+            memset(many + n, 'e', HTTP1_CHUNK_EXT_MAX);
+            n += HTTP1_CHUNK_EXT_MAX;
+            memcpy(many + n, "\r\nx\r\n", 5);
+            n += 5;
+        }
+        memcpy(many + n, "0\r\n\r\n", 6);
+        assert_int_equal(feed_limits(many, n + 5, 0, &r, 8192, 100, NULL, 0), HTTP1_FAIL_NONE);
+        assert_int_equal(r.completes, 1);
+        assert_int_equal(r.body_len, 3);
+        free(many);
+    }
+}
+
+/* A chunked request whose trailer section is one field "X-T" with a value of `value_len`. */
+static size_t with_trailer(char *in, size_t cap, size_t value_len)
+{
+    static const char head[] = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               "5\r\nhello\r\n0\r\nX-T: ";
+    size_t n = sizeof(head) - 1;
+    assert_true(n + value_len + 5 <= cap);
+    memcpy(in, head, n);
+    memset(in + n, 'v', value_len);
+    memcpy(in + n + value_len, "\r\n\r\n", 5);
+    return n + value_len + 4;
+}
+
+/* Trailers are dropped but count against the head limits: name and value bytes against the
+ * head's byte limit, fields against its field count. */
+static void test_trailers_count_against_the_head_limits(void **state)
+{
+    char in[512];
+    struct run r;
+    size_t n;
+    (void)state;
+    /* "X-T" and 253 value bytes are 256: at a limit of 256 they pass, one more is refused. */
+    n = with_trailer(in, sizeof(in), 253);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(feed_limits(in, n, 0, &r, 256, 100, NULL, 0), HTTP1_FAIL_NONE);
+    assert_int_equal(r.completes, 1);
+    n = with_trailer(in, sizeof(in), 254);
+    for (size_t step = 0; step <= 1; step++) {
+        char msg[160] = "";
+        memset(&r, 0, sizeof(r));
+        assert_int_equal(feed_limits(in, n, step, &r, 256, 100, msg, sizeof(msg)),
+                         HTTP1_FAIL_BAD_MESSAGE);
+        assert_non_null(strstr(msg, "trailer section is too large"));
+        assert_int_equal(r.completes, 0);
+    }
+    /* Fields: two trailer fields pass max_headers = 2, three do not. */
+    snprintf(in, sizeof(in),
+             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "0\r\nA: 1\r\nB: 2\r\n\r\n");
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(feed_limits(in, strlen(in), 0, &r, 8192, 2, NULL, 0), HTTP1_FAIL_NONE);
+    snprintf(in, sizeof(in),
+             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(feed_limits(in, strlen(in), 0, &r, 8192, 2, NULL, 0), HTTP1_FAIL_BAD_MESSAGE);
+}
+
+/* RFC 9112 3: exactly one SP between the parts of a request line. */
+static void test_request_line_single_spaces(void **state)
+{
+    (void)state;
+    expect_refusal("GET  /echo HTTP/1.1\r\nHost: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE,
+                   "more than one space");
+    expect_refusal("GET /echo  HTTP/1.1\r\nHost: a\r\n\r\n", HTTP1_FAIL_BAD_MESSAGE,
+                   "more than one space");
+    transcript("GET /a HTTP/1.1\r\nHost: a\r\n\r\n", NULL,
+               "GET /a HTTP/1.1\r\nHost: enclave.example:8443\r\n\r\n", "", 1);
+}
+
+/* Pauses at the head, as the client does before it obtains an upstream connection. */
+static int pause_at_head(struct http1_parser *p)
+{
+    (void)p;
+    return HTTP1_CB_PAUSE;
+}
+
+static const struct http1_callbacks head_pause_cbs = {pause_at_head, on_body, on_complete};
+
+/* Parses `in` up to its first head; returns what is left after it in *rest. */
+static void parse_to_head(struct http1_parser *p, struct run *r, const char *in, const char **rest)
+{
+    size_t used = 0;
+    http1_parser_init(p, HTTP_REQUEST, 8192, 100, &head_pause_cbs, r);
+    assert_int_equal(http1_parser_execute(p, in, strlen(in), &used), HTTP1_PAUSED);
+    http1_parser_resume(p);
+    *rest = in + used;
+}
+
+/* The look-ahead judges a body in hand without delivering it or changing the parser: the
+ * real parse afterwards gives the same body, and the verdicts match the real parser's. */
+static void test_check_ahead(void **state)
+{
+    static const char *const bad[] = {
+        "zz\r\nhello\r\n0\r\n\r\n",
+        "-5\r\nhello\r\n0\r\n\r\n",
+        "0x5\r\nhello\r\n0\r\n\r\n",
+        "5 \r\nhello\r\n0\r\n\r\n",
+        "5\nhello\r\n0\r\n\r\n",
+        "5\r\nhelloEXTRA\r\n0\r\n\r\n",
+        "fffffffffffffffff\r\nx\r\n0\r\n\r\n",
+        "5\r\nhello\r\n0\n\n",
+    };
+    static const char head[] = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    char in[256], why[160];
+    struct http1_parser p;
+    struct run r;
+    const char *rest;
+    size_t used;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(in, sizeof(in), "%s%s", head, bad[i]);
+        memset(&r, 0, sizeof(r));
+        parse_to_head(&p, &r, in, &rest);
+        why[0] = '\0';
+        assert_int_equal(http1_parser_check_ahead(&p, rest, strlen(rest), why, sizeof(why)),
+                         HTTP1_ERROR);
+        assert_true(strstr(why, "malformed") != NULL);
+        assert_int_equal(r.body_len, 0); /* nothing was delivered */
+        /* The real parse of the same bytes refuses them too. */
+        assert_int_equal(http1_parser_execute(&p, rest, strlen(rest), &used), HTTP1_ERROR);
+        http1_parser_free(&p);
+    }
+
+    /* A whole valid body, then a pipelined request: PAUSED at the body's end; the real parse
+     * then delivers the body as if no look-ahead had happened. */
+    snprintf(in, sizeof(in),
+             "%s5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.1\r\n", head);
+    memset(&r, 0, sizeof(r));
+    parse_to_head(&p, &r, in, &rest);
+    assert_int_equal(http1_parser_check_ahead(&p, rest, strlen(rest), why, sizeof(why)),
+                     HTTP1_PAUSED);
+    assert_int_equal(r.body_len, 0);
+    assert_int_equal(r.completes, 0);
+    assert_int_equal(http1_parser_execute(&p, rest, strlen(rest), &used), HTTP1_PAUSED);
+    assert_int_equal(r.completes, 1);
+    assert_int_equal(r.body_len, 11);
+    assert_memory_equal(r.body, "hello world", 11);
+    http1_parser_free(&p);
+
+    /* Valid so far, more to come: NEED_MORE, and the real parse goes on from the same place. */
+    snprintf(in, sizeof(in), "%s5\r\nhel", head);
+    memset(&r, 0, sizeof(r));
+    parse_to_head(&p, &r, in, &rest);
+    assert_int_equal(http1_parser_check_ahead(&p, rest, strlen(rest), why, sizeof(why)),
+                     HTTP1_NEED_MORE);
+    assert_int_equal(http1_parser_execute(&p, rest, strlen(rest), &used), HTTP1_NEED_MORE);
+    assert_int_equal(http1_parser_execute(&p, "lo\r\n0\r\n\r\n", 10, &used), HTTP1_PAUSED);
+    assert_int_equal(r.body_len, 5);
+    http1_parser_free(&p);
+}
+
 static void test_refuses_bad_lines_and_names(void **state)
 {
     (void)state;
@@ -632,7 +828,9 @@ static void test_response_rewrite(void **state)
                              "Connection: keep-alive, X-Hop\r\n"
                              "X-Hop: 1\r\n"
                              "Keep-Alive: timeout=5\r\n"
-                             "Cache-Control: no-cache\r\n\r\n"
+                             "X-Attestation: pin=sha256:spoofed-by-the-upstream\r\n"
+                             "Cache-Control: no-cache\r\n"
+                             "x_attestation: spoofed-too\r\n\r\n"
                              "9\r\ndata: a\n\n\r\n0\r\n\r\n";
     struct resp_run *r = calloc(1, sizeof(*r));
     struct http1_parser p;
@@ -737,6 +935,9 @@ static void test_known_names_are_indexed_by_length(void **state)
         {"connection", HTTP1_FIELD_CONNECTION, HTTP1_HDR_HOP},
         {"Keep-Alive", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
         {"Authorization", HTTP1_FIELD_AUTHORIZATION, 0},
+        {"X-Attestation", HTTP1_FIELD_OTHER, HTTP1_HDR_OURS},
+        {"x_attestation", HTTP1_FIELD_OTHER, HTTP1_HDR_OURS},
+        {"X-Attestatiom", HTTP1_FIELD_OTHER, 0},
         {"Proxy-Connection", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
         {"Transfer-Encoding", HTTP1_FIELD_TRANSFER_ENCODING, HTTP1_HDR_HOP},
         {"Proxy-Authorization", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
@@ -799,6 +1000,10 @@ int main(void)
         cmocka_unit_test(test_leading_empty_line_is_ignored),
         cmocka_unit_test(test_refuses_smuggling_vectors),
         cmocka_unit_test(test_refuses_bad_chunks),
+        cmocka_unit_test(test_chunk_extensions_are_bounded),
+        cmocka_unit_test(test_trailers_count_against_the_head_limits),
+        cmocka_unit_test(test_request_line_single_spaces),
+        cmocka_unit_test(test_check_ahead),
         cmocka_unit_test(test_names_and_values_as_llhttp_splits_them),
         cmocka_unit_test(test_refuses_bad_lines_and_names),
         cmocka_unit_test(test_refuses_nul_in_name),
