@@ -16,6 +16,7 @@
 #include "proxy/pool.h"
 #include "proxy/proxy_internal.h"
 #include "proxy/upstream.h"
+#include "proxy/warm.h"
 
 #define LINGER_MS    2000 /* after a final response, how long unread input is discarded */
 #define MAX_ATTEMPTS 3    /* upstream connections tried for one request (retries: see below) */
@@ -64,7 +65,8 @@ struct exchange {
     bool req_done;  /* the whole request was read (and forwarded, once relaying) */
     bool body_sent; /* a request body byte went upstream: never replayed after that */
 
-    bool acquiring; /* acquire() ran for the current attempt */
+    bool acquiring;    /* acquire() ran for the current attempt */
+    bool waiting_warm; /* waits for the service's warm attestation (client_warm_done) */
     unsigned attempts;
     struct upstream *up;
     bool reused;
@@ -1376,6 +1378,14 @@ static void acquire(struct client *c)
         }
         upstream_close(up, "pooled connection's key is refused");
     }
+    if (warm_in_progress(svc)) {
+        /* The service attests its enclave already and has no fresh pin: this request waits
+         * for that attestation instead of making a second one (bounded by connect_timeout and
+         * attestation_timeout, as its own would be), and does not count it as an attempt. */
+        c->ex.waiting_warm = true;
+        c->ex.attempts--;
+        return;
+    }
     rc = upstream_connect(svc, &connect_handler, c, &up);
     if (rc < 0) {
         char msg[160];
@@ -1540,6 +1550,18 @@ void client_drain_all(struct proxy_service *svc)
     for (struct client *c = svc->clients; c != NULL; c = c->next) {
         if (c->state != CLIENT_CLOSING)
             client_drain(c);
+    }
+}
+
+void client_warm_done(struct proxy_service *svc)
+{
+    /* Closed clients stay linked until their close callbacks, so the walk is safe. */
+    for (struct client *c = svc->clients; c != NULL; c = c->next) {
+        if (c->state == CLIENT_CONNECTING && c->ex.waiting_warm) {
+            c->ex.waiting_warm = false;
+            c->ex.acquiring = false;
+            process_input(c);
+        }
     }
 }
 
