@@ -176,6 +176,11 @@ static const struct key_def keys[] = {
      "a pin expires this long before the enclave's NSM leaf certificate"},
     {"negative_cache", SEC_SERVICE, T_DURATION, S(negative_cache_ms), 0, HOUR, "5s", 0,
      "after a failed attestation, refuse the pin (503 + Retry-After) this long before retrying"},
+    {"warm_attestation", SEC_SERVICE, T_BOOL, S(warm_attestation), 0, 0, "yes", 0,
+     "attest at start and whenever no pin is fresh, over one pooled connection, and refresh "
+     "pins without traffic (retries back off 1 s to 30 s); an idle daemon costs the enclave a "
+     "connection and an attestation every attestation_ttl - refresh_before; no = attest on the "
+     "first request"},
     {"max_age", SEC_SERVICE, T_DURATION_S64, S(policy.max_age_ms), 1000, DAY, "5m", 0,
      "oldest acceptable document timestamp (the only freshness proof without a nonce)"},
     {"clock_skew", SEC_SERVICE, T_DURATION_S64, S(policy.skew_ms), 0, HOUR, "60s", 0,
@@ -1439,6 +1444,12 @@ size_t config_warnings(const struct config *cfg,
                      "match is admitted",
                      k + 1);
             emit(arg, cfg->services[i].name, msg);
+            n++;
+        }
+        if (cfg->daemon.ready_requires_attestation && !cfg->services[i].warm_attestation) {
+            emit(arg, cfg->services[i].name,
+                 "ready_requires_attestation = yes with warm_attestation = no: the daemon "
+                 "becomes ready only after a request to this service was attested");
             n++;
         }
     }

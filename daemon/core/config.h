@@ -107,6 +107,7 @@ struct service_config {
     uint64_t refresh_before_ms;        /* re-attest this long before a pin expires */
     uint64_t cert_margin_ms;           /* a pin expires this long before the leaf certificate */
     uint64_t negative_cache_ms;        /* how long a failed pin is refused without retrying */
+    bool warm_attestation; /* attest at start and keep a fresh pin without traffic (warm.c) */
     char policy_file[CONFIG_PATH_MAX]; /* "" = measurement sets are inline */
     bool watch_policy;                 /* reload when policy_file changes on disk */
     struct policy policy;              /* measurement sets, allow_debug, max_age, skew */

@@ -30,23 +30,38 @@ static void apply_logging(const struct config *cfg)
     config_warnings(cfg, log_warning, NULL);
 }
 
-/* One line of systemd STATUS= text summarising what the daemon does right now. */
+/* One line of systemd STATUS= text summarising what the daemon does right now; while it waits
+ * for attestation, which services it waits for and why. */
 static void status_line(struct daemon *d, char *out, size_t cap)
 {
+    if (!d->stopping && !status_ready(d)) {
+        status_waiting_text(d, out, cap);
+        return;
+    }
     snprintf(out, cap, "%s: %zu service(s), policy generation %llu",
-             d->stopping ? "stopping" : (status_ready(d) ? "ready" : "waiting for attestation"),
-             d->cfg->n_services, (unsigned long long)d->generation);
+             d->stopping ? "stopping" : "ready", d->cfg->n_services,
+             (unsigned long long)d->generation);
 }
 
 /* READY=1 is sent once, when the daemon first becomes ready: at start-up, or — with
- * ready_requires_attestation — when the last service gets its first attested pin. */
+ * ready_requires_attestation — when the last service gets its first attested pin. Before that,
+ * each change of the reason it waits for is sent as a STATUS= line of its own (systemctl
+ * status shows it), so that a start that hangs says why. */
 void daemon_check_ready(struct daemon *d)
 {
-    char status[160];
-    if (d->ready_sent || !status_ready(d))
+    char status[SDNOTIFY_STATUS_MAX];
+    if (d->ready_sent || d->stopping || !d->listening)
         return;
-    d->ready_sent = true;
     status_line(d, status, sizeof(status));
+    if (!status_ready(d)) {
+        if (strcmp(status, d->last_status) != 0) {
+            snprintf(d->last_status, sizeof(d->last_status), "%s", status);
+            sdnotify_status(&d->sn, status);
+            log_event(LOG_LEVEL_INFO, "not_ready", "status", status, NULL);
+        }
+        return;
+    }
+    d->ready_sent = true;
     sdnotify_ready(&d->sn, status);
     log_event(LOG_LEVEL_INFO, "ready", NULL);
 }
@@ -87,7 +102,7 @@ static void on_drained(struct daemon *d)
 
 static void begin_stop(struct daemon *d, const char *signame)
 {
-    char status[160];
+    char status[SDNOTIFY_STATUS_MAX];
     if (d->stopping)
         return;
     d->stopping = true;
@@ -113,7 +128,7 @@ static void on_sigterm(uv_signal_t *h, int signum)
 
 static void reload_with_notify(struct daemon *d)
 {
-    char status[160];
+    char status[SDNOTIFY_STATUS_MAX];
     sdnotify_reloading(&d->sn, "reloading configuration");
     daemon_reload(d);
     /* systemd waits for READY=1 after RELOADING=1 whether or not the reload succeeded. */
@@ -227,6 +242,11 @@ static bool source_ready(void *ctx)
     return status_ready(ctx);
 }
 
+static json_t *source_readiness(void *ctx)
+{
+    return status_readiness_json(ctx);
+}
+
 static json_t *source_attestation(void *ctx)
 {
     return status_attestation_json(ctx);
@@ -245,6 +265,7 @@ static int start_admin(struct daemon *d)
     struct admin_source src = {
         .ctx = d,
         .ready = source_ready,
+        .readiness = source_readiness,
         .attestation = source_attestation,
         .metrics = d->metrics,
         .now_ms = source_now_ms,
@@ -440,6 +461,7 @@ int daemon_run(const char *config_path)
         goto out_abort_start;
     }
     close_unused_fds(&d);
+    proxy_set_status_cb(&d, daemon_check_ready);
     d.listening = true;
     restart_watch(&d);
     metrics_set_policy_generation(d.metrics, d.generation);

@@ -40,6 +40,7 @@ struct daemon {
     struct listenfds lfds;   /* sockets passed by systemd socket activation */
     bool listening;          /* every listener is up */
     bool ready_sent;         /* READY=1 went to systemd */
+    char last_status[SDNOTIFY_STATUS_MAX]; /* the last STATUS= sent while not ready */
     bool stopping;
     int exit_code;
 };

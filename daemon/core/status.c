@@ -72,6 +72,53 @@ bool status_ready(struct daemon *d)
     return true;
 }
 
+json_t *status_readiness_json(struct daemon *d)
+{
+    json_t *root = json_object(), *services = json_object();
+    const char *reason = NULL;
+    bool ready = status_ready(d);
+
+    if (root == NULL || services == NULL) {
+        json_decref(root);
+        json_decref(services);
+        return NULL;
+    }
+    for (size_t i = 0; i < d->cfg->n_services; i++) {
+        json_t *s = proxy_service_readiness(d, d->cfg->services[i].name);
+        if (s != NULL)
+            json_object_set_new(services, d->cfg->services[i].name, s);
+    }
+    if (d->stopping)
+        reason = "stopping";
+    else if (!d->listening)
+        reason = "starting: listeners are not up yet";
+    else if (!ready)
+        reason = "waiting for attestation (ready_requires_attestation = yes): see services";
+    json_object_set_new(root, "ready", json_boolean(ready));
+    json_object_set_new(root, "reason", reason != NULL ? json_string(reason) : json_null());
+    json_object_set_new(root, "services", services);
+    return root;
+}
+
+void status_waiting_text(struct daemon *d, char *out, size_t cap)
+{
+    size_t n;
+    int w = snprintf(out, cap, "waiting for attestation:");
+
+    n = w < 0 ? 0 : ((size_t)w < cap ? (size_t)w : cap - 1);
+    for (size_t i = 0; i < d->cfg->n_services && n + 1 < cap; i++) {
+        const char *name = d->cfg->services[i].name;
+        json_t *s = proxy_service_readiness(d, name);
+        if (s != NULL && !json_is_true(json_object_get(s, "ready"))) {
+            const char *why = json_string_value(json_object_get(s, "reason"));
+            w = snprintf(out + n, cap - n, "%s %s: %s", n > 24 ? ";" : "", name,
+                         why != NULL ? why : "not attested");
+            n += w < 0 ? 0 : ((size_t)w < cap - n ? (size_t)w : cap - n - 1);
+        }
+        json_decref(s);
+    }
+}
+
 json_t *status_attestation_json(struct daemon *d)
 {
     json_t *root = json_object();

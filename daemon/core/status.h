@@ -26,6 +26,21 @@ void status_policy_digest(const struct policy *p, char out[72]);
  *  every service has an attested pin. */
 bool status_ready(struct daemon *d);
 
+/**
+ * Why the daemon is or is not ready, for the body of /readyz: a new reference to
+ * {"ready": bool, "reason": "...", "services": {NAME: {"ready": bool, "state": "...",
+ * "reason": "...", "failed_attempts": N}}}. A service's entry is listed even when
+ * ready_requires_attestation is off (then it does not decide readiness). NULL on allocation
+ * failure.
+ */
+json_t *status_readiness_json(struct daemon *d);
+
+/**
+ * One line for systemd's STATUS= while the daemon waits for attestation: "waiting for
+ * attestation: NAME: REASON; NAME: REASON" for every service without a fresh pin, cut at `cap`.
+ */
+void status_waiting_text(struct daemon *d, char *out, size_t cap);
+
 /** The /attestation document (schema: docs/attestation-status.schema.json); a new reference. */
 json_t *status_attestation_json(struct daemon *d);
 

@@ -310,10 +310,9 @@ static void serve_metrics(struct admin_client *c)
     respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
 }
 
-static void serve_attestation(struct admin_client *c)
+/* Sends `doc` (a reference this function takes) as an indented JSON body with `status`. */
+static void respond_doc(struct admin_client *c, int status, json_t *doc)
 {
-    struct admin *a = c->server;
-    json_t *doc = a->src.attestation != NULL ? a->src.attestation(a->src.ctx) : NULL;
     char *text;
     char *body;
     size_t n;
@@ -349,7 +348,31 @@ static void serve_attestation(struct admin_client *c)
     body[n] = '\n';
     body[n + 1] = '\0';
     free(text);
-    respond(c, 200, "application/json", body, n + 1, NULL);
+    respond(c, status, "application/json", body, n + 1, NULL);
+}
+
+static void serve_attestation(struct admin_client *c)
+{
+    struct admin *a = c->server;
+    respond_doc(c, 200, a->src.attestation != NULL ? a->src.attestation(a->src.ctx) : NULL);
+}
+
+/* 200 "ready" when ready; otherwise 503 with a JSON body saying why, per service, when the
+ * source can tell (plain "not ready" when it cannot). */
+static void serve_readyz(struct admin_client *c)
+{
+    struct admin *a = c->server;
+    json_t *why;
+    if (a->src.ready == NULL || a->src.ready(a->src.ctx)) {
+        respond_text(c, 200, "ready\n", NULL);
+        return;
+    }
+    why = a->src.readiness != NULL ? a->src.readiness(a->src.ctx) : NULL;
+    if (why == NULL) {
+        respond_text(c, 503, "not ready\n", NULL);
+        return;
+    }
+    respond_doc(c, 503, why);
 }
 
 /* True when a Host value names loopback: localhost, 127.0.0.0/8 or [::1], with any port. */
@@ -423,11 +446,7 @@ static void dispatch(struct admin_client *c)
     if (strcmp(path, "/healthz") == 0) {
         respond_text(c, 200, "ok\n", NULL);
     } else if (strcmp(path, "/readyz") == 0) {
-        bool ready = a->src.ready == NULL || a->src.ready(a->src.ctx);
-        if (ready)
-            respond_text(c, 200, "ready\n", NULL);
-        else
-            respond_text(c, 503, "not ready\n", NULL);
+        serve_readyz(c);
     } else if (strcmp(path, "/metrics") == 0) {
         serve_metrics(c);
     } else if (strcmp(path, "/attestation") == 0) {

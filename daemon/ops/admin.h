@@ -50,6 +50,10 @@ struct admin_source {
      * NULL: always ready. */
     bool (*ready)(void *ctx);
 
+    /* /readyz when not ready: a NEW reference to a JSON object saying why (the server takes
+     * it), sent as the 503 body. NULL (absent or returning NULL): the body is "not ready". */
+    json_t *(*readiness)(void *ctx);
+
     /* /attestation: a NEW reference to a JSON object following the schema in
      * docs/operations.md ("The /attestation document"); the admin server takes the reference
      * and json_decref()s it. NULL (callback absent or returning NULL): 503 with a JSON error. */

@@ -214,7 +214,7 @@ static void verify_evidence(struct attest_job *job)
             metrics_set_pin_expiry(svc->metrics, (uint64_t)next->info.expires_at_ms);
     }
     finish(job, &o, "ok", METRICS_VERDICT_VERIFIED);
-    daemon_check_ready(svc->proxy->d);
+    proxy__status_changed(svc->proxy);
     proxy__schedule_refresh(svc);
 }
 

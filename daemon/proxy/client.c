@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 
 #include "core/log.h"
@@ -16,11 +17,14 @@
 #include "proxy/pool.h"
 #include "proxy/proxy_internal.h"
 #include "proxy/upstream.h"
+#include "proxy/warm.h"
 
-#define LINGER_MS    2000 /* after a final response, how long unread input is discarded */
-#define MAX_ATTEMPTS 3    /* upstream connections tried for one request (retries: see below) */
-#define CONTINUE_100 "HTTP/1.1 100 Continue\r\n\r\n"
-#define LAST_CHUNK   "0\r\n\r\n"
+#define LINGER_MS        2000 /* after a final response, how long unread input is discarded */
+#define DRAIN_IDLE_MS    1000 /* on SIGTERM, how long an idle connection may still bring a request */
+#define DRAIN_RECHECK_MS 50   /* ... and how soon it is looked at again when bytes are pending */
+#define MAX_ATTEMPTS     3    /* upstream connections tried for one request (retries: see below) */
+#define CONTINUE_100     "HTTP/1.1 100 Continue\r\n\r\n"
+#define LAST_CHUNK       "0\r\n\r\n"
 
 enum client_state {
     CLIENT_HEAD = 0,   /* reading a request head */
@@ -38,6 +42,7 @@ enum timer_kind {
     TIMER_FIRST_BYTE,  /* first_byte_timeout: request sent, no response byte yet */
     TIMER_STREAM_IDLE, /* stream_idle_timeout: a body is moving and must keep moving */
     TIMER_LINGER,
+    TIMER_DRAIN, /* shutting down: an idle connection's last chance to bring a request */
 };
 
 /* How a response body is written to the client. */
@@ -67,7 +72,8 @@ struct exchange {
     size_t ahead_len;  /* input bytes the last look-ahead saw (body_valid_so_far) */
     bool body_sent; /* a request body byte went upstream: never replayed after that */
 
-    bool acquiring; /* acquire() ran for the current attempt */
+    bool acquiring;    /* acquire() ran for the current attempt */
+    bool waiting_warm; /* waits for the service's warm attestation (client_warm_done) */
     unsigned attempts;
     struct upstream *up;
     bool reused;
@@ -138,6 +144,7 @@ static void input_put(struct proxy *p, char *buf);
 static void respond_error(struct client *c, enum proxy_error e, const char *msg,
                           unsigned retry_after_s, bool force_close);
 static void upstream_failed(struct client *c, const char *msg);
+static bool client_bytes_pending(struct client *c);
 
 /* ---- State, timers, logging --------------------------------------------------------------- */
 
@@ -182,6 +189,9 @@ static void set_timer(struct client *c, enum timer_kind kind)
         break;
     case TIMER_LINGER:
         ms = LINGER_MS;
+        break;
+    case TIMER_DRAIN:
+        ms = DRAIN_IDLE_MS;
         break;
     case TIMER_NONE:
         break;
@@ -646,7 +656,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (c->state == CLIENT_LINGER)
         return; /* dropped */
     c->in_len += (size_t)nread;
-    if (c->state == CLIENT_HEAD && c->timer_kind == TIMER_IDLE)
+    if (c->state == CLIENT_HEAD && (c->timer_kind == TIMER_IDLE || c->timer_kind == TIMER_DRAIN))
         set_timer(c, TIMER_HEADER);
     process_input(c);
 }
@@ -1424,6 +1434,14 @@ static void acquire(struct client *c)
         }
         upstream_close(up, "pooled connection's key is refused");
     }
+    if (warm_in_progress(svc)) {
+        /* The service attests its enclave already and has no fresh pin: this request waits
+         * for that attestation instead of making a second one (bounded by connect_timeout and
+         * attestation_timeout, as its own would be), and does not count it as an attempt. */
+        c->ex.waiting_warm = true;
+        c->ex.attempts--;
+        return;
+    }
     rc = upstream_connect(svc, &connect_handler, c, &up);
     if (rc < 0) {
         char msg[160];
@@ -1572,6 +1590,15 @@ static void on_timer(uv_timer_t *t)
     case TIMER_LINGER:
         client_close(c, "linger time over");
         return;
+    case TIMER_DRAIN:
+        /* Request bytes that reached the socket but not yet the loop would be reset by a
+         * close: they are read and answered (with Connection: close) instead. */
+        if (client_bytes_pending(c)) {
+            deadline_set(&c->deadline, DRAIN_RECHECK_MS);
+            return;
+        }
+        client_close(c, "shutting down: idle connection");
+        return;
     case TIMER_NONE:
         return;
     }
@@ -1579,13 +1606,30 @@ static void on_timer(uv_timer_t *t)
 
 /* ---- Accepting ---------------------------------------------------------------------------- */
 
+/* True when the kernel holds bytes from the client that the loop has not read yet. */
+static bool client_bytes_pending(struct client *c)
+{
+    uv_os_fd_t fd;
+    int n = 0;
+    if (uv_fileno(&c->h.handle, &fd) < 0 || ioctl(fd, FIONREAD, &n) < 0)
+        return false;
+    return n > 0;
+}
+
+/*
+ * Shutting down. Every response from now on says Connection: close. A connection with a request
+ * in progress finishes it. An idle one (between requests, or accepted and not yet sent to) is
+ * not closed at once: a client may be sending its next request right now, and a close would
+ * answer it with nothing (curl's "empty reply", exit 52) or a reset. It gets DRAIN_IDLE_MS to
+ * bring one, which is answered, with Connection: close; then it is closed, unless request
+ * bytes are waiting in the socket. A client under load sends within that time and moves to a
+ * new connection (the next instance, with socket activation); an idle pool's connections close.
+ */
 void client_drain(struct client *c)
 {
-    if (c->state == CLIENT_HEAD && !c->req.message_begun && c->in_len == c->in_off) {
-        client_close(c, "shutting down");
-        return;
-    }
     c->close_after = true;
+    if (c->state == CLIENT_HEAD && !c->req.message_begun && c->in_len == c->in_off)
+        set_timer(c, TIMER_DRAIN);
 }
 
 void client_drain_all(struct proxy_service *svc)
@@ -1609,6 +1653,18 @@ void client_drain_listener(struct proxy_service *svc, uint64_t listener_id, cons
             client_close(c, why);
         else
             c->close_after = true;
+    }
+}
+
+void client_warm_done(struct proxy_service *svc)
+{
+    /* Closed clients stay linked until their close callbacks, so the walk is safe. */
+    for (struct client *c = svc->clients; c != NULL; c = c->next) {
+        if (c->state == CLIENT_CONNECTING && c->ex.waiting_warm) {
+            c->ex.waiting_warm = false;
+            c->ex.acquiring = false;
+            process_input(c);
+        }
     }
 }
 

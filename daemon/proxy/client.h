@@ -68,6 +68,10 @@ void client_drain_listener(struct proxy_service *svc, uint64_t listener_id, cons
 
 /** client_drain() or client_close() on every client of `svc`. */
 void client_drain_all(struct proxy_service *svc);
+
+/* The service's warm attestation attempt ended (warm.c): requests that waited for it in
+ * acquire() go on, finding its connection in the pool or opening their own. */
+void client_warm_done(struct proxy_service *svc);
 void client_close_all(struct proxy_service *svc, const char *why);
 
 /** Frees the input buffers kept for reuse (when the proxy is freed). */

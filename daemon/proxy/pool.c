@@ -113,6 +113,15 @@ struct upstream *pool_take_pin(struct proxy_service *svc, const uint8_t pin[PIN_
     return NULL;
 }
 
+bool pool_has_pin(const struct proxy_service *svc, const uint8_t pin[PIN_LEN])
+{
+    for (const struct upstream *up = svc->pool.top; up != NULL; up = up->pool_next) {
+        if (up->has_pin && CRYPTO_memcmp(up->pin, pin, PIN_LEN) == 0)
+            return true;
+    }
+    return false;
+}
+
 void pool_remove(struct proxy_service *svc, struct upstream *up)
 {
     if (up->in_pool)

@@ -31,6 +31,9 @@ struct upstream *pool_take(struct proxy_service *svc);
 /** Takes an idle connection whose peer has `pin`, or NULL (for refreshing that pin). */
 struct upstream *pool_take_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN]);
 
+/** True when an idle connection whose peer has `pin` is in the pool. */
+bool pool_has_pin(const struct proxy_service *svc, const uint8_t pin[PIN_LEN]);
+
 /** Unlinks `up` if pooled (upstream_close() calls it). */
 void pool_remove(struct proxy_service *svc, struct upstream *up);
 

@@ -22,6 +22,7 @@
 #include "proxy/proxy_internal.h"
 #include "proxy/tls.h"
 #include "proxy/upstream.h"
+#include "proxy/warm.h"
 
 /* ---- Small shared helpers ----------------------------------------------------------------- */
 
@@ -194,10 +195,7 @@ static void refresh_done(struct upstream *up, const struct attest_outcome *o, vo
     proxy__schedule_refresh(svc);
 }
 
-/* True when `e` should be re-attested now: inside its refresh window, not being refreshed,
- * and not backing off after a refresh that obtained no evidence. */
-static bool refresh_due(const struct pin_entry *e, const struct service_config *cfg,
-                        uint64_t now)
+bool proxy__refresh_due(const struct pin_entry *e, const struct service_config *cfg, uint64_t now)
 {
     return e->expires_mono_ms <= now + cfg->refresh_before_ms && now < e->expires_mono_ms &&
            !e->refreshing && now >= e->refresh_not_before_mono_ms;
@@ -242,14 +240,14 @@ static void on_refresh_timer(uv_timer_t *t)
      * a pin with no connection at all is attested on demand once it expires. The due pins are
      * collected first: starting an attestation may change the set. */
     for (size_t i = 0; i < svc->pins.n; i++) {
-        if (refresh_due(&svc->pins.entries[i], cfg, now))
+        if (proxy__refresh_due(&svc->pins.entries[i], cfg, now))
             memcpy(due[n_due++], svc->pins.entries[i].pin, PIN_LEN);
     }
     svc->refresh_waiting = false;
     for (size_t i = 0; i < n_due; i++) {
         struct pin_entry *e = pinset_entry(&svc->pins, due[i]);
         struct upstream *up;
-        if (e == NULL || !refresh_due(e, cfg, now))
+        if (e == NULL || !proxy__refresh_due(e, cfg, now))
             continue;
         up = pool_take_pin(svc, e->pin);
         if (up == NULL)
@@ -268,7 +266,7 @@ bool proxy__refresh_on_idle(struct proxy_service *svc, struct upstream *up)
     if (!up->has_pin)
         return false;
     e = pinset_entry(&svc->pins, up->pin);
-    if (e == NULL || !refresh_due(e, svc->cfg, now))
+    if (e == NULL || !proxy__refresh_due(e, svc->cfg, now))
         return false;
     start_refresh(svc, e, up, now);
     return true;
@@ -307,13 +305,26 @@ void proxy__schedule_refresh(struct proxy_service *svc)
     if (!any) {
         uv_timer_stop(&svc->refresh_timer);
         metrics_set_pin_expiry(svc->metrics, 0);
-        return;
-    }
-    {
+    } else {
         const struct pin_entry *next = pinset_next_expiry(&svc->pins, now);
         metrics_set_pin_expiry(svc->metrics, next != NULL ? (uint64_t)next->info.expires_at_ms : 0);
+        uv_timer_start(&svc->refresh_timer, on_refresh_timer, due > now ? due - now : 1, 0);
     }
-    uv_timer_start(&svc->refresh_timer, on_refresh_timer, due > now ? due - now : 1, 0);
+    /* Without traffic, nothing else would attest a service that has no fresh pin, nor open the
+     * connection a due refresh waits for. */
+    warm_check(svc);
+}
+
+void proxy__status_changed(struct proxy *p)
+{
+    if (p->status_cb != NULL)
+        p->status_cb(p->d);
+}
+
+void proxy_set_status_cb(struct daemon *d, void (*cb)(struct daemon *d))
+{
+    if (d->proxy != NULL)
+        d->proxy->status_cb = cb;
 }
 
 void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], struct upstream *keep,
@@ -374,6 +385,7 @@ static struct proxy_service *service_new(struct proxy *p, const struct service_c
     uv_timer_init(&p->d->loop, &svc->refresh_timer);
     svc->refresh_timer.data = svc;
     proxy__object_opened(p);
+    warm_init(svc);
     svc->next = p->services;
     p->services = svc;
     return svc;
@@ -399,6 +411,7 @@ static void service_stop(struct proxy_service *svc, const char *why)
         listener_close(l);
         l = next;
     }
+    warm_stop(svc);
     pool_close_all(svc, why);
     uv_timer_stop(&svc->refresh_timer);
     client_drain_all(svc);
@@ -458,6 +471,9 @@ int proxy_start(struct daemon *d)
         if (rc < 0)
             return rc;
     }
+    /* Only once every listener is up: a failed start attests nothing. */
+    for (struct proxy_service *svc = p->services; svc != NULL; svc = svc->next)
+        warm_enable(svc);
     return 0;
 }
 
@@ -802,6 +818,7 @@ void proxy_reload(struct daemon *d, const struct config *old_cfg, bool root_chan
             continue;
         }
         log_event(LOG_LEVEL_INFO, "service_added", "service", sc->name, NULL);
+        warm_enable(svc);
     }
     /* Listeners are attached once every dropped one has closed, so that an address changing
      * hands from one listener to another binds. */
@@ -852,6 +869,7 @@ void proxy_shutdown(struct daemon *d, void (*done)(struct daemon *d))
     for (struct proxy_service *svc = p->services; svc != NULL; svc = svc->next) {
         service_stop(svc, "shutting down");
         uv_close((uv_handle_t *)&svc->refresh_timer, on_refresh_closed);
+        warm_close(svc);
     }
     if (d->cfg->daemon.shutdown_timeout_ms == 0)
         on_shutdown_timeout(&p->shutdown_timer);
@@ -870,6 +888,31 @@ bool proxy_service_attested(struct daemon *d, const char *name)
         return false;
     svc = find_service(d->proxy, name);
     return svc != NULL && pinset_any_fresh(&svc->pins, uv_now(&d->loop));
+}
+
+json_t *proxy_service_readiness(struct daemon *d, const char *name)
+{
+    struct proxy_service *svc = d->proxy != NULL ? find_service(d->proxy, name) : NULL;
+    json_t *o = json_object();
+    char why[sizeof(svc->warm.last_error) + 64];
+    const char *state = "starting";
+
+    if (o == NULL)
+        return NULL;
+    if (svc != NULL && pinset_any_fresh(&svc->pins, uv_now(&d->loop))) {
+        json_object_set_new(o, "ready", json_true());
+        return o;
+    }
+    if (svc != NULL)
+        warm_reason(svc, &state, why, sizeof(why));
+    else
+        snprintf(why, sizeof(why), "the service is not running");
+    json_object_set_new(o, "ready", json_false());
+    json_object_set_new(o, "state", json_string(state));
+    json_object_set_new(o, "reason", json_string(why));
+    if (svc != NULL)
+        json_object_set_new(o, "failed_attempts", json_integer((json_int_t)svc->warm.failures));
+    return o;
 }
 
 static json_t *pin_json(const struct proxy_service *svc, const struct pin_entry *e,

@@ -74,6 +74,19 @@ bool proxy_service_attested(struct daemon *d, const char *name);
  */
 void proxy_service_status(struct daemon *d, const char *name, json_t *obj);
 
+/**
+ * Readiness of service `name` for /readyz and STATUS=: a NEW JSON object {"ready": true} or
+ * {"ready": false, "state": ..., "reason": ..., "failed_attempts": N} (warm.c's state and the
+ * last error). NULL when out of memory.
+ */
+json_t *proxy_service_readiness(struct daemon *d, const char *name);
+
+/**
+ * `cb(d)` is called whenever readiness or its reason may have changed: an attestation
+ * succeeded, a warm attestation attempt ended. Set after proxy_start(); NULL clears it.
+ */
+void proxy_set_status_cb(struct daemon *d, void (*cb)(struct daemon *d));
+
 /* The outcome of proxy_attest_once(). */
 struct proxy_attest_result {
     bool accepted;

@@ -49,6 +49,25 @@ struct resume_session {
     uint8_t pin[PIN_LEN];
 };
 
+/* Warm attestation of one service (warm.c). */
+enum warm_state {
+    WARM_IDLE = 0,   /* nothing runs; warm_check() decides whether an attempt is wanted */
+    WARM_CONNECTING, /* an upstream connection is being opened */
+    WARM_ATTESTING,  /* its evidence is being fetched and verified */
+    WARM_BACKOFF,    /* waiting for the timer before the next attempt */
+};
+
+struct warm {
+    enum warm_state state;
+    bool enabled;           /* the service serves clients (not `attestproxy attest`) */
+    uv_timer_t timer;       /* the back-off */
+    struct upstream *up;    /* the attempt's connection while CONNECTING or ATTESTING */
+    uint64_t backoff_ms;    /* the delay after the next failure */
+    uint64_t not_before;    /* monotonic ms: no attempt starts earlier */
+    unsigned failures;      /* consecutive failed attempts */
+    char last_error[320];   /* why the last attempt failed; "" after a success */
+};
+
 struct proxy_service {
     struct proxy *proxy;
     const struct service_config *cfg; /* the live configuration of this service */
@@ -70,6 +89,7 @@ struct proxy_service {
 
     uv_timer_t refresh_timer; /* re-attests a pin over an idle pooled connection before expiry */
     bool refresh_waiting;     /* a pin in its refresh window waits for an idle connection */
+    struct warm warm;         /* attestation without traffic (warm.c) */
     bool removed;             /* gone from the configuration: draining */
     struct service_config *own_cfg; /* a removed service's private copy of its last settings */
     struct proxy_service *next;
@@ -89,6 +109,9 @@ struct proxy {
     uv_timer_t shutdown_timer;
     bool shutdown_timer_open;
     void (*done)(struct daemon *d);
+    /* Readiness or its reason may have changed (an attestation ended, a warm attempt failed):
+     * the daemon re-evaluates READY=1 and STATUS= (proxy_set_status_cb). NULL: nobody asks. */
+    void (*status_cb)(struct daemon *d);
     void *attest_once; /* state of `attestproxy attest` (attest_once.c); freed with the proxy */
     uv_prepare_t pass; /* runs before each poll: batching under load (on_loop_pass) */
     bool pass_open;
@@ -109,6 +132,13 @@ void proxy__object_closed(struct proxy *p);
 
 /* Re-arms the service's refresh timer for the attested pin that expires first. */
 void proxy__schedule_refresh(struct proxy_service *svc);
+
+/* Calls the daemon's status callback, if any (proxy_set_status_cb). */
+void proxy__status_changed(struct proxy *p);
+
+/* True when pin entry `e` should be re-attested now: inside its refresh window, not being
+ * refreshed, and not backing off after a refresh that obtained no evidence. */
+bool proxy__refresh_due(const struct pin_entry *e, const struct service_config *cfg, uint64_t now);
 
 /* `up` is about to go idle while a pin waits in its refresh window: if `up` has that pin,
  * its refresh starts over `up` (which the refresh then owns) and true is returned. */

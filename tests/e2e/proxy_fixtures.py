@@ -130,6 +130,17 @@ def start_relay(start_daemon, start_sim):
     return _start
 
 
+def on_demand(start_relay):
+    """start_relay with warm_attestation = no: the enclave is attested by the first request, not
+    at start. For tests that count the attestations requests make; the warm behaviour itself is
+    tested in test_warm_attestation.py."""
+
+    def _start(extra_service="", **kw):
+        return start_relay(extra_service="warm_attestation = no\n" + extra_service, **kw)
+
+    return _start
+
+
 @pytest.fixture
 def relay(start_relay):
     return start_relay()

@@ -176,9 +176,15 @@ def test_readyz_waits_for_attestation_when_configured(tmp_path, notify, monkeypa
     try:
         d.wait_log("event=started")
         assert wait_port(admin)
-        # The upstream (port 9) never attests: not ready, and no READY=1.
-        st, _, body = http_get(admin, "/readyz")
-        assert (st, body) == (503, b"not ready\n")
+        # The upstream (port 9) never attests: not ready, and no READY=1. The body says why,
+        # per service, and the STATUS= lines say it too.
+        st, hdr, body = http_get(admin, "/readyz")
+        assert st == 503 and hdr["content-type"] == "application/json"
+        doc = json.loads(body)
+        assert doc["ready"] is False
+        assert doc["services"]["demo"]["ready"] is False
+        assert notify.wait_for("STATUS=waiting for attestation: demo: cannot reach the enclave",
+                               timeout=5.0)
         with pytest.raises(AssertionError):
             notify.wait_for("READY=1", timeout=1.0)
         assert http_get(admin, "/healthz")[0] == 200

@@ -6,9 +6,15 @@ import signal
 import threading
 import time
 
+import pytest
 import requests
 
-from proxy_fixtures import wait_until
+from proxy_fixtures import on_demand, wait_until
+
+
+@pytest.fixture
+def start_relay(start_relay):
+    return on_demand(start_relay)  # these tests count the attestations requests make
 
 
 def evidence_on(relay):
