@@ -160,7 +160,8 @@ def test_policy_file_edit_cuts_sse_without_a_signal_and_restore_brings_service_b
     policy.write_text("[policy]\n" + sim.measurement())
     port = free_port()
     # The service takes its measurements from the watched file instead of inline keys.
-    text = service_config(sim, port, f"policy_file = {policy}\nnegative_cache = 0s\n")
+    text = service_config(sim, port, f"policy_file = {policy}\nnegative_cache = 0s\n"
+                                     "warm_attestation = no\n")
     text = text.replace(sim.measurement(), "")
     relay = Relay(start_daemon(text), sim, port)
     wait_listening(port)
@@ -302,7 +303,7 @@ def test_the_trust_root_is_compared_by_content_on_reload(start_daemon, start_sim
     trust = tmp_path / "trust.pem"
     trust.write_bytes(original)
     port = free_port()
-    text = service_config(sim, port, "negative_cache = 0s\n").replace(
+    text = service_config(sim, port, "negative_cache = 0s\nwarm_attestation = no\n").replace(
         f"root_ca = {sim.root}", f"root_ca = {trust}")
     relay = Relay(start_daemon(text), sim, port)
     wait_listening(port)
@@ -474,7 +475,7 @@ def test_a_connection_still_handshaking_when_the_upstream_moves_is_not_used(star
     fwd = SlowForwarder(a.port, hold_s=1.0)
     try:
         port = free_port()
-        text = service_config(a, port, "negative_cache = 0s\n").replace(
+        text = service_config(a, port, "negative_cache = 0s\nwarm_attestation = no\n").replace(
             f"upstream = 127.0.0.1:{a.port}", f"upstream = 127.0.0.1:{fwd.port}")
         daemon = start_daemon(text)
         wait_listening(port)

@@ -3,6 +3,14 @@ body, with Content-Length and chunked, exactly at and one byte past the bound; a
 the evidence response, which must never be taken for the answer to the next request."""
 import pytest
 
+from proxy_fixtures import on_demand
+
+
+@pytest.fixture
+def start_relay(start_relay):
+    return on_demand(start_relay)  # these tests count the attestations requests make
+
+
 BOUND = 64 * 1024
 TOO_LARGE = "attestation unavailable: bad evidence response: the evidence response is larger than 64 KiB"
 

@@ -5,6 +5,14 @@ import re
 
 import pytest
 
+from proxy_fixtures import on_demand
+
+
+@pytest.fixture
+def start_relay(start_relay):
+    return on_demand(start_relay)  # these tests count the attestations requests make
+
+
 # profile: (nonce bytes, evidence path prefix)
 NONCE_PROFILES = {
     "native": (32, "/.well-known/nitro-attestation?nonce="),

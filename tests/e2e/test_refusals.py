@@ -4,6 +4,14 @@ import time
 
 import pytest
 
+from proxy_fixtures import on_demand
+
+
+@pytest.fixture
+def start_relay(start_relay):
+    return on_demand(start_relay)  # these tests count the attestations requests make
+
+
 # mode -> (status, code, fragment of the verifier's reason in the message)
 REJECTIONS = {
     "wrong_pcrs": (502, "attestation_failed", "policy: pcrs match no measurement set"),
