@@ -94,6 +94,7 @@ struct service_config {
     uint64_t stream_idle_timeout_ms;
     uint32_t pool_max_idle;
     uint64_t pool_idle_timeout_ms;
+    uint64_t pool_purge_interval_ms;
 
     /* Attestation. */
     enum evidence_profile profile;

@@ -618,6 +618,7 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
         svc->upstreams->prev = up;
     svc->upstreams = up;
     svc->n_upstreams++;
+    pool_note_in_use(svc);
     proxy__object_opened(svc->proxy);
 
     deadline_set(&up->deadline, cfg->connect_timeout_ms);
