@@ -1,5 +1,6 @@
 #include "proxy/pool.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,11 +32,12 @@ void pool_close(struct proxy_service *svc)
     uv_close((uv_handle_t *)&svc->pool.purge_timer, on_purge_timer_closed);
 }
 
-/* Connections of the service that are not idle in the pool: busy, attesting, being opened (and
- * the few closing ones not yet freed, which the next purge no longer counts). */
+/* Connections of the service in use: busy, attesting or being opened — neither idle in the
+ * pool nor closed (a closed one is freed a loop iteration later). */
 static size_t in_use(const struct proxy_service *svc)
 {
-    return svc->n_upstreams - svc->pool.n;
+    assert(svc->pool.n + svc->n_upstreams_closing <= svc->n_upstreams);
+    return svc->n_upstreams - svc->n_upstreams_closing - svc->pool.n;
 }
 
 void pool_note_in_use(struct proxy_service *svc)

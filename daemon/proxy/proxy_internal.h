@@ -62,6 +62,7 @@ struct proxy_service {
      * connection opened before (still connecting or handshaking then) never passes the gate. */
     uint64_t upstream_gen;
     size_t n_upstreams;
+    size_t n_upstreams_closing; /* of those, closed and not yet freed */
     struct pool pool;
     struct pinset pins;
     struct resume_session resume;

@@ -84,6 +84,7 @@ static void release(struct upstream *up)
     if (up->next != NULL)
         up->next->prev = up->prev;
     svc->n_upstreams--;
+    svc->n_upstreams_closing--;
     OPENSSL_cleanse(up->outbuf, sizeof(up->outbuf));
     free(up);
     proxy__object_closed(p);
@@ -121,6 +122,7 @@ void upstream_close(struct upstream *up, const char *why)
         }
     }
     set_state(up, UP_CLOSING);
+    up->svc->n_upstreams_closing++;
     up->pending_closes = 2;
     if (up->gai_active) {
         /* The resolver callback still has to run (with UV_ECANCELED) before we may free. */
