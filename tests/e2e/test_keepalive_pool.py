@@ -190,3 +190,21 @@ def test_a_burst_surplus_is_released_gradually(start_relay):
     assert len(seen) >= 6 and seen[-1] == 1, seen
     time.sleep(1.2)  # two more intervals: the last idle connection is kept
     assert upstream_open(admin) == 1
+
+
+def test_pool_max_idle_stays_a_hard_cap(start_relay):
+    """pool_max_idle bounds memory whatever the demand: after 64 concurrent exchanges with
+    pool_max_idle = 8, exactly 8 connections stay open (the least recently used close as the
+    others come back), and the next round of 64 needs 56 new ones."""
+    admin = free_port()
+    relay = start_relay(extra_daemon=f"admin_listen = 127.0.0.1:{admin}\n",
+                        extra_service="pool_max_idle = 8\n")
+    assert relay.get("/echo?warm=1").status_code == 200
+    rounds_in_lockstep(relay, 64, 1, "/slow?delay=0.3")
+    deadline = time.monotonic() + 10
+    while upstream_open(admin) != 8 and time.monotonic() < deadline:
+        time.sleep(0.025)
+    assert upstream_open(admin) == 8
+    before = relay.sim.stats()["connections"]
+    rounds_in_lockstep(relay, 64, 1, "/slow?delay=0.3")
+    assert relay.sim.stats()["connections"] - before == 64 - 8
