@@ -4,7 +4,8 @@ keep-alive clients are answered alike with batching under load off and at its lo
 busy polling on, the batching sleep lasts what it says (1 us of timer slack), and busy polling
 keeps the daemon awake between a lone request's events but not once traffic stops. The pool
 adapts to demand: 64 clients whose exchanges end together keep their 64 upstream connections
-(no TLS handshake per request), and a burst's surplus is released gradually by the purge."""
+(no TLS handshake per request), a burst's surplus is released gradually by the purge, and
+pool_max_idle remains a hard cap."""
 import os
 import re
 import threading
