@@ -1,8 +1,9 @@
 /*
- * Verification cost of one real Nitro document, cold (empty intermediate cache: full OpenSSL
- * chain verification) and warm (intermediates cached: the leaf is checked against its cached
- * issuer), beside the cost of one P-384 ECDSA verification measured in the same process, which
- * is the floor: a warm verification needs two of them (leaf certificate, COSE signature).
+ * Verification cost of one real Nitro document, cold (empty caches: full OpenSSL chain
+ * verification) and warm (the leaf verdict cached: only the COSE signature is checked), beside
+ * the cost of one P-384 ECDSA verification measured in the same process, which is the floor of
+ * a warm verification. Warm and P-384 are timed in alternating rounds and each figure is the
+ * fastest round, so that a noisy (shared) machine slows both alike rather than one of them.
  *
  *   verify_bench [DOCUMENT] [ITERATIONS]     (default: $NITRO_VECTORS/real-2.cbor, 2000)
  *
@@ -24,6 +25,8 @@
 #include "verify/cose.h"
 #include "verify/evidence.h"
 #include "verify/verifier.h"
+
+#define ROUNDS 10 /* alternating rounds of warm verifications and P-384 verifies */
 
 static double now_us(void)
 {
@@ -130,7 +133,7 @@ static void breakdown(struct verifier *v, const uint8_t *body, size_t len, int64
         cose_verify_signature(&doc, X509_get0_pubkey(leaf), sha384, &err);
     t_sig = (now_us() - t0) / iterations;
     printf("  decode (COSE + payload)   %8.1f us\n", t_decode);
-    printf("  chain, warm (leaf check)  %8.1f us\n", t_chain);
+    printf("  chain, warm (leaf verdict)%8.1f us\n", t_chain);
     printf("  COSE ES384 signature      %8.1f us\n", t_sig);
     X509_free(leaf);
     EVP_MD_free(sha384);
@@ -155,8 +158,8 @@ int main(int argc, char **argv)
     struct verifier_stats st;
     double t0, cold, warm, p384;
 
-    if (iterations < 10)
-        iterations = 10;
+    if (iterations < 10 * ROUNDS)
+        iterations = 10 * ROUNDS;
     cold_iterations = iterations / 5 > 10 ? iterations / 5 : 10;
     if (argc > 1)
         snprintf(path, sizeof(path), "%s", argv[1]);
@@ -186,22 +189,32 @@ int main(int argc, char **argv)
     cold = (now_us() - t0) / cold_iterations;
 
     verify_once(v, &req, doc, len);
-    t0 = now_us();
-    for (int i = 0; i < iterations; i++)
-        verify_once(v, &req, doc, len);
-    warm = (now_us() - t0) / iterations;
+    warm = p384 = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        double w, k;
+        t0 = now_us();
+        for (int i = 0; i < iterations / ROUNDS; i++)
+            verify_once(v, &req, doc, len);
+        w = (now_us() - t0) / (iterations / ROUNDS);
+        k = p384_verify_us(iterations / ROUNDS);
+        warm = r == 0 || w < warm ? w : warm;
+        p384 = r == 0 || k < p384 ? k : p384;
+    }
     verifier_get_stats(v, &st);
-
-    p384 = p384_verify_us(iterations);
 
     printf("document                    %s (%zu bytes), checked at its timestamp\n", path, len);
     printf("cold verification           %8.1f us/op  (n=%d; empty intermediate cache)\n", cold,
            cold_iterations);
-    printf("warm verification           %8.1f us/op  (n=%d; %llu warm, %llu cold chain checks)\n",
-           warm, iterations, (unsigned long long)st.chain_warm, (unsigned long long)st.chain_cold);
+    printf(
+        "warm verification           %8.1f us/op  (n=%d, fastest of %d rounds; %llu warm, %llu of "
+        "them leaf verdicts, %llu cold chain checks)\n",
+        warm, iterations, ROUNDS, (unsigned long long)st.chain_warm,
+        (unsigned long long)st.chain_leaf_hits, (unsigned long long)st.chain_cold);
     breakdown(v, doc, len, req.now_ms, iterations);
-    printf("P-384 verify (in process)   %8.1f us/op  (EVP_PKEY_verify, SHA-384)\n", p384);
-    printf("warm / (2 x P-384 verify)   %8.2f      (target <= 1.50)\n", warm / (2 * p384));
+    printf("P-384 verify (in process)   %8.1f us/op  (EVP_PKEY_verify, SHA-384; fastest of %d "
+           "rounds)\n",
+           p384, ROUNDS);
+    printf("warm / P-384 verify         %8.2f      (target <= 1.20)\n", warm / p384);
     printf("cold / warm                 %8.2f\n", cold / warm);
     verifier_free(v);
     free(doc);

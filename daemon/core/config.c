@@ -146,10 +146,13 @@ static const struct key_def keys[] = {
      "from the end of the request to the first response byte"},
     {"stream_idle_timeout", SEC_SERVICE, T_DURATION, S(stream_idle_timeout_ms), 100, DAY, "300s", 0,
      "longest silence in either direction while a body is streaming"},
-    {"pool_max_idle", SEC_SERVICE, T_U32, S(pool_max_idle), 0, 10000, "16", 0,
-     "idle upstream connections kept for reuse"},
+    {"pool_max_idle", SEC_SERVICE, T_U32, S(pool_max_idle), 0, 10000, "1024", 0,
+     "hard cap on idle upstream connections kept for reuse (about 40 KiB each); 0 = no reuse"},
     {"pool_idle_timeout", SEC_SERVICE, T_DURATION, S(pool_idle_timeout_ms), 100, HOUR, "30s", 0,
      "an idle upstream connection is closed after this (keep it below the enclave's)"},
+    {"pool_purge_interval", SEC_SERVICE, T_DURATION, S(pool_purge_interval_ms), 100, HOUR, "5s", 0,
+     "every interval, half of the idle connections beyond recent demand (the most connections "
+     "in use at once lately) are closed"},
     {"session_resumption", SEC_SERVICE, T_BOOL, S(session_resumption), 0, 0, "no", 0,
      "resume TLS sessions with the enclave; a resumed session proves the ticket key, not the "
      "attested key: only for enclaves that keep their ticket keys inside (docs/security.md)"},

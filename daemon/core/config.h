@@ -94,6 +94,7 @@ struct service_config {
     uint64_t stream_idle_timeout_ms;
     uint32_t pool_max_idle;
     uint64_t pool_idle_timeout_ms;
+    uint64_t pool_purge_interval_ms;
     bool session_resumption; /* offer TLS sessions for resumption (BRIEF §2.7: off by default) */
 
     /* Attestation. */

@@ -1,5 +1,7 @@
 #include "proxy/pool.h"
 
+#include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -8,9 +10,90 @@
 #include "proxy/proxy_internal.h"
 #include "proxy/upstream.h"
 
-void pool_init(struct pool *p)
+static void on_purge_timer(uv_timer_t *t);
+
+void pool_init(struct proxy_service *svc, uv_loop_t *loop)
 {
+    struct pool *p = &svc->pool;
     memset(p, 0, sizeof(*p));
+    uv_timer_init(loop, &p->purge_timer);
+    p->purge_timer.data = svc;
+    proxy__object_opened(svc->proxy);
+}
+
+static void on_purge_timer_closed(uv_handle_t *h)
+{
+    struct proxy_service *svc = h->data;
+    proxy__object_closed(svc->proxy);
+}
+
+void pool_close(struct proxy_service *svc)
+{
+    uv_close((uv_handle_t *)&svc->pool.purge_timer, on_purge_timer_closed);
+}
+
+/* Connections of the service in use: busy, attesting or being opened — neither idle in the
+ * pool nor closed (a closed one is freed a loop iteration later). */
+static size_t in_use(const struct proxy_service *svc)
+{
+    assert(svc->pool.n + svc->n_upstreams_closing <= svc->n_upstreams);
+    return svc->n_upstreams - svc->n_upstreams_closing - svc->pool.n;
+}
+
+void pool_note_in_use(struct proxy_service *svc)
+{
+    size_t n = in_use(svc);
+    if (n > svc->pool.peak_in_use)
+        svc->pool.peak_in_use = n;
+}
+
+size_t pool_purge_count(size_t in_use_now, size_t idle, size_t peak, size_t *est_need)
+{
+    size_t need = peak > *est_need ? peak : *est_need;
+    size_t total = in_use_now + idle, excess, n;
+
+    if (need < 1)
+        need = 1;
+    excess = total > need ? total - need : 0;
+    n = excess / 2 + excess % 2;
+    /* The estimate forgets a past peak by half per interval, so that demand which comes back
+     * within a few intervals (a periodic burst) still finds its connections. */
+    *est_need = (*est_need + peak) / 2;
+    if (*est_need < peak)
+        *est_need = peak;
+    return n < idle ? n : idle;
+}
+
+/* Every pool_purge_interval while connections are idle: closes the surplus above recent demand
+ * gradually, least recently used first. The timer is re-armed from the live configuration, so
+ * a reload changes the interval from the next tick on; it stops when the pool is empty (an idle
+ * daemon has no timer to wake it) and pool_put() starts it again. */
+static void on_purge_timer(uv_timer_t *t)
+{
+    struct proxy_service *svc = t->data;
+    struct pool *p = &svc->pool;
+    size_t n;
+
+    if (svc->proxy->stopping || svc->removed)
+        return;
+    n = pool_purge_count(in_use(svc), p->n, p->peak_in_use, &p->est_need);
+    p->peak_in_use = in_use(svc);
+    /* Nothing idle: the timer stops until pool_put() starts it again. The peak goes on being
+     * recorded meanwhile, so the demand of a burst that kept every connection busy is known to
+     * the purge that follows it. */
+    if (p->n == 0)
+        return;
+    if (n > 0 && log_enabled(LOG_LEVEL_DEBUG)) {
+        char closed[24], idle[24], need[24];
+        snprintf(closed, sizeof(closed), "%zu", n);
+        snprintf(idle, sizeof(idle), "%zu", p->n - n);
+        snprintf(need, sizeof(need), "%zu", p->est_need);
+        log_event(LOG_LEVEL_DEBUG, "pool_purge", "service", svc->name, "closed", closed, "idle",
+                  idle, "demand", need, NULL);
+    }
+    for (; n > 0 && p->bottom != NULL; n--)
+        upstream_close(p->bottom, "pool purge: idle beyond recent demand");
+    uv_timer_start(t, on_purge_timer, svc->cfg->pool_purge_interval_ms, 0);
 }
 
 static void unlink_up(struct pool *p, struct upstream *up)
@@ -66,8 +149,9 @@ bool pool_put(struct proxy_service *svc, struct upstream *up)
      * first one that goes idle, before a waiting request can take it again. */
     if (svc->refresh_waiting && proxy__refresh_on_idle(svc, up))
         return true;
+    /* The hard cap bounds memory only: the purge, not this, adapts the pool to demand. */
     while (p->n >= max && p->bottom != NULL)
-        upstream_close(p->bottom, "pool full: least recently used connection closed");
+        upstream_close(p->bottom, "pool_max_idle reached: least recently used connection closed");
     upstream__set_idle(up, true);
     upstream_set_handler(up, &idle_handler, NULL);
     up->pool_prev = NULL;
@@ -83,6 +167,8 @@ bool pool_put(struct proxy_service *svc, struct upstream *up)
      * may deliver buffered bytes, which close the connection (idle_data); it is the pool's
      * either way, so true is returned. */
     upstream_set_deadline(up, svc->cfg->pool_idle_timeout_ms);
+    if (!uv_is_active((uv_handle_t *)&p->purge_timer))
+        uv_timer_start(&p->purge_timer, on_purge_timer, svc->cfg->pool_purge_interval_ms, 0);
     upstream_pause_reading(up, false);
     return true;
 }
@@ -94,6 +180,7 @@ static struct upstream *take(struct proxy_service *svc, struct upstream *up)
     upstream_set_handler(up, NULL, NULL);
     upstream__set_idle(up, false);
     up->reused = true;
+    pool_note_in_use(svc);
     return up;
 }
 

@@ -381,7 +381,7 @@ static struct proxy_service *service_new(struct proxy *p, const struct service_c
     snprintf(svc->name, sizeof(svc->name), "%s", cfg->name);
     svc->metrics = metrics_service(p->d->metrics, cfg->name);
     pinset_init(&svc->pins);
-    pool_init(&svc->pool);
+    pool_init(svc, &p->d->loop);
     uv_timer_init(&p->d->loop, &svc->refresh_timer);
     svc->refresh_timer.data = svc;
     proxy__object_opened(p);
@@ -870,6 +870,7 @@ void proxy_shutdown(struct daemon *d, void (*done)(struct daemon *d))
         service_stop(svc, "shutting down");
         uv_close((uv_handle_t *)&svc->refresh_timer, on_refresh_closed);
         warm_close(svc);
+        pool_close(svc);
     }
     if (d->cfg->daemon.shutdown_timeout_ms == 0)
         on_shutdown_timeout(&p->shutdown_timer);

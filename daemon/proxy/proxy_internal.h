@@ -36,11 +36,15 @@ struct staged_listener {
 struct upstream;
 struct metrics_service;
 
-/* The idle pool of one service: a LIFO stack of upstream connections (newest on top). */
+/* The idle pool of one service: a LIFO stack of upstream connections (newest on top), and the
+ * demand that decides how many of them the purge keeps (pool.c). */
 struct pool {
     struct upstream *top;    /* most recently returned */
     struct upstream *bottom; /* least recently returned: evicted first */
     size_t n;
+    uv_timer_t purge_timer; /* armed while connections are idle (pool_purge_interval) */
+    size_t peak_in_use;     /* most connections in use at once since the last purge */
+    size_t est_need;        /* recent demand: decays by half per interval, never below a peak */
 };
 
 /* One TLS session kept for resumption, with the pin of the key it was established with. */
@@ -83,6 +87,7 @@ struct proxy_service {
      * connection opened before (still connecting or handshaking then) never passes the gate. */
     uint64_t upstream_gen;
     size_t n_upstreams;
+    size_t n_upstreams_closing; /* of those, closed and not yet freed */
     struct pool pool;
     struct pinset pins;
     struct resume_session resume;

@@ -98,6 +98,7 @@ static void release(struct upstream *up)
     if (up->next != NULL)
         up->next->prev = up->prev;
     svc->n_upstreams--;
+    svc->n_upstreams_closing--;
     OPENSSL_cleanse(up->outbuf, sizeof(up->outbuf));
     free(up);
     proxy__object_closed(p);
@@ -135,6 +136,7 @@ void upstream_close(struct upstream *up, const char *why)
         }
     }
     set_state(up, UP_CLOSING);
+    up->svc->n_upstreams_closing++;
     up->pending_closes = 2;
     if (up->gai_active) {
         /* The resolver callback still has to run (with UV_ECANCELED) before we may free. */
@@ -635,6 +637,7 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
         svc->upstreams->prev = up;
     svc->upstreams = up;
     svc->n_upstreams++;
+    pool_note_in_use(svc);
     proxy__object_opened(svc->proxy);
 
     deadline_set(&up->deadline, cfg->connect_timeout_ms);

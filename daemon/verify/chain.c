@@ -31,6 +31,24 @@ struct cache_entry {
     uint64_t last_used;
 };
 
+/*
+ * A leaf verdict: the exact path (the leaf's DER digest and that of every cabundle certificate,
+ * root first) that a full verification accepted, and the instants at which the verdict holds —
+ * the intersection of every certificate's validity, the root's included. Within it the same
+ * bytes under the same root give the same answer (nothing else in the verification depends on
+ * time: no revocation lists), so the document then needs only its COSE signature checked.
+ */
+struct leaf_entry {
+    bool used;
+    size_t n;                               /* cabundle length */
+    uint8_t leaf_hash[32];                  /* SHA-256 of the leaf's DER */
+    uint8_t bundle[NITRO_MAX_CABUNDLE][32]; /* SHA-256 of each cabundle DER, root first */
+    X509 *leaf;                             /* the parsed leaf, handed out with a reference */
+    int64_t leaf_not_before_s, leaf_not_after_s;
+    int64_t not_before_s, not_after_s; /* the latest notBefore and earliest notAfter of the path */
+    uint64_t inserted;
+};
+
 struct chain {
     X509 *root;
     uint8_t *root_der;
@@ -41,9 +59,18 @@ struct chain {
     X509_STORE *store; /* the root and nothing else */
     EVP_MD *sha256;
     struct cache_entry cache[CHAIN_CACHE_MAX];
+    struct leaf_entry leaves[CHAIN_LEAF_CACHE_MAX];
     uint64_t tick;
     uint64_t n_warm;
+    uint64_t n_leaf;
     uint64_t n_cold;
+};
+
+/* The validity shared by every certificate of a verified path, for the leaf verdict cache. */
+struct path_window {
+    bool cacheable; /* every certificate is one the warm path may stand for */
+    int64_t not_before_s;
+    int64_t not_after_s;
 };
 
 /* The instant and allowance of one verification, for the OpenSSL verify callback. */
@@ -294,21 +321,93 @@ static void cache_insert(struct chain *c, X509 *cert, const uint8_t hash[32],
     memcpy(slot->parent, parent, 32);
 }
 
+static void window_narrow(struct path_window *w, int64_t not_before_s, int64_t not_after_s)
+{
+    if (not_before_s > w->not_before_s)
+        w->not_before_s = not_before_s;
+    if (not_after_s < w->not_after_s)
+        w->not_after_s = not_after_s;
+}
+
+/* The verdict for exactly this leaf and cabundle (root first), whatever the time. The digests
+ * cover every byte of the path; the root is the pinned one because hashes[0] is its digest
+ * (chain_verify compared cabundle[0] with it byte for byte). */
+static struct leaf_entry *leaf_match(struct chain *c, const uint8_t leaf_hash[32],
+                                     uint8_t hashes[][32], size_t n)
+{
+    for (size_t i = 0; i < CHAIN_LEAF_CACHE_MAX; i++) {
+        struct leaf_entry *e = &c->leaves[i];
+        if (e->used && e->n == n && memcmp(e->leaf_hash, leaf_hash, 32) == 0 &&
+            memcmp(e->bundle, hashes, n * 32) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static void leaf_drop(struct leaf_entry *e)
+{
+    X509_free(e->leaf);
+    memset(e, 0, sizeof(*e));
+}
+
+/* Records the verdict of a verification that just accepted `leaf` over the path `w` describes.
+ * A free slot, else the oldest entry: the cache never holds more than CHAIN_LEAF_CACHE_MAX. */
+static void leaf_insert(struct chain *c, const uint8_t leaf_hash[32], uint8_t hashes[][32],
+                        size_t n, X509 *leaf, int64_t leaf_nb, int64_t leaf_na,
+                        struct path_window w)
+{
+    struct leaf_entry *slot = NULL;
+
+    if (!w.cacheable || leaf_match(c, leaf_hash, hashes, n) != NULL || X509_up_ref(leaf) != 1)
+        return;
+    window_narrow(&w, leaf_nb, leaf_na);
+    for (size_t i = 0; i < CHAIN_LEAF_CACHE_MAX; i++) {
+        if (!c->leaves[i].used) {
+            slot = &c->leaves[i];
+            break;
+        }
+        if (slot == NULL || c->leaves[i].inserted < slot->inserted)
+            slot = &c->leaves[i];
+    }
+    if (slot->used)
+        leaf_drop(slot);
+    *slot = (struct leaf_entry){
+        .used = true,
+        .n = n,
+        .leaf = leaf,
+        .leaf_not_before_s = leaf_nb,
+        .leaf_not_after_s = leaf_na,
+        .not_before_s = w.not_before_s,
+        .not_after_s = w.not_after_s,
+        .inserted = ++c->tick,
+    };
+    memcpy(slot->leaf_hash, leaf_hash, 32);
+    memcpy(slot->bundle, hashes, n * 32);
+}
+
 void chain_clear_cache(struct chain *c)
 {
     for (size_t i = 0; i < CHAIN_CACHE_MAX; i++) {
         if (c->cache[i].used)
             cache_drop(&c->cache[i]);
     }
+    for (size_t i = 0; i < CHAIN_LEAF_CACHE_MAX; i++) {
+        if (c->leaves[i].used)
+            leaf_drop(&c->leaves[i]);
+    }
 }
 
 void chain_get_stats(const struct chain *c, struct chain_stats *out)
 {
     out->warm = c->n_warm;
+    out->leaf_hits = c->n_leaf;
     out->cold = c->n_cold;
     out->cached = 0;
+    out->cached_leaves = 0;
     for (size_t i = 0; i < CHAIN_CACHE_MAX; i++)
         out->cached += c->cache[i].used;
+    for (size_t i = 0; i < CHAIN_LEAF_CACHE_MAX; i++)
+        out->cached_leaves += c->leaves[i].used;
 }
 
 /* ---- Verification --------------------------------------------------------------------------- */
@@ -391,7 +490,8 @@ static bool path_is_cabundle(X509_STORE_CTX *ctx, X509 *leaf, X509 *const *certs
 }
 
 static int verify_cold(struct chain *c, const struct nitro_document *doc, uint8_t hashes[][32],
-                       X509 *leaf, int64_t t_s, int64_t skew_s, struct verify_error *err)
+                       X509 *leaf, int64_t t_s, int64_t skew_s, struct path_window *pw,
+                       struct verify_error *err)
 {
     size_t n = doc->n_cabundle;
     X509 *certs[NITRO_MAX_CABUNDLE] = {NULL};
@@ -468,6 +568,12 @@ static int verify_cold(struct chain *c, const struct nitro_document *doc, uint8_
      * everything under it could never be found by a warm lookup anyway. */
     for (size_t i = 1; i < n && warm_path_extensions_only(certs[i]); i++)
         cache_insert(c, certs[i], hashes[i], hashes[i - 1], i, t_s, skew_s);
+    for (size_t i = 1; i < n && pw->cacheable; i++) {
+        int64_t nb, na;
+        pw->cacheable = warm_path_extensions_only(certs[i]) && cert_window(certs[i], &nb, &na) == 0;
+        if (pw->cacheable)
+            window_narrow(pw, nb, na);
+    }
     c->n_cold++;
     rc = 0;
 out:
@@ -483,7 +589,8 @@ out:
 /* Accepts only; returns false whenever anything differs from a previously verified path, and
  * the cold path then decides. */
 static bool verify_warm(struct chain *c, const struct nitro_document *doc, uint8_t hashes[][32],
-                        X509 *leaf, int64_t leaf_nb, int64_t leaf_na, int64_t t_s, int64_t skew_s)
+                        X509 *leaf, int64_t leaf_nb, int64_t leaf_na, int64_t t_s, int64_t skew_s,
+                        struct path_window *w)
 {
     size_t n = doc->n_cabundle;
     struct cache_entry *e[NITRO_MAX_CABUNDLE] = {NULL};
@@ -512,8 +619,10 @@ static bool verify_warm(struct chain *c, const struct nitro_document *doc, uint8
         ERR_clear_error();
         return false;
     }
-    for (size_t i = 1; i < n; i++)
+    for (size_t i = 1; i < n; i++) {
         e[i]->last_used = ++c->tick;
+        window_narrow(w, e[i]->not_before_s, e[i]->not_after_s);
+    }
     c->n_warm++;
     return true;
 }
@@ -523,10 +632,12 @@ int chain_verify(struct chain *c, const struct nitro_document *doc, int64_t now_
                  struct verify_error *err)
 {
     size_t n = doc->n_cabundle;
-    uint8_t hashes[NITRO_MAX_CABUNDLE][32];
+    uint8_t hashes[NITRO_MAX_CABUNDLE][32], leaf_hash[32];
     int64_t t_s = floor_div_1000(now_ms);
     int64_t skew_s = skew_ms <= 0 ? 0 : skew_ms / 1000;
     int64_t leaf_nb, leaf_na;
+    struct path_window w = {true, c->root_not_before_s, c->root_not_after_s};
+    const struct leaf_entry *hit;
     X509 *leaf = NULL;
     int rc;
 
@@ -545,6 +656,20 @@ int chain_verify(struct chain *c, const struct nitro_document *doc, int64_t now_
         if ((rc = sha256(c, doc->cabundle[i].data, doc->cabundle[i].len, hashes[i])) < 0)
             return rc;
     }
+    if ((rc = sha256(c, doc->certificate.data, doc->certificate.len, leaf_hash)) < 0)
+        return rc;
+    /* The exact path was accepted before and every certificate of it is valid now: the verdict
+     * stands without a signature check, and the leaf needs no parsing either. */
+    hit = leaf_match(c, leaf_hash, hashes, n);
+    if (hit != NULL && window_contains(hit->not_before_s, hit->not_after_s, t_s, skew_s) &&
+        X509_up_ref(hit->leaf) == 1) {
+        c->n_warm++;
+        c->n_leaf++;
+        *leaf_out = hit->leaf;
+        *leaf_not_before_ms = hit->leaf_not_before_s * 1000;
+        *leaf_not_after_ms = hit->leaf_not_after_s * 1000;
+        return 0;
+    }
     leaf = parse_der(doc->certificate.data, doc->certificate.len);
     if (leaf == NULL)
         return verify_error_set(err, VERIFY_R_CHAIN_BAD_DER, "leaf");
@@ -552,14 +677,21 @@ int chain_verify(struct chain *c, const struct nitro_document *doc, int64_t now_
         rc = verify_error_set(err, VERIFY_R_CHAIN_BAD_DER, "leaf validity");
         goto out;
     }
-    if (!verify_warm(c, doc, hashes, leaf, leaf_nb, leaf_na, t_s, skew_s)) {
-        rc = verify_cold(c, doc, hashes, leaf, t_s, skew_s, err);
+    if (!verify_warm(c, doc, hashes, leaf, leaf_nb, leaf_na, t_s, skew_s, &w)) {
+        w = (struct path_window){true, c->root_not_before_s, c->root_not_after_s};
+        rc = verify_cold(c, doc, hashes, leaf, t_s, skew_s, &w, err);
         if (rc < 0)
             goto out;
     }
     rc = check_leaf_profile(leaf, err);
     if (rc < 0)
         goto out;
+    /* Only leaves the warm path could check stand for a cached verdict (the same caution as
+     * for intermediates: nothing that would make a full verification look further). */
+    w.cacheable =
+        w.cacheable && warm_path_extensions_only(leaf) &&
+        !(X509_get_extension_flags(leaf) & (EXFLAG_INVALID | EXFLAG_CRITICAL | EXFLAG_PROXY));
+    leaf_insert(c, leaf_hash, hashes, n, leaf, leaf_nb, leaf_na, w);
     *leaf_out = leaf;
     leaf = NULL;
     *leaf_not_before_ms = leaf_nb * 1000;

@@ -15,7 +15,18 @@
  * intermediate of a document is cached, a "warm" verification checks only the leaf against its
  * cached issuer: one P-384 signature verification. The warm path can only accept; whenever any
  * of its checks fails, the cold path runs and produces the verdict, so both paths give the same
- * reasons. The cache makes a `struct chain` single-threaded: use one per thread.
+ * reasons.
+ *
+ * A second cache holds leaf verdicts (CHAIN_LEAF_CACHE_MAX, the oldest evicted first): the NSM
+ * leaf certificate of an enclave is reused for hours, and a document whose leaf and cabundle
+ * are byte for byte (by SHA-256) a path that a verification accepted, checked at an instant
+ * within the validity of every certificate of that path (leaf, intermediates and root, with the
+ * skew allowance), gets the same verdict without any certificate signature check: only the
+ * COSE signature then remains (verifier.c). A document always needs a chain valid at `now`:
+ * past the leaf's notAfter (or any certificate's) the entry is not used and the full path runs.
+ * Both caches belong to one `struct chain`, built for one pinned root: a root_ca change builds
+ * a new verifier, so no verdict outlives the root it was reached under. The caches make a
+ * `struct chain` single-threaded: use one per thread.
  */
 #ifndef ATTESTPROXY_VERIFY_CHAIN_H
 #define ATTESTPROXY_VERIFY_CHAIN_H
@@ -29,14 +40,17 @@
 #include "verify/cose.h"
 #include "verify/reason.h"
 
-#define CHAIN_CACHE_MAX 32 /* cached intermediates: regional + zonal + instance per parent host */
+#define CHAIN_CACHE_MAX      32 /* cached intermediates: regional + zonal + instance per host */
+#define CHAIN_LEAF_CACHE_MAX 64 /* cached leaf verdicts: one per enclave key in use at a time */
 
 struct chain;
 
 struct chain_stats {
-    uint64_t warm; /* verifications that used cached intermediates */
-    uint64_t cold; /* full OpenSSL verifications */
-    size_t cached; /* intermediates in the cache now */
+    uint64_t warm;        /* verifications that used a cache (either kind) */
+    uint64_t leaf_hits;   /* of those, answered by a cached leaf verdict (no signature check) */
+    uint64_t cold;        /* full OpenSSL verifications */
+    size_t cached;        /* intermediates in the cache now */
+    size_t cached_leaves; /* leaf verdicts in the cache now */
 };
 
 /**
@@ -65,7 +79,7 @@ const uint8_t *chain_root_der(const struct chain *c, size_t *len);
 
 void chain_get_stats(const struct chain *c, struct chain_stats *out);
 
-/** Empties the intermediate cache (benchmarks measure cold verification with it). */
+/** Empties both caches (benchmarks measure cold verification with it). */
 void chain_clear_cache(struct chain *c);
 
 /** Converts a certificate time to Unix milliseconds. Returns 0 or -EINVAL. */

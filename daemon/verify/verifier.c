@@ -73,8 +73,10 @@ void verifier_get_stats(const struct verifier *v, struct verifier_stats *out)
     out->accepted = v->accepted;
     out->rejected = v->rejected;
     out->chain_warm = cs.warm;
+    out->chain_leaf_hits = cs.leaf_hits;
     out->chain_cold = cs.cold;
     out->cached_certs = cs.cached;
+    out->cached_leaves = cs.cached_leaves;
 }
 
 void verifier_clear_cache(struct verifier *v)

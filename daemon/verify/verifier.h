@@ -72,9 +72,11 @@ struct verify_result {
 struct verifier_stats {
     uint64_t accepted;
     uint64_t rejected;
-    uint64_t chain_warm; /* chain checks served by cached intermediates (one P-384 verify) */
-    uint64_t chain_cold; /* full OpenSSL chain verifications */
-    size_t cached_certs; /* intermediates in the cache now (at most CHAIN_CACHE_MAX) */
+    uint64_t chain_warm;      /* chain checks served by a cache (at most one P-384 verify) */
+    uint64_t chain_leaf_hits; /* of those, by a cached leaf verdict (no signature checked) */
+    uint64_t chain_cold;      /* full OpenSSL chain verifications */
+    size_t cached_certs;      /* intermediates in the cache now (at most CHAIN_CACHE_MAX) */
+    size_t cached_leaves;     /* leaf verdicts in the cache now (at most CHAIN_LEAF_CACHE_MAX) */
 };
 
 struct verifier;

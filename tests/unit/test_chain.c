@@ -462,6 +462,207 @@ static void test_cache_bounded(void **state)
     assert_int_equal(st.cached, CHAIN_CACHE_MAX);
 }
 
+/* ---- The leaf verdict cache ------------------------------------------------------------- */
+
+static struct chain_stats stats(struct pki *p)
+{
+    struct chain_stats st;
+    chain_get_stats(p->chain, &st);
+    return st;
+}
+
+/* The second verification of the same path is answered by the verdict of the first: no
+ * signature checked, the same leaf and validity handed back. */
+static void test_leaf_verdict_hit(void **state)
+{
+    struct pki *p = *state;
+    X509 *b[4], *leaf = NULL;
+    struct doc doc;
+    struct verify_error err;
+    int64_t nb = 0, na = 0;
+
+    bundle_of(p, b);
+    doc_set(&doc, p->cert[LEAF], b, 4);
+    assert_int_equal(run(p, &doc, BASE_MS, SKEW_MS, &err), 0);
+    assert_int_equal(stats(p).cold, 1);
+    assert_int_equal(stats(p).leaf_hits, 0);
+    assert_int_equal(stats(p).cached_leaves, 1);
+    assert_int_equal(
+        chain_verify(p->chain, &doc.d, BASE_MS + 3600 * 1000LL, SKEW_MS, &leaf, &nb, &na, &err), 0);
+    assert_int_equal(X509_cmp(leaf, p->cert[LEAF]), 0);
+    assert_int_equal(nb, BASE_MS - 60000);
+    assert_int_equal(na, BASE_MS + 3 * 3600 * 1000LL);
+    X509_free(leaf);
+    assert_int_equal(stats(p).cold, 1);
+    assert_int_equal(stats(p).leaf_hits, 1);
+    assert_int_equal(stats(p).warm, 1);
+    /* Emptying the caches drops the verdicts too. */
+    chain_clear_cache(p->chain);
+    assert_int_equal(stats(p).cached_leaves, 0);
+    assert_int_equal(run(p, &doc, BASE_MS, SKEW_MS, &err), 0);
+    assert_int_equal(stats(p).cold, 2);
+    assert_int_equal(stats(p).leaf_hits, 1);
+    doc_free(&doc);
+}
+
+/* The verdict stands for the exact intermediates: the same leaf under a re-issued instance CA
+ * (same key and name, so the leaf's signature still verifies) that is no CA at all is judged
+ * afresh and refused. */
+static void test_leaf_verdict_misses_on_changed_intermediate(void **state)
+{
+    struct pki *p = *state;
+    struct th_cert_opts o = th_ca_opts(BASE, 0);
+    X509 *b[4];
+    uint64_t hits;
+
+    bundle_of(p, b);
+    expect(p, p->cert[LEAF], b, 4, BASE_MS, VERIFY_R_OK, NULL);
+    expect(p, p->cert[LEAF], b, 4, BASE_MS, VERIFY_R_OK, NULL);
+    hits = stats(p).leaf_hits;
+    assert_int_equal(hits, 1);
+    o.ku = "critical,digitalSignature";
+    b[INSTANCE] = th_cert("i-0123.test", p->key[INSTANCE], p->cert[ZONAL], p->key[ZONAL], &o);
+    expect(p, p->cert[LEAF], b, 4, BASE_MS, VERIFY_R_CHAIN_NOT_CA, "cabundle[3]");
+    assert_int_equal(stats(p).leaf_hits, hits);
+    X509_free(b[INSTANCE]);
+    /* One intermediate fewer (the zonal one left out) is another path too. */
+    bundle_of(p, b);
+    b[ZONAL] = p->cert[INSTANCE];
+    expect(p, p->cert[LEAF], b, 3, BASE_MS, VERIFY_R_CHAIN_UNTRUSTED, NULL);
+    assert_int_equal(stats(p).leaf_hits, hits);
+}
+
+/* A cached verdict holds up to the leaf's notAfter (inclusive, at whole seconds) and not a
+ * second later, and never past the notAfter of any other certificate of the path. */
+static void test_leaf_verdict_expires(void **state)
+{
+    struct pki *p = *state;
+    struct th_cert_opts o = th_ca_opts(BASE, 0);
+    struct th_cert_opts lo = th_leaf_opts(BASE);
+    const int64_t leaf_na = BASE_MS + 3 * 3600 * 1000LL;
+    X509 *b[4];
+    struct doc doc;
+    struct verify_error err;
+
+    bundle_of(p, b);
+    doc_set(&doc, p->cert[LEAF], b, 4);
+    assert_int_equal(run(p, &doc, BASE_MS, 0, &err), 0);
+    assert_int_equal(run(p, &doc, leaf_na + 999, 0, &err), 0);
+    assert_int_equal(stats(p).leaf_hits, 1);
+    assert_int_equal(run(p, &doc, leaf_na + 1000, 0, &err), VERIFY_REJECT);
+    assert_int_equal(err.reason, VERIFY_R_CHAIN_EXPIRED);
+    assert_string_equal(err.detail, "leaf");
+    assert_int_equal(stats(p).leaf_hits, 1);
+    /* With the skew allowance, the same boundary moves by the skew. */
+    assert_int_equal(run(p, &doc, leaf_na + SKEW_MS + 999, SKEW_MS, &err), 0);
+    assert_int_equal(stats(p).leaf_hits, 2);
+    assert_int_equal(run(p, &doc, leaf_na + SKEW_MS + 1000, SKEW_MS, &err), VERIFY_REJECT);
+    assert_int_equal(stats(p).leaf_hits, 2);
+    doc_free(&doc);
+
+    /* An instance CA that expires an hour before the leaf ends the verdict with it. */
+    o.not_after_s = 3600;
+    b[INSTANCE] = th_cert("i-0123.test", p->key[INSTANCE], p->cert[ZONAL], p->key[ZONAL], &o);
+    X509 *leaf = th_cert("i-0123-enc0456.test", p->key[LEAF], b[INSTANCE], p->key[INSTANCE], &lo);
+    doc_set(&doc, leaf, b, 4);
+    assert_int_equal(run(p, &doc, BASE_MS, 0, &err), 0);
+    assert_int_equal(run(p, &doc, BASE_MS + 3600 * 1000LL + 999, 0, &err), 0);
+    assert_int_equal(stats(p).leaf_hits, 3);
+    assert_int_equal(run(p, &doc, BASE_MS + 3601 * 1000LL, 0, &err), VERIFY_REJECT);
+    assert_int_equal(err.reason, VERIFY_R_CHAIN_EXPIRED);
+    assert_string_equal(err.detail, "cabundle[3]");
+    assert_int_equal(stats(p).leaf_hits, 3);
+    doc_free(&doc);
+    X509_free(leaf);
+    /* The same for a verdict reached over cached intermediates (the warm path). */
+    leaf = th_cert("i-0123-enc0456.test", p->key[LEAF], b[INSTANCE], p->key[INSTANCE], &lo);
+    doc_set(&doc, leaf, b, 4);
+    assert_int_equal(run(p, &doc, BASE_MS, 0, &err), 0);
+    assert_int_equal(stats(p).warm, 4); /* the cached intermediates and one leaf check */
+    assert_int_equal(stats(p).leaf_hits, 3);
+    assert_int_equal(run(p, &doc, BASE_MS + 3600 * 1000LL + 999, 0, &err), 0);
+    assert_int_equal(stats(p).leaf_hits, 4);
+    assert_int_equal(run(p, &doc, BASE_MS + 3601 * 1000LL, 0, &err), VERIFY_REJECT);
+    assert_int_equal(err.reason, VERIFY_R_CHAIN_EXPIRED);
+    assert_int_equal(stats(p).leaf_hits, 4);
+    doc_free(&doc);
+    X509_free(leaf);
+    X509_free(b[INSTANCE]);
+}
+
+/* A verdict belongs to the root it was reached under: a root_ca change builds a new chain,
+ * which starts with no verdict, and a chain pinned to another root refuses the document. */
+static void test_leaf_verdict_dropped_with_the_root(void **state)
+{
+    struct pki *p = *state;
+    struct th_cert_opts o = th_ca_opts(BASE, -1);
+    char path[] = "/tmp/attestproxy-root2-XXXXXX";
+    char msg[256];
+    X509 *b[4];
+    struct doc doc;
+    struct verify_error err;
+    struct chain *old = p->chain;
+    EVP_PKEY *k = th_key("P-384");
+    X509 *other = th_cert("other.nitro-enclaves", k, NULL, k, &o);
+    int fd = mkstemp(path);
+
+    assert_true(fd >= 0);
+    close(fd);
+    th_write_pem(other, path);
+    bundle_of(p, b);
+    doc_set(&doc, p->cert[LEAF], b, 4);
+    assert_int_equal(run(p, &doc, BASE_MS, SKEW_MS, &err), 0);
+    assert_int_equal(stats(p).cached_leaves, 1);
+
+    p->chain = chain_new(path, msg, sizeof(msg));
+    assert_non_null(p->chain);
+    assert_int_equal(run(p, &doc, BASE_MS, SKEW_MS, &err), VERIFY_REJECT);
+    assert_int_equal(err.reason, VERIFY_R_CHAIN_ROOT_MISMATCH);
+    chain_free(p->chain);
+
+    p->chain = chain_new(p->root_path, msg, sizeof(msg));
+    assert_non_null(p->chain);
+    assert_int_equal(stats(p).cached_leaves, 0);
+    assert_int_equal(run(p, &doc, BASE_MS, SKEW_MS, &err), 0);
+    assert_int_equal(stats(p).cold, 1);
+    assert_int_equal(stats(p).leaf_hits, 0);
+    chain_free(p->chain);
+    p->chain = old;
+
+    doc_free(&doc);
+    unlink(path);
+    X509_free(other);
+    EVP_PKEY_free(k);
+}
+
+/* At most CHAIN_LEAF_CACHE_MAX verdicts; the oldest goes first. */
+static void test_leaf_verdict_cache_bounded(void **state)
+{
+    struct pki *p = *state;
+    struct th_cert_opts lo = th_leaf_opts(BASE);
+    enum { N = CHAIN_LEAF_CACHE_MAX + 8 };
+    X509 *leaves[N];
+    X509 *b[4];
+    uint64_t hits;
+
+    bundle_of(p, b);
+    for (int i = 0; i < N; i++) {
+        leaves[i] = th_cert("enc.test", p->key[LEAF], p->cert[INSTANCE], p->key[INSTANCE], &lo);
+        expect(p, leaves[i], b, 4, BASE_MS, VERIFY_R_OK, NULL);
+        assert_int_equal(stats(p).cached_leaves,
+                         i + 1 < CHAIN_LEAF_CACHE_MAX ? i + 1 : CHAIN_LEAF_CACHE_MAX);
+    }
+    hits = stats(p).leaf_hits;
+    assert_int_equal(hits, 0);
+    expect(p, leaves[N - 1], b, 4, BASE_MS, VERIFY_R_OK, NULL); /* among the newest: kept */
+    assert_int_equal(stats(p).leaf_hits, hits + 1);
+    expect(p, leaves[0], b, 4, BASE_MS, VERIFY_R_OK, NULL); /* the oldest: evicted */
+    assert_int_equal(stats(p).leaf_hits, hits + 1);
+    assert_int_equal(stats(p).cached_leaves, CHAIN_LEAF_CACHE_MAX);
+    for (int i = 0; i < N; i++)
+        X509_free(leaves[i]);
+}
+
 static void test_roots(void **state)
 {
     struct pki *p = *state;
@@ -532,6 +733,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cache_honours_validity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leaf_verdict_hit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leaf_verdict_misses_on_changed_intermediate, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_leaf_verdict_expires, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leaf_verdict_dropped_with_the_root, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leaf_verdict_cache_bounded, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "ops/metrics.h"
 #include "proxy/listener.h"
+#include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_internal.h"
 
@@ -189,6 +190,34 @@ static void test_batch_waits_only_after_a_moderately_busy_pass(void **state)
     assert_true(proxy__batch_waits(15));
     assert_false(proxy__batch_waits(16));
     assert_false(proxy__batch_waits(1000));
+}
+
+/* The pool's purge rule (pool.h): demand is the peak in use, or the decaying estimate of it;
+ * half of the connections beyond demand close per interval, never the ones demand needs. */
+static void test_pool_purge_releases_a_burst_gradually(void **state)
+{
+    /* 64 connections busy during one interval, then all idle: what stays after each purge. */
+    static const size_t after[] = {64, 64, 48, 32, 20, 12, 7, 4, 2, 1, 1};
+    size_t est = 0, idle = 0, peak = 64, in_use = 64;
+    (void)state;
+    for (size_t i = 0; i < sizeof(after) / sizeof(after[0]); i++) {
+        idle -= pool_purge_count(in_use, idle, peak, &est);
+        assert_int_equal(idle + in_use, after[i]);
+        if (i == 0) {
+            idle = 64; /* the burst ends: every connection goes back to the pool */
+            in_use = 0;
+        }
+        peak = in_use;
+    }
+    /* Steady demand keeps every connection it uses, and the surplus never closes all at once. */
+    est = 0;
+    assert_int_equal(pool_purge_count(40, 24, 64, &est), 0);
+    assert_int_equal(est, 64);
+    est = 0;
+    assert_int_equal(pool_purge_count(0, 1000, 0, &est), 500);
+    assert_int_equal(pool_purge_count(0, 1, 0, &est), 0);
+    est = 0;
+    assert_int_equal(pool_purge_count(0, 3, 0, &est), 1);
 }
 
 static void test_accept_is_retried_after_out_of_memory(void **state)
@@ -355,6 +384,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_accept_is_retried_after_out_of_memory, setup,
                                         teardown),
         cmocka_unit_test(test_batch_waits_only_after_a_moderately_busy_pass),
+        cmocka_unit_test(test_pool_purge_releases_a_burst_gradually),
         cmocka_unit_test(test_listener_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -495,26 +495,32 @@ static void test_intermediate_cache(void **state)
     verifier_clear_cache(f->v);
     verifier_get_stats(f->v, &st);
     assert_int_equal(st.cached_certs, 0);
-    uint64_t cold = st.chain_cold, warm = st.chain_warm;
+    assert_int_equal(st.cached_leaves, 0);
+    uint64_t cold = st.chain_cold, warm = st.chain_warm, leaf = st.chain_leaf_hits;
 
     verify_file(f, "real-12.cbor", &req, &res);
     assert_true(res.accepted);
     verifier_get_stats(f->v, &st);
     assert_int_equal(st.chain_cold, cold + 1);
     assert_int_equal(st.cached_certs, 3);
+    assert_int_equal(st.cached_leaves, 1); /* a real NSM leaf qualifies for the verdict cache */
 
-    /* real-13: same intermediates and leaf, five minutes later: served from the cache. */
+    /* real-13: same intermediates and leaf, five minutes later: served by the leaf's cached
+     * verdict, only its COSE signature checked. */
     req.now_ms = 1723012992231LL;
     verify_file(f, "real-13.cbor", &req, &res);
     assert_true(res.accepted);
     verifier_get_stats(f->v, &st);
     assert_int_equal(st.chain_warm, warm + 1);
+    assert_int_equal(st.chain_leaf_hits, leaf + 1);
     assert_int_equal(st.chain_cold, cold + 1);
 
-    /* Four hours later the warm path cannot accept; the cold path names the reason. */
+    /* Four hours later neither cache can accept; the cold path names the reason. */
     req.now_ms += 4 * HOUR_MS;
     verify_file(f, "real-13.cbor", &req, &res);
     assert_rejected(&res, VERIFY_R_CHAIN_EXPIRED, NULL);
+    verifier_get_stats(f->v, &st);
+    assert_int_equal(st.chain_leaf_hits, leaf + 1);
 
     /* Every vector through one verifier: the cache stays bounded. */
     for (size_t i = 0; i < TH_REAL_COUNT; i++) {
@@ -523,6 +529,7 @@ static void test_intermediate_cache(void **state)
     }
     verifier_get_stats(f->v, &st);
     assert_true(st.cached_certs <= 32);
+    assert_true(st.cached_leaves <= 64);
     assert_true(st.accepted > 0 && st.rejected > 0);
 }
 
