@@ -7,9 +7,11 @@
 
 #include <openssl/rand.h>
 
+#include "base/clock.h"
+#include "base/hex.h"
 #include "build_config.h"
-#include "core/log.h"
-#include "ops/metrics.h"
+#include "base/log.h"
+#include "base/metrics.h"
 #include "proxy/http1.h"
 #include "proxy/pinset.h"
 #include "proxy/pool.h"
@@ -46,15 +48,10 @@ struct attest_job {
 #define REASON_INTERNAL    "internal_error"
 #define REASON_STALE       "configuration_changed"
 
+/* The hex of the first bytes of `b` that fit `cap` with the NUL. */
 static void hex_prefix(const uint8_t *b, size_t n, char *out, size_t cap)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t i;
-    for (i = 0; i < n && 2 * i + 2 < cap; i++) {
-        out[2 * i] = hex[b[i] >> 4];
-        out[2 * i + 1] = hex[b[i] & 15];
-    }
-    out[2 * i] = '\0';
+    hex_encode(b, n < (cap - 1) / 2 ? n : (cap - 1) / 2, out);
 }
 
 static void log_attestation(struct attest_job *job, const char *verdict, const char *reason,
@@ -110,7 +107,7 @@ static void finish(struct attest_job *job, struct attest_outcome *o, const char 
         pinset_add_negative(&svc->pins, up->pin, now, neg);
         if (rejected)
             proxy__abort_pin(svc, up->pin, up, "reattestation_failed", removed);
-        pinset_set_failure(&svc->pins, proxy__wall_ms(), rejected, reason, o->message, up->pin);
+        pinset_set_failure(&svc->pins, clock_wall_ms(), rejected, reason, o->message, up->pin);
         o->retry_after_s = (unsigned)((neg + 999) / 1000);
         if (o->retry_after_s == 0)
             o->retry_after_s = 1;
@@ -163,7 +160,7 @@ static void verify_evidence(struct attest_job *job)
     }
     memset(&req, 0, sizeof(req));
     req.policy = &cfg->policy;
-    req.now_ms = proxy__wall_ms();
+    req.now_ms = clock_wall_ms();
     req.nonce = job->nonce_len > 0 ? job->nonce : NULL;
     req.nonce_len = job->nonce_len;
     req.binding = cfg->binding;

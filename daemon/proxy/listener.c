@@ -11,8 +11,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "core/log.h"
-#include "ops/sdnotify.h"
+#include "base/log.h"
+#include "base/listenfds.h"
 #include "proxy/client.h"
 #include "proxy/proxy_internal.h"
 

@@ -11,10 +11,11 @@
 
 #include <openssl/crypto.h>
 
-#include "core/log.h"
-#include "core/status.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "app/status.h"
 #include "ops/admin.h"
-#include "ops/metrics.h"
+#include "base/metrics.h"
 #include "proxy/attest.h"
 #include "proxy/client.h"
 #include "proxy/listener.h"
@@ -23,13 +24,9 @@
 #include "proxy/tls.h"
 #include "proxy/upstream.h"
 #include "proxy/warm.h"
+#include "verify/policy.h"
 
 /* ---- Small shared helpers ----------------------------------------------------------------- */
-
-int64_t proxy__wall_ms(void)
-{
-    return status_wall_ms();
-}
 
 static struct proxy_service *find_service(const struct proxy *p, const char *name)
 {
@@ -680,9 +677,9 @@ static void attach_listeners(struct proxy_service *svc)
 static const char *attestation_change(const struct service_config *a,
                                       const struct service_config *b)
 {
-    char da[72], db[72];
-    status_policy_digest(&a->policy, da);
-    status_policy_digest(&b->policy, db);
+    char da[POLICY_DIGEST_LEN], db[POLICY_DIGEST_LEN];
+    policy_digest(&a->policy, da);
+    policy_digest(&b->policy, db);
     if (strcmp(da, db) != 0)
         return "policy_changed";
     if (a->binding != b->binding || a->profile != b->profile || a->nonce != b->nonce ||
@@ -971,7 +968,7 @@ void proxy_service_status(struct daemon *d, const char *name, json_t *obj)
     const struct pin_failure *f;
     json_t *pins;
     uint64_t now;
-    int64_t now_wall = status_wall_ms();
+    int64_t now_wall = clock_wall_ms();
 
     if (d->proxy == NULL)
         return;

@@ -15,8 +15,8 @@
 
 #include <jansson.h>
 
-#include "core/config.h"
-#include "core/daemon.h"
+#include "base/config.h"
+#include "app/daemon.h"
 
 /**
  * Creates d->proxy and binds (or adopts from d->lfds, socket activation) every listener of

@@ -18,8 +18,8 @@
 #include <openssl/ssl.h>
 #include <uv.h>
 
-#include "core/config.h"
-#include "core/daemon.h"
+#include "base/config.h"
+#include "app/daemon.h"
 #include "proxy/client.h"
 #include "proxy/http1.h"
 #include "proxy/pinset.h"
@@ -160,9 +160,6 @@ void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], str
  * next poll (proxy.c, on_loop_pass): a busy pass, but not one so busy that the events had
  * gathered already. */
 bool proxy__batch_waits(unsigned pass_reads);
-
-/* Wall-clock time (Unix ms) for the verifier and for display; monotonic time is uv_now(). */
-int64_t proxy__wall_ms(void);
 
 /* The proxy of proxy_start() with only `service` and no listeners (`attestproxy attest`).
  * NULL when the service does not exist or the proxy cannot be created; proxy_shutdown() closes

@@ -7,8 +7,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "core/log.h"
-#include "ops/metrics.h"
+#include "base/log.h"
+#include "base/metrics.h"
 #include "proxy/pool.h"
 #include "proxy/proxy_internal.h"
 

@@ -4,7 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "proxy/attest.h"
 #include "proxy/client.h"
 #include "proxy/pinset.h"
@@ -100,7 +101,7 @@ static void failed(struct proxy_service *svc, const char *why, uint64_t min_dela
     /* Attestation failures are recorded by attest.c; a connection that never got that far is
      * recorded here, so that /attestation's last_failure says why nothing is attested. */
     if (record)
-        pinset_set_failure(&svc->pins, proxy__wall_ms(), false, "upstream_unreachable", why, NULL);
+        pinset_set_failure(&svc->pins, clock_wall_ms(), false, "upstream_unreachable", why, NULL);
     if (!active(svc)) {
         set_state(svc, WARM_IDLE);
         attempt_ended(svc);

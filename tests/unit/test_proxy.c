@@ -22,10 +22,10 @@
 #include <netinet/in.h>
 #include <poll.h>
 
-#include "core/config.h"
-#include "core/daemon.h"
-#include "core/log.h"
-#include "ops/metrics.h"
+#include "base/config.h"
+#include "app/daemon.h"
+#include "base/log.h"
+#include "base/metrics.h"
 #include "proxy/listener.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"

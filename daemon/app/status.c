@@ -1,63 +1,14 @@
-#include "core/status.h"
+#include "app/status.h"
 
 #include <string.h>
 #include <time.h>
 
 #include <openssl/evp.h>
 
+#include "base/clock.h"
 #include "ops/admin.h"
 #include "proxy/proxy.h"
-
-int64_t status_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void put_u64(EVP_MD_CTX *ctx, uint64_t v)
-{
-    uint8_t b[8];
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(v >> (56 - 8 * i));
-    EVP_DigestUpdate(ctx, b, sizeof(b));
-}
-
-void status_policy_digest(const struct policy *p, char out[72])
-{
-    static const char hex[] = "0123456789abcdef";
-    uint8_t md[32];
-    unsigned mdlen = 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-
-    /* A fixed, versioned layout: "attestproxy-policy-v1", then each field big-endian, then each
-     * set as its mask followed by the named PCRs in index order. */
-    if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-        snprintf(out, 72, "sha256:unavailable");
-        EVP_MD_CTX_free(ctx);
-        return;
-    }
-    EVP_DigestUpdate(ctx, "attestproxy-policy-v1", 21);
-    put_u64(ctx, p->allow_debug ? 1 : 0);
-    put_u64(ctx, (uint64_t)p->max_age_ms);
-    put_u64(ctx, (uint64_t)p->skew_ms);
-    put_u64(ctx, p->n_sets);
-    for (size_t i = 0; i < p->n_sets; i++) {
-        put_u64(ctx, p->sets[i].mask);
-        for (unsigned j = 0; j < NITRO_PCR_COUNT; j++) {
-            if (p->sets[i].mask & (1u << j))
-                EVP_DigestUpdate(ctx, p->sets[i].pcr[j], NITRO_PCR_LEN);
-        }
-    }
-    EVP_DigestFinal_ex(ctx, md, &mdlen);
-    EVP_MD_CTX_free(ctx);
-    memcpy(out, "sha256:", 7);
-    for (unsigned i = 0; i < 32; i++) {
-        out[7 + 2 * i] = hex[md[i] >> 4];
-        out[8 + 2 * i] = hex[md[i] & 15];
-    }
-    out[71] = '\0';
-}
+#include "verify/policy.h"
 
 bool status_ready(struct daemon *d)
 {
@@ -125,17 +76,17 @@ json_t *status_attestation_json(struct daemon *d)
     json_t *services = json_object();
     if (root == NULL || services == NULL)
         goto out_fail;
-    json_object_set_new(root, "generated_at", admin_json_time((uint64_t)status_wall_ms()));
+    json_object_set_new(root, "generated_at", admin_json_time((uint64_t)clock_wall_ms()));
     json_object_set_new(root, "policy_generation", json_integer((json_int_t)d->generation));
     for (size_t i = 0; i < d->cfg->n_services; i++) {
         const struct service_config *svc = &d->cfg->services[i];
-        char digest[72], upstream[CONFIG_HOST_MAX + 16];
+        char digest[POLICY_DIGEST_LEN], upstream[CONFIG_HOST_MAX + 16];
         json_t *s = json_object();
         if (s == NULL)
             goto out_fail;
         snprintf(upstream, sizeof(upstream), strchr(svc->upstream_host, ':') ? "[%s]:%u" : "%s:%u",
                  svc->upstream_host, svc->upstream_port);
-        status_policy_digest(&svc->policy, digest);
+        policy_digest(&svc->policy, digest);
         json_object_set_new(s, "upstream", json_string(upstream));
         json_object_set_new(s, "profile", json_string(config_profile_name(svc->profile)));
         json_object_set_new(s, "binding", json_string(config_binding_name(svc->binding)));

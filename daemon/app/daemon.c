@@ -1,4 +1,4 @@
-#include "core/daemon.h"
+#include "app/daemon.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -7,13 +7,15 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "base/clock.h"
+#include "base/hex.h"
 #include "build_config.h"
-#include "core/cli.h"
-#include "core/log.h"
-#include "core/status.h"
-#include "core/watch.h"
+#include "app/cli.h"
+#include "base/log.h"
+#include "app/status.h"
+#include "base/watch.h"
 #include "ops/admin.h"
-#include "ops/metrics.h"
+#include "base/metrics.h"
 #include "proxy/proxy.h"
 #include "verify/verifier.h"
 
@@ -255,7 +257,7 @@ static json_t *source_attestation(void *ctx)
 static uint64_t source_now_ms(void *ctx)
 {
     (void)ctx;
-    return (uint64_t)status_wall_ms();
+    return (uint64_t)clock_wall_ms();
 }
 
 /* The admin listener, on an inherited socket when systemd passed one for its address. */
@@ -503,13 +505,8 @@ static void on_attest_done(struct daemon *d, const struct proxy_attest_result *r
     char pin[8 + 2 * 32] = "";
 
     if (r->has_pin) {
-        static const char hex[] = "0123456789abcdef";
         memcpy(pin, "sha256:", 7);
-        for (unsigned i = 0; i < 32; i++) {
-            pin[7 + 2 * i] = hex[r->pin[i] >> 4];
-            pin[8 + 2 * i] = hex[r->pin[i] & 15];
-        }
-        pin[71] = '\0';
+        hex_encode(r->pin, sizeof(r->pin), pin + 7);
     }
     json_object_set_new(out, "service", json_string(attest_service));
     json_object_set_new(out, "accepted", json_boolean(r->accepted));
