@@ -44,6 +44,7 @@ struct daemon {
     char last_status[SDNOTIFY_STATUS_MAX]; /* the last STATUS= sent while not ready */
     bool stopping;
     int exit_code;
+    const char *attest_service; /* `attestproxy attest SERVICE` only */
 };
 
 /**

@@ -93,7 +93,7 @@ static void finish(struct attest_job *job, struct attest_outcome *o, const char 
         o->reusable = false;
     } else if (!o->accepted) {
         uint64_t neg = svc->cfg->negative_cache_ms;
-        uint64_t now = uv_now(&svc->proxy->d->loop);
+        uint64_t now = uv_now(svc->proxy->env.loop);
         /* A key the verifier rejected leaves the set, and every connection using it is cut,
          * in-flight exchanges included (BRIEF §5): also when its pin had already lapsed while
          * those exchanges ran, or been swept from the set. A fresh pin whose refresh merely
@@ -166,7 +166,7 @@ static void verify_evidence(struct attest_job *job)
     req.binding = cfg->binding;
     req.peer_cert = tls_peer_cert(&up->tls);
     memset(&res, 0, sizeof(res));
-    rc = verifier_verify(svc->proxy->d->verifier, &req, job->body, job->body_len, &res);
+    rc = verifier_verify(*svc->proxy->env.verifier, &req, job->body, job->body_len, &res);
     if (rc < 0 || !res.accepted) {
         const char *reason = rc < 0 ? REASON_INTERNAL : verify_reason_name(res.reason_code);
         const char *why = rc < 0 ? "internal error while verifying" : res.reason;
@@ -186,7 +186,7 @@ static void verify_evidence(struct attest_job *job)
         info.debug_mode = res.summary.debug_mode;
         info.document_time_ms = res.summary.timestamp_ms;
         info.leaf_not_after_ms = res.summary.leaf_not_after_ms;
-        rc = pinset_add(&svc->pins, up->pin, &info, uv_now(&svc->proxy->d->loop), req.now_ms,
+        rc = pinset_add(&svc->pins, up->pin, &info, uv_now(svc->proxy->env.loop), req.now_ms,
                         cfg->attestation_ttl_ms, cfg->cert_margin_ms);
     }
     if (rc < 0) {
@@ -206,7 +206,7 @@ static void verify_evidence(struct attest_job *job)
                  !upstream_input_pending(up);
     log_attestation(job, "verified", "ok", res.reason[0] ? res.reason : "accepted", &res.summary);
     {
-        const struct pin_entry *next = pinset_next_expiry(&svc->pins, uv_now(&svc->proxy->d->loop));
+        const struct pin_entry *next = pinset_next_expiry(&svc->pins, uv_now(svc->proxy->env.loop));
         if (next != NULL)
             metrics_set_pin_expiry(svc->metrics, (uint64_t)next->info.expires_at_ms);
     }

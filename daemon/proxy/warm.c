@@ -32,7 +32,7 @@ static void set_state(struct proxy_service *svc, enum warm_state to)
 
 static uint64_t now_ms(const struct proxy_service *svc)
 {
-    return uv_now(&svc->proxy->d->loop);
+    return uv_now(svc->proxy->env.loop);
 }
 
 static bool active(const struct proxy_service *svc)
@@ -260,7 +260,7 @@ void warm_init(struct proxy_service *svc)
     struct warm *w = &svc->warm;
     memset(w, 0, sizeof(*w));
     w->backoff_ms = WARM_BACKOFF_MIN_MS;
-    uv_timer_init(&svc->proxy->d->loop, &w->timer);
+    uv_timer_init(svc->proxy->env.loop, &w->timer);
     w->timer.data = svc;
     proxy__object_opened(svc->proxy);
 }
