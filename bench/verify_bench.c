@@ -20,7 +20,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
-#include "core/log.h"
+#include "base/log.h"
 #include "verify/chain.h"
 #include "verify/cose.h"
 #include "verify/evidence.h"

@@ -13,8 +13,8 @@
 
 #include <llhttp.h>
 
-#include "core/log.h"
-#include "ops/metrics.h"
+#include "base/log.h"
+#include "base/metrics.h"
 
 #define URL_MAX        1024
 #define FIELD_MAX      32

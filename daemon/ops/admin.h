@@ -28,7 +28,7 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "core/config.h"
+#include "base/config.h"
 
 struct metrics;
 struct admin;

@@ -7,9 +7,11 @@
 
 #include <openssl/rand.h>
 
+#include "base/clock.h"
+#include "base/hex.h"
 #include "build_config.h"
-#include "core/log.h"
-#include "ops/metrics.h"
+#include "base/log.h"
+#include "base/metrics.h"
 #include "proxy/http1.h"
 #include "proxy/pinset.h"
 #include "proxy/pool.h"
@@ -46,15 +48,10 @@ struct attest_job {
 #define REASON_INTERNAL    "internal_error"
 #define REASON_STALE       "configuration_changed"
 
+/* The hex of the first bytes of `b` that fit `cap` with the NUL. */
 static void hex_prefix(const uint8_t *b, size_t n, char *out, size_t cap)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t i;
-    for (i = 0; i < n && 2 * i + 2 < cap; i++) {
-        out[2 * i] = hex[b[i] >> 4];
-        out[2 * i + 1] = hex[b[i] & 15];
-    }
-    out[2 * i] = '\0';
+    hex_encode(b, n < (cap - 1) / 2 ? n : (cap - 1) / 2, out);
 }
 
 static void log_attestation(struct attest_job *job, const char *verdict, const char *reason,
@@ -96,7 +93,7 @@ static void finish(struct attest_job *job, struct attest_outcome *o, const char 
         o->reusable = false;
     } else if (!o->accepted) {
         uint64_t neg = svc->cfg->negative_cache_ms;
-        uint64_t now = uv_now(&svc->proxy->d->loop);
+        uint64_t now = uv_now(svc->proxy->env.loop);
         /* A key the verifier rejected leaves the set, and every connection using it is cut,
          * in-flight exchanges included (BRIEF §5): also when its pin had already lapsed while
          * those exchanges ran, or been swept from the set. A fresh pin whose refresh merely
@@ -110,7 +107,7 @@ static void finish(struct attest_job *job, struct attest_outcome *o, const char 
         pinset_add_negative(&svc->pins, up->pin, now, neg);
         if (rejected)
             proxy__abort_pin(svc, up->pin, up, "reattestation_failed", removed);
-        pinset_set_failure(&svc->pins, proxy__wall_ms(), rejected, reason, o->message, up->pin);
+        pinset_set_failure(&svc->pins, clock_wall_ms(), rejected, reason, o->message, up->pin);
         o->retry_after_s = (unsigned)((neg + 999) / 1000);
         if (o->retry_after_s == 0)
             o->retry_after_s = 1;
@@ -163,13 +160,13 @@ static void verify_evidence(struct attest_job *job)
     }
     memset(&req, 0, sizeof(req));
     req.policy = &cfg->policy;
-    req.now_ms = proxy__wall_ms();
+    req.now_ms = clock_wall_ms();
     req.nonce = job->nonce_len > 0 ? job->nonce : NULL;
     req.nonce_len = job->nonce_len;
     req.binding = cfg->binding;
     req.peer_cert = tls_peer_cert(&up->tls);
     memset(&res, 0, sizeof(res));
-    rc = verifier_verify(svc->proxy->d->verifier, &req, job->body, job->body_len, &res);
+    rc = verifier_verify(*svc->proxy->env.verifier, &req, job->body, job->body_len, &res);
     if (rc < 0 || !res.accepted) {
         const char *reason = rc < 0 ? REASON_INTERNAL : verify_reason_name(res.reason_code);
         const char *why = rc < 0 ? "internal error while verifying" : res.reason;
@@ -189,7 +186,7 @@ static void verify_evidence(struct attest_job *job)
         info.debug_mode = res.summary.debug_mode;
         info.document_time_ms = res.summary.timestamp_ms;
         info.leaf_not_after_ms = res.summary.leaf_not_after_ms;
-        rc = pinset_add(&svc->pins, up->pin, &info, uv_now(&svc->proxy->d->loop), req.now_ms,
+        rc = pinset_add(&svc->pins, up->pin, &info, uv_now(svc->proxy->env.loop), req.now_ms,
                         cfg->attestation_ttl_ms, cfg->cert_margin_ms);
     }
     if (rc < 0) {
@@ -209,7 +206,7 @@ static void verify_evidence(struct attest_job *job)
                  !upstream_input_pending(up);
     log_attestation(job, "verified", "ok", res.reason[0] ? res.reason : "accepted", &res.summary);
     {
-        const struct pin_entry *next = pinset_next_expiry(&svc->pins, uv_now(&svc->proxy->d->loop));
+        const struct pin_entry *next = pinset_next_expiry(&svc->pins, uv_now(svc->proxy->env.loop));
         if (next != NULL)
             metrics_set_pin_expiry(svc->metrics, (uint64_t)next->info.expires_at_ms);
     }

@@ -14,9 +14,9 @@
 #include "proxy/upstream.h"
 
 struct once {
-    struct daemon *d;
+    void *ctx;
     struct upstream *up;
-    void (*done)(struct daemon *d, const struct proxy_attest_result *r);
+    void (*done)(void *ctx, const struct proxy_attest_result *r);
     bool finished;
     struct proxy_attest_result res;
 };
@@ -28,7 +28,7 @@ static void finish(struct once *o, bool accepted, const char *message)
     o->finished = true;
     o->res.accepted = accepted;
     snprintf(o->res.message, sizeof(o->res.message), "%s", message ? message : "");
-    o->done(o->d, &o->res);
+    o->done(o->ctx, &o->res);
     /* The connection served its one purpose; closing it now lets the shutdown that `done`
      * started finish at once instead of draining it as an exchange. */
     if (o->up != NULL && !upstream_is_closing(o->up))
@@ -81,10 +81,11 @@ static const struct upstream_handler once_handler = {
     .on_closed = on_closed,
 };
 
-int proxy_attest_once(struct daemon *d, const char *service,
-                      void (*done)(struct daemon *d, const struct proxy_attest_result *r))
+int proxy_attest_once(const struct proxy_env *env, const char *service,
+                      void (*done)(void *ctx, const struct proxy_attest_result *r),
+                      struct proxy **out)
 {
-    struct proxy_service *svc = proxy__start_unlistened(d, service);
+    struct proxy_service *svc = proxy__start_unlistened(env, service, out);
     struct once *o;
     int rc;
 
@@ -95,8 +96,8 @@ int proxy_attest_once(struct daemon *d, const char *service,
     o = calloc(1, sizeof(*o));
     if (o == NULL)
         return -ENOMEM;
-    d->proxy->attest_once = o;
-    o->d = d;
+    (*out)->attest_once = o;
+    o->ctx = env->ctx;
     o->done = done;
     rc = upstream_connect(svc, &once_handler, o, &o->up);
     return rc < 0 ? rc : 0;

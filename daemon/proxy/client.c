@@ -8,8 +8,9 @@
 #include <sys/ioctl.h>
 #include <time.h>
 
-#include "core/log.h"
-#include "ops/metrics.h"
+#include "base/hex.h"
+#include "base/log.h"
+#include "base/metrics.h"
 #include "proxy/attest.h"
 #include "proxy/deadline.h"
 #include "proxy/errors.h"
@@ -1037,17 +1038,12 @@ static void attestation_header(struct client *c, char *out, size_t cap)
 {
     const struct upstream *up = c->ex.up;
     char pin[PIN_HEX_LEN + 1], pcr0[2 * NITRO_PCR_LEN + 1], when[64];
-    static const char hex[] = "0123456789abcdef";
 
     out[0] = '\0';
     if (!c->svc->cfg->attestation_header || up == NULL || !up->has_info)
         return;
     pin_hex(up->pin, pin);
-    for (size_t i = 0; i < NITRO_PCR_LEN; i++) {
-        pcr0[2 * i] = hex[up->info.pcrs[0][i] >> 4];
-        pcr0[2 * i + 1] = hex[up->info.pcrs[0][i] & 15];
-    }
-    pcr0[2 * NITRO_PCR_LEN] = '\0';
+    hex_encode(up->info.pcrs[0], NITRO_PCR_LEN, pcr0);
     format_time(up->info.verified_at_ms, when, sizeof(when));
     snprintf(out, cap, "X-Attestation: pin=sha256:%s; pcr0=%s; verified_at=%s\r\n", pin, pcr0,
              when);

@@ -11,8 +11,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "core/log.h"
-#include "ops/sdnotify.h"
+#include "base/log.h"
+#include "base/listenfds.h"
 #include "proxy/client.h"
 #include "proxy/proxy_internal.h"
 
@@ -178,9 +178,9 @@ static int adopt(struct listener *l, uv_loop_t *loop, struct listenfds *lfds, in
 int listener_open(struct proxy *p, const struct service_config *cfg, const struct listen_addr *a,
                   struct listener **out)
 {
-    struct daemon *d = p->d;
+    uv_loop_t *loop = p->env.loop;
     struct listener *l;
-    int idx, rc;
+    int idx = -1, rc;
 
     *out = NULL;
     /* Checked again here, whatever the configuration loader did: a listener reachable from
@@ -196,18 +196,19 @@ int listener_open(struct proxy *p, const struct service_config *cfg, const struc
     l->is_unix = a->is_unix;
     l->mode = cfg->unix_mode;
 
-    idx = listenfds_find(&d->lfds, a);
+    if (p->env.lfds != NULL)
+        idx = listenfds_find(p->env.lfds, a);
     l->adopted = idx >= 0;
     if (l->adopted)
-        rc = adopt(l, &d->loop, &d->lfds, idx);
+        rc = adopt(l, loop, p->env.lfds, idx);
     else
-        rc = a->is_unix ? bind_unix(l, &d->loop, cfg->unix_mode) : bind_tcp(l, &d->loop);
+        rc = a->is_unix ? bind_unix(l, loop, cfg->unix_mode) : bind_tcp(l, loop);
     if (rc < 0 && l->h.handle.type == UV_UNKNOWN_HANDLE) {
         free(l); /* the handle was never initialised */
         return rc;
     }
     l->h.handle.data = l;
-    uv_timer_init(&d->loop, &l->retry);
+    uv_timer_init(loop, &l->retry);
     l->retry.data = l;
     proxy__object_opened(p);
     /* libuv reports some bind errors (an address in use) only here. */

@@ -10,7 +10,7 @@
 
 #include <uv.h>
 
-#include "core/config.h"
+#include "base/config.h"
 
 struct proxy;
 struct proxy_service;

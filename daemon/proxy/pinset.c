@@ -6,6 +6,8 @@
 
 #include <openssl/crypto.h>
 
+#include "base/hex.h"
+
 void pinset_init(struct pinset *ps)
 {
     memset(ps, 0, sizeof(*ps));
@@ -254,10 +256,5 @@ void pinset_set_failure(struct pinset *ps, int64_t now_wall, bool rejected, cons
 
 void pin_hex(const uint8_t pin[PIN_LEN], char out[PIN_HEX_LEN + 1])
 {
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < PIN_LEN; i++) {
-        out[2 * i] = hex[pin[i] >> 4];
-        out[2 * i + 1] = hex[pin[i] & 15];
-    }
-    out[PIN_HEX_LEN] = '\0';
+    hex_encode(pin, PIN_LEN, out);
 }

@@ -6,7 +6,7 @@
 
 #include <openssl/crypto.h>
 
-#include "core/log.h"
+#include "base/log.h"
 #include "proxy/proxy_internal.h"
 #include "proxy/upstream.h"
 

@@ -11,10 +11,8 @@
 
 #include <openssl/crypto.h>
 
-#include "core/log.h"
-#include "core/status.h"
-#include "ops/admin.h"
-#include "ops/metrics.h"
+#include "base/log.h"
+#include "base/metrics.h"
 #include "proxy/attest.h"
 #include "proxy/client.h"
 #include "proxy/listener.h"
@@ -23,13 +21,9 @@
 #include "proxy/tls.h"
 #include "proxy/upstream.h"
 #include "proxy/warm.h"
+#include "verify/policy.h"
 
 /* ---- Small shared helpers ----------------------------------------------------------------- */
-
-int64_t proxy__wall_ms(void)
-{
-    return status_wall_ms();
-}
 
 static struct proxy_service *find_service(const struct proxy *p, const char *name)
 {
@@ -66,13 +60,12 @@ static void free_proxy(struct proxy *p)
 static void on_shutdown_timer_closed(uv_handle_t *h)
 {
     struct proxy *p = h->data;
-    struct daemon *d = p->d;
-    void (*done)(struct daemon *) = p->done;
-    d->proxy = NULL;
+    void (*done)(void *) = p->done;
+    void *ctx = p->env.ctx;
     free_proxy(p);
     log_event(LOG_LEVEL_INFO, "proxy_stopped", NULL);
     if (done != NULL)
-        done(d);
+        done(ctx);
 }
 
 /* The loop-pass handle closes first; the shutdown timer's close then frees the proxy. */
@@ -140,7 +133,7 @@ static void busy_poll(uv_loop_t *loop, uint32_t us)
 static void on_loop_pass(uv_prepare_t *h)
 {
     struct proxy *p = h->data;
-    const struct daemon_config *ds = &p->d->cfg->daemon;
+    const struct daemon_config *ds = &proxy__cfg(p)->daemon;
     if (!p->stopping && p->pass_reads > 0) {
         if (ds->batch_wait_us > 0 && proxy__batch_waits(p->pass_reads)) {
             struct timespec ts = {0, (long)ds->batch_wait_us * 1000};
@@ -185,7 +178,7 @@ static void refresh_done(struct upstream *up, const struct attest_outcome *o, vo
      * too: retried at once it would find the same again, at every connection that goes idle.
      * A discarded one (o->retry: the settings changed) says nothing about this entry. */
     if (e != NULL && !o->retry) {
-        uint64_t now = uv_now(&svc->proxy->d->loop);
+        uint64_t now = uv_now(svc->proxy->env.loop);
         e->refreshing = false;
         if (!o->accepted || e->expires_mono_ms <= now + svc->cfg->refresh_before_ms)
             e->refresh_not_before_mono_ms = now + refresh_retry_ms(svc->cfg);
@@ -260,7 +253,7 @@ static void on_refresh_timer(uv_timer_t *t)
 
 bool proxy__refresh_on_idle(struct proxy_service *svc, struct upstream *up)
 {
-    uint64_t now = uv_now(&svc->proxy->d->loop);
+    uint64_t now = uv_now(svc->proxy->env.loop);
     struct pin_entry *e;
 
     if (!up->has_pin)
@@ -280,7 +273,7 @@ void proxy__schedule_refresh(struct proxy_service *svc)
 
     if (svc->proxy->stopping || svc->removed)
         return;
-    now = uv_now(&svc->proxy->d->loop);
+    now = uv_now(svc->proxy->env.loop);
     /* The next moment something is due for any pin: entering its refresh window (now, for a
      * pin attested inside it), the end of a refresh back-off, or its expiry. A pin being
      * refreshed, or waiting for an idle connection, is next due at its expiry (the refresh's
@@ -317,14 +310,8 @@ void proxy__schedule_refresh(struct proxy_service *svc)
 
 void proxy__status_changed(struct proxy *p)
 {
-    if (p->status_cb != NULL)
-        p->status_cb(p->d);
-}
-
-void proxy_set_status_cb(struct daemon *d, void (*cb)(struct daemon *d))
-{
-    if (d->proxy != NULL)
-        d->proxy->status_cb = cb;
+    if (p->env.status_changed != NULL)
+        p->env.status_changed(p->env.ctx);
 }
 
 void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], struct upstream *keep,
@@ -379,10 +366,10 @@ static struct proxy_service *service_new(struct proxy *p, const struct service_c
     svc->proxy = p;
     svc->cfg = cfg;
     snprintf(svc->name, sizeof(svc->name), "%s", cfg->name);
-    svc->metrics = metrics_service(p->d->metrics, cfg->name);
+    svc->metrics = metrics_service(p->env.metrics, cfg->name);
     pinset_init(&svc->pins);
-    pool_init(svc, &p->d->loop);
-    uv_timer_init(&p->d->loop, &svc->refresh_timer);
+    pool_init(svc, p->env.loop);
+    uv_timer_init(p->env.loop, &svc->refresh_timer);
     svc->refresh_timer.data = svc;
     proxy__object_opened(p);
     warm_init(svc);
@@ -417,23 +404,24 @@ static void service_stop(struct proxy_service *svc, const char *why)
     client_drain_all(svc);
 }
 
-/* The proxy without services: d->proxy, the shutdown timer and the TLS client context. On
- * failure d->proxy may still be set; proxy_shutdown() then closes what was opened. */
-static int proxy_create(struct daemon *d)
+/* The proxy without services: the shutdown timer and the TLS client context. On failure *out
+ * may still be set; proxy_shutdown() then closes what was opened. */
+static int proxy_create(const struct proxy_env *env, struct proxy **out)
 {
     struct proxy *p = calloc(1, sizeof(*p));
     char err[256];
 
+    *out = p;
     if (p == NULL) {
         log_event(LOG_LEVEL_ERROR, "proxy_start_failed", "error", "out of memory", NULL);
         return -ENOMEM;
     }
-    p->d = d;
-    d->proxy = p;
-    uv_timer_init(&d->loop, &p->shutdown_timer);
+    assert(env->loop != NULL && env->cfg != NULL && env->verifier != NULL);
+    p->env = *env;
+    uv_timer_init(p->env.loop, &p->shutdown_timer);
     p->shutdown_timer.data = p;
     p->shutdown_timer_open = true;
-    uv_prepare_init(&d->loop, &p->pass);
+    uv_prepare_init(p->env.loop, &p->pass);
     p->pass.data = p;
     p->pass_open = true;
     uv_prepare_start(&p->pass, on_loop_pass);
@@ -453,16 +441,17 @@ static int proxy_create(struct daemon *d)
     return 0;
 }
 
-int proxy_start(struct daemon *d)
+int proxy_start(const struct proxy_env *env, struct proxy **out)
 {
+    const struct config *cfg = *env->cfg;
     struct proxy *p;
-    int rc = proxy_create(d);
+    int rc = proxy_create(env, out);
 
     if (rc < 0)
         return rc;
-    p = d->proxy;
-    for (size_t i = 0; i < d->cfg->n_services; i++) {
-        struct proxy_service *svc = service_new(p, &d->cfg->services[i]);
+    p = *out;
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        struct proxy_service *svc = service_new(p, &cfg->services[i]);
         if (svc == NULL) {
             log_event(LOG_LEVEL_ERROR, "proxy_start_failed", "error", "out of memory", NULL);
             return -ENOMEM;
@@ -571,10 +560,8 @@ static int stage_listener(struct proxy *p, const struct service_config *sc,
     return 0;
 }
 
-int proxy_prepare_reload(struct daemon *d, const struct config *fresh, char *err, size_t cap)
+int proxy_prepare_reload(struct proxy *p, const struct config *fresh, char *err, size_t cap)
 {
-    struct proxy *p = d->proxy;
-
     if (p == NULL || p->stopping)
         return 0;
     assert(p->staged == NULL);
@@ -680,9 +667,9 @@ static void attach_listeners(struct proxy_service *svc)
 static const char *attestation_change(const struct service_config *a,
                                       const struct service_config *b)
 {
-    char da[72], db[72];
-    status_policy_digest(&a->policy, da);
-    status_policy_digest(&b->policy, db);
+    char da[POLICY_DIGEST_LEN], db[POLICY_DIGEST_LEN];
+    policy_digest(&a->policy, da);
+    policy_digest(&b->policy, db);
     if (strcmp(da, db) != 0)
         return "policy_changed";
     if (a->binding != b->binding || a->profile != b->profile || a->nonce != b->nonce ||
@@ -758,9 +745,8 @@ static void limit_pins(struct proxy_service *svc)
     proxy__schedule_refresh(svc);
 }
 
-void proxy_reload(struct daemon *d, const struct config *old_cfg, bool root_changed)
+void proxy_reload(struct proxy *p, const struct config *old_cfg, bool root_changed)
 {
-    struct proxy *p = d->proxy;
     /* The daemon hands over ownership of the old configuration (core/daemon.h). */
     struct config *old = (struct config *)old_cfg;
     bool keep_old = false;
@@ -774,7 +760,7 @@ void proxy_reload(struct daemon *d, const struct config *old_cfg, bool root_chan
         const char *change;
         if (svc->removed)
             continue;
-        fresh = config_find_service(d->cfg, svc->name);
+        fresh = config_find_service(proxy__cfg(p), svc->name);
         if (fresh == NULL) {
             /* Removed: stop listening and let exchanges in flight finish with the settings
              * they started with. The service configuration holds no pointers, so a copy of it
@@ -806,8 +792,8 @@ void proxy_reload(struct daemon *d, const struct config *old_cfg, bool root_chan
         else
             limit_pins(svc);
     }
-    for (size_t i = 0; i < d->cfg->n_services; i++) {
-        const struct service_config *sc = &d->cfg->services[i];
+    for (size_t i = 0; i < proxy__cfg(p)->n_services; i++) {
+        const struct service_config *sc = &proxy__cfg(p)->services[i];
         struct proxy_service *svc;
         if (find_service(p, sc->name) != NULL)
             continue;
@@ -854,14 +840,9 @@ static void on_shutdown_timeout(uv_timer_t *t)
     }
 }
 
-void proxy_shutdown(struct daemon *d, void (*done)(struct daemon *d))
+void proxy_shutdown(struct proxy *p, void (*done)(void *ctx))
 {
-    struct proxy *p = d->proxy;
-    if (p == NULL) {
-        if (done != NULL)
-            done(d);
-        return;
-    }
+    const struct daemon_config *ds = &proxy__cfg(p)->daemon;
     if (p->stopping)
         return;
     p->stopping = true;
@@ -872,35 +853,54 @@ void proxy_shutdown(struct daemon *d, void (*done)(struct daemon *d))
         warm_close(svc);
         pool_close(svc);
     }
-    if (d->cfg->daemon.shutdown_timeout_ms == 0)
+    if (ds->shutdown_timeout_ms == 0)
         on_shutdown_timeout(&p->shutdown_timer);
     else if (p->open_objects > 0)
-        uv_timer_start(&p->shutdown_timer, on_shutdown_timeout, d->cfg->daemon.shutdown_timeout_ms,
-                       0);
+        uv_timer_start(&p->shutdown_timer, on_shutdown_timeout, ds->shutdown_timeout_ms, 0);
     check_stopped(p);
 }
 
 /* ---- Status ------------------------------------------------------------------------------- */
 
-bool proxy_service_attested(struct daemon *d, const char *name)
+bool proxy_service_attested(const struct proxy *p, const char *name)
 {
-    struct proxy_service *svc;
-    if (d->proxy == NULL)
-        return false;
-    svc = find_service(d->proxy, name);
-    return svc != NULL && pinset_any_fresh(&svc->pins, uv_now(&d->loop));
+    const struct proxy_service *svc = find_service(p, name);
+    return svc != NULL && pinset_any_fresh(&svc->pins, uv_now(p->env.loop));
 }
 
-json_t *proxy_service_readiness(struct daemon *d, const char *name)
+bool proxy_service_view(const struct proxy *p, const char *name, struct proxy_service_view *out)
 {
-    struct proxy_service *svc = d->proxy != NULL ? find_service(d->proxy, name) : NULL;
+    const struct proxy_service *svc = find_service(p, name);
+    if (svc == NULL)
+        return false;
+    out->pins = &svc->pins;
+    out->now_mono_ms = uv_now(p->env.loop);
+    out->ready = pinset_any_fresh(&svc->pins, out->now_mono_ms);
+    return true;
+}
+
+size_t proxy_pin_connections(const struct proxy *p, const char *name, const uint8_t pin[PIN_LEN])
+{
+    const struct proxy_service *svc = find_service(p, name);
+    size_t n = 0;
+    for (const struct upstream *up = svc != NULL ? svc->upstreams : NULL; up != NULL;
+         up = up->next) {
+        if (up->has_pin && !upstream_is_closing(up) && CRYPTO_memcmp(up->pin, pin, PIN_LEN) == 0)
+            n++;
+    }
+    return n;
+}
+
+json_t *proxy_service_readiness(const struct proxy *p, const char *name)
+{
+    struct proxy_service *svc = find_service(p, name);
     json_t *o = json_object();
     char why[sizeof(svc->warm.last_error) + 64];
     const char *state = "starting";
 
     if (o == NULL)
         return NULL;
-    if (svc != NULL && pinset_any_fresh(&svc->pins, uv_now(&d->loop))) {
+    if (svc != NULL && pinset_any_fresh(&svc->pins, uv_now(p->env.loop))) {
         json_object_set_new(o, "ready", json_true());
         return o;
     }
@@ -916,108 +916,12 @@ json_t *proxy_service_readiness(struct daemon *d, const char *name)
     return o;
 }
 
-static json_t *pin_json(const struct proxy_service *svc, const struct pin_entry *e,
-                        int64_t now_wall)
+struct proxy_service *proxy__start_unlistened(const struct proxy_env *env, const char *service,
+                                              struct proxy **out)
 {
-    static const char hex[] = "0123456789abcdef";
-    json_t *o = json_object(), *pcrs = json_object();
-    char pin[8 + PIN_HEX_LEN], hx[2 * NITRO_PCR_LEN + 1];
-    json_int_t conns = 0;
-
-    if (o == NULL || pcrs == NULL) {
-        json_decref(o);
-        json_decref(pcrs);
+    const struct service_config *cfg = config_find_service(*env->cfg, service);
+    *out = NULL;
+    if (cfg == NULL || proxy_create(env, out) < 0)
         return NULL;
-    }
-    memcpy(pin, "sha256:", 7);
-    pin_hex(e->pin, pin + 7);
-    for (unsigned i = 0; i < NITRO_PCR_COUNT; i++) {
-        bool zero = true;
-        char idx[4];
-        if (!(e->info.pcr_mask & (1u << i)))
-            continue;
-        for (unsigned j = 0; j < NITRO_PCR_LEN; j++) {
-            zero = zero && e->info.pcrs[i][j] == 0;
-            hx[2 * j] = hex[e->info.pcrs[i][j] >> 4];
-            hx[2 * j + 1] = hex[e->info.pcrs[i][j] & 15];
-        }
-        hx[2 * NITRO_PCR_LEN] = '\0';
-        if (zero && i > 2)
-            continue;
-        snprintf(idx, sizeof(idx), "%u", i);
-        json_object_set_new(pcrs, idx, json_string(hx));
-    }
-    for (const struct upstream *up = svc->upstreams; up != NULL; up = up->next) {
-        if (up->has_pin && !upstream_is_closing(up) && CRYPTO_memcmp(up->pin, e->pin, PIN_LEN) == 0)
-            conns++;
-    }
-    json_object_set_new(o, "pin", json_string(pin));
-    json_object_set_new(o, "module_id", json_string(e->info.module_id));
-    json_object_set_new(o, "pcrs", pcrs);
-    json_object_set_new(o, "document_time", admin_json_time((uint64_t)e->info.document_time_ms));
-    json_object_set_new(o, "verified_at", admin_json_time((uint64_t)e->info.verified_at_ms));
-    json_object_set_new(o, "expires_at", admin_json_time((uint64_t)e->info.expires_at_ms));
-    json_object_set_new(o, "expires_in_seconds",
-                        json_integer((json_int_t)((e->info.expires_at_ms - now_wall) / 1000)));
-    json_object_set_new(o, "certificate_not_after",
-                        admin_json_time((uint64_t)e->info.leaf_not_after_ms));
-    json_object_set_new(o, "connections", json_integer(conns));
-    return o;
-}
-
-void proxy_service_status(struct daemon *d, const char *name, json_t *obj)
-{
-    struct proxy_service *svc;
-    const struct pin_failure *f;
-    json_t *pins;
-    uint64_t now;
-    int64_t now_wall = status_wall_ms();
-
-    if (d->proxy == NULL)
-        return;
-    svc = find_service(d->proxy, name);
-    if (svc == NULL)
-        return;
-    now = uv_now(&d->loop);
-    pins = json_array();
-    for (size_t i = 0; pins != NULL && i < svc->pins.n; i++) {
-        const struct pin_entry *e = &svc->pins.entries[i];
-        json_t *pj;
-        if (now >= e->expires_mono_ms)
-            continue;
-        pj = pin_json(svc, e, now_wall);
-        if (pj != NULL)
-            json_array_append_new(pins, pj);
-    }
-    json_object_set_new(obj, "ready", json_boolean(pinset_any_fresh(&svc->pins, now)));
-    json_object_set_new(obj, "pins", pins != NULL ? pins : json_array());
-    f = &svc->pins.last_failure;
-    if (!f->set) {
-        json_object_set_new(obj, "last_failure", json_null());
-    } else {
-        json_t *fo = json_object();
-        char pin[8 + PIN_HEX_LEN];
-        if (fo == NULL)
-            return;
-        json_object_set_new(fo, "at", admin_json_time((uint64_t)f->at_ms));
-        json_object_set_new(fo, "verdict", json_string(f->rejected ? "rejected" : "error"));
-        json_object_set_new(fo, "reason", json_string(f->reason));
-        json_object_set_new(fo, "message", json_string(f->message));
-        if (f->has_pin) {
-            memcpy(pin, "sha256:", 7);
-            pin_hex(f->pin, pin + 7);
-            json_object_set_new(fo, "pin", json_string(pin));
-        } else {
-            json_object_set_new(fo, "pin", json_null());
-        }
-        json_object_set_new(obj, "last_failure", fo);
-    }
-}
-
-struct proxy_service *proxy__start_unlistened(struct daemon *d, const char *service)
-{
-    const struct service_config *cfg = config_find_service(d->cfg, service);
-    if (cfg == NULL || proxy_create(d) < 0)
-        return NULL;
-    return service_new(d->proxy, cfg);
+    return service_new(*out, cfg);
 }

@@ -15,17 +15,41 @@
 
 #include <jansson.h>
 
-#include "core/config.h"
-#include "core/daemon.h"
+#include <uv.h>
+
+#include "base/config.h"
+#include "proxy/pinset.h"
+
+struct proxy;
+struct verifier;
+struct metrics;
+struct listenfds;
+
+/*
+ * What the proxy uses of the process that runs it, given once to proxy_start() and copied.
+ * The proxy reads *cfg and *verifier at each use, so that the owner's swap on a reload is seen
+ * by the next request; the owner keeps every pointer valid until proxy_shutdown()'s `done`.
+ */
+struct proxy_env {
+    uv_loop_t *loop;
+    struct config *const *cfg;        /* the live configuration */
+    struct verifier *const *verifier; /* the live verifier (one trusted root) */
+    struct metrics *metrics;          /* counters; NULL: none are kept */
+    struct listenfds *lfds;           /* sockets from socket activation; NULL: none */
+    void *ctx;                        /* passed to the callbacks */
+    /* Readiness or its reason may have changed: an attestation succeeded, a warm attestation
+     * attempt ended. NULL: nobody asks. */
+    void (*status_changed)(void *ctx);
+};
 
 /**
- * Creates d->proxy and binds (or adopts from d->lfds, socket activation) every listener of
- * every service in d->cfg. Returns 0, or a negative errno/UV_E* code after logging which
- * listener failed and why; on failure every handle already opened is closed by a later
- * proxy_shutdown() (the daemon calls it on its abort path) and d->proxy stays valid for that.
+ * Creates the proxy in *out and binds (or adopts from env->lfds, socket activation) every
+ * listener of every service in *env->cfg. Returns 0, or a negative errno/UV_E* code after
+ * logging which listener failed and why; on failure *out may still be set, and every handle
+ * already opened is closed by proxy_shutdown() (the daemon calls it on its abort path).
  * Callbacks: none fire before the loop runs.
  */
-int proxy_start(struct daemon *d);
+int proxy_start(const struct proxy_env *env, struct proxy **out);
 
 /**
  * The first half of a reload, before anything changes: binds every listen address `fresh` adds
@@ -34,10 +58,10 @@ int proxy_start(struct daemon *d);
  * proxy_reload(). Returns 0, or a negative code with the reason in `err` (every listener
  * bound here is closed again). proxy_reload() must follow a success before the loop runs.
  */
-int proxy_prepare_reload(struct daemon *d, const struct config *fresh, char *err, size_t cap);
+int proxy_prepare_reload(struct proxy *p, const struct config *fresh, char *err, size_t cap);
 
 /**
- * Applies a reloaded configuration. d->cfg already points at the new one; `old_cfg` is the
+ * Applies a reloaded configuration. *env->cfg already points at the new one; `old_cfg` is the
  * previous one, and the proxy TAKES OWNERSHIP of it (config_free() once nothing refers into it).
  * Limits, timeouts, tokens, Host lists and pool sizes apply to the next request; a changed
  * policy, binding or evidence profile drops the service's attested pins, closes its idle pooled
@@ -45,47 +69,46 @@ int proxy_prepare_reload(struct daemon *d, const struct config *fresh, char *err
  * are started; removed services stop listening and drain. Listeners follow the new file: those
  * it drops close (their clients finish the exchange in progress, then close), those it adds
  * were bound by proxy_prepare_reload(), and a changed unix_mode is applied to the socket file
- * (clients of a narrowed socket are drained like those of a closed one). `root_changed`: the daemon
- * now trusts a different root certificate (d->verifier was replaced): every service is treated as
- * changed and no exchange attested under the old root continues.
+ * (clients of a narrowed socket are drained like those of a closed one). `root_changed`: the
+ * daemon now trusts a different root certificate (*env->verifier was replaced): every service
+ * is treated as changed and no exchange attested under the old root continues.
  */
-void proxy_reload(struct daemon *d, const struct config *old_cfg, bool root_changed);
+void proxy_reload(struct proxy *p, const struct config *old_cfg, bool root_changed);
 
 /**
  * Stops accepting, closes idle client connections and pooled upstream connections at once and
- * lets in-flight exchanges finish for up to d->cfg->daemon.shutdown_timeout_ms, then closes the
- * rest. `done(d)` is called exactly once, from a close callback, after the last proxy handle has
- * been closed, so that uv_loop_close() succeeds right after the loop returns. d->proxy is freed
- * before `done` runs and set to NULL. Safe to call when proxy_start() failed or was never
- * called (done then runs on the next loop iteration).
+ * lets in-flight exchanges finish for up to the daemon's shutdown_timeout, then closes the
+ * rest. `done(env->ctx)` is called exactly once, from a close callback, after the last proxy
+ * handle has been closed and the proxy freed, so that uv_loop_close() succeeds right after the
+ * loop returns. A second call while stopping does nothing.
  */
-void proxy_shutdown(struct daemon *d, void (*done)(struct daemon *d));
+void proxy_shutdown(struct proxy *p, void (*done)(void *ctx));
 
 /**
  * True when service `name` has at least one attested pin that has not expired (used by
  * /readyz and READY=1 with ready_requires_attestation). False for an unknown service.
  */
-bool proxy_service_attested(struct daemon *d, const char *name);
+bool proxy_service_attested(const struct proxy *p, const char *name);
 
-/**
- * Adds "ready", "pins" and "last_failure" of service `name` to `obj`, the service object of the
- * /attestation document (docs/attestation-status.schema.json). Does nothing for an unknown
- * service. `obj` stays owned by the caller.
- */
-void proxy_service_status(struct daemon *d, const char *name, json_t *obj);
+/* A service's attested key set as status reports show it (app/status.c renders the JSON). */
+struct proxy_service_view {
+    const struct pinset *pins; /* borrowed until the loop runs again */
+    uint64_t now_mono_ms;      /* pins whose expires_mono_ms has passed are stale */
+    bool ready;                /* at least one fresh pin */
+};
+
+/** Fills `out` for service `name`; false for an unknown service. */
+bool proxy_service_view(const struct proxy *p, const char *name, struct proxy_service_view *out);
+
+/** How many open upstream connections of service `name` have the key `pin`. */
+size_t proxy_pin_connections(const struct proxy *p, const char *name, const uint8_t pin[PIN_LEN]);
 
 /**
  * Readiness of service `name` for /readyz and STATUS=: a NEW JSON object {"ready": true} or
  * {"ready": false, "state": ..., "reason": ..., "failed_attempts": N} (warm.c's state and the
  * last error). NULL when out of memory.
  */
-json_t *proxy_service_readiness(struct daemon *d, const char *name);
-
-/**
- * `cb(d)` is called whenever readiness or its reason may have changed: an attestation
- * succeeded, a warm attestation attempt ended. Set after proxy_start(); NULL clears it.
- */
-void proxy_set_status_cb(struct daemon *d, void (*cb)(struct daemon *d));
+json_t *proxy_service_readiness(const struct proxy *p, const char *name);
 
 /* The outcome of proxy_attest_once(). */
 struct proxy_attest_result {
@@ -96,13 +119,15 @@ struct proxy_attest_result {
 };
 
 /**
- * `attestproxy attest`: creates the proxy with only `service` and no listener, connects once to
- * its upstream and attests the peer over that connection, then calls `done` exactly once (never
- * from inside this call). The caller then reads the result (proxy_service_status() has the pin)
- * and calls proxy_shutdown(). Returns 0, -ENOENT for an unknown service, or another negative
- * code when nothing was started (no callback); proxy_shutdown() is needed in every case.
+ * `attestproxy attest`: creates the proxy in *out with only `service` and no listener,
+ * connects once to its upstream and attests the peer over that connection, then calls
+ * `done(env->ctx, result)` exactly once (never from inside this call). The caller then reads
+ * the result (proxy_service_view() has the pin) and calls proxy_shutdown(). Returns 0, -ENOENT
+ * for an unknown service, or another negative code when nothing was started (no callback);
+ * proxy_shutdown() is needed whenever *out is set.
  */
-int proxy_attest_once(struct daemon *d, const char *service,
-                      void (*done)(struct daemon *d, const struct proxy_attest_result *r));
+int proxy_attest_once(const struct proxy_env *env, const char *service,
+                      void (*done)(void *ctx, const struct proxy_attest_result *r),
+                      struct proxy **out);
 
 #endif

@@ -18,11 +18,11 @@
 #include <openssl/ssl.h>
 #include <uv.h>
 
-#include "core/config.h"
-#include "core/daemon.h"
+#include "base/config.h"
 #include "proxy/client.h"
 #include "proxy/http1.h"
 #include "proxy/pinset.h"
+#include "proxy/proxy.h"
 #include "proxy/upstream.h"
 
 struct listener;
@@ -101,7 +101,7 @@ struct proxy_service {
 };
 
 struct proxy {
-    struct daemon *d;
+    struct proxy_env env; /* the loop, the live configuration and verifier, callbacks */
     SSL_CTX *ssl_ctx; /* client context shared by every upstream connection */
     struct proxy_service *services;
     /* Listeners a reload bound before it swapped the configuration (proxy_prepare_reload),
@@ -113,10 +113,7 @@ struct proxy {
     bool draining_forced;
     uv_timer_t shutdown_timer;
     bool shutdown_timer_open;
-    void (*done)(struct daemon *d);
-    /* Readiness or its reason may have changed (an attestation ended, a warm attempt failed):
-     * the daemon re-evaluates READY=1 and STATUS= (proxy_set_status_cb). NULL: nobody asks. */
-    void (*status_cb)(struct daemon *d);
+    void (*done)(void *ctx); /* proxy_shutdown()'s, called with env.ctx */
     void *attest_once; /* state of `attestproxy attest` (attest_once.c); freed with the proxy */
     uv_prepare_t pass; /* runs before each poll: batching under load (on_loop_pass) */
     bool pass_open;
@@ -161,12 +158,16 @@ void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], str
  * gathered already. */
 bool proxy__batch_waits(unsigned pass_reads);
 
-/* Wall-clock time (Unix ms) for the verifier and for display; monotonic time is uv_now(). */
-int64_t proxy__wall_ms(void);
+/* The live configuration (the owner swaps it on reload; read it at each use). */
+static inline const struct config *proxy__cfg(const struct proxy *p)
+{
+    return *p->env.cfg;
+}
 
-/* The proxy of proxy_start() with only `service` and no listeners (`attestproxy attest`).
- * NULL when the service does not exist or the proxy cannot be created; proxy_shutdown() closes
- * whatever was opened either way. */
-struct proxy_service *proxy__start_unlistened(struct daemon *d, const char *service);
+/* The proxy of proxy_start() with only `service` and no listeners (`attestproxy attest`), in
+ * *out. NULL when the service does not exist or the proxy cannot be created; *out, when set,
+ * is closed by proxy_shutdown() either way. */
+struct proxy_service *proxy__start_unlistened(const struct proxy_env *env, const char *service,
+                                              struct proxy **out);
 
 #endif

@@ -7,8 +7,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "core/log.h"
-#include "ops/metrics.h"
+#include "base/log.h"
+#include "base/metrics.h"
 #include "proxy/pool.h"
 #include "proxy/proxy_internal.h"
 
@@ -608,7 +608,7 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
                      struct upstream **out)
 {
     const struct service_config *cfg = svc->cfg;
-    uv_loop_t *loop = &svc->proxy->d->loop;
+    uv_loop_t *loop = svc->proxy->env.loop;
     struct upstream *up = calloc(1, sizeof(*up));
     struct sockaddr_storage ss;
     char port[8];

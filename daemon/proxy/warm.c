@@ -4,7 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "proxy/attest.h"
 #include "proxy/client.h"
 #include "proxy/pinset.h"
@@ -31,7 +32,7 @@ static void set_state(struct proxy_service *svc, enum warm_state to)
 
 static uint64_t now_ms(const struct proxy_service *svc)
 {
-    return uv_now(&svc->proxy->d->loop);
+    return uv_now(svc->proxy->env.loop);
 }
 
 static bool active(const struct proxy_service *svc)
@@ -100,7 +101,7 @@ static void failed(struct proxy_service *svc, const char *why, uint64_t min_dela
     /* Attestation failures are recorded by attest.c; a connection that never got that far is
      * recorded here, so that /attestation's last_failure says why nothing is attested. */
     if (record)
-        pinset_set_failure(&svc->pins, proxy__wall_ms(), false, "upstream_unreachable", why, NULL);
+        pinset_set_failure(&svc->pins, clock_wall_ms(), false, "upstream_unreachable", why, NULL);
     if (!active(svc)) {
         set_state(svc, WARM_IDLE);
         attempt_ended(svc);
@@ -259,7 +260,7 @@ void warm_init(struct proxy_service *svc)
     struct warm *w = &svc->warm;
     memset(w, 0, sizeof(*w));
     w->backoff_ms = WARM_BACKOFF_MIN_MS;
-    uv_timer_init(&svc->proxy->d->loop, &w->timer);
+    uv_timer_init(svc->proxy->env.loop, &w->timer);
     w->timer.data = svc;
     proxy__object_opened(svc->proxy);
 }

@@ -12,7 +12,7 @@
 
 #include <openssl/x509.h>
 
-#include "core/config.h"
+#include "base/config.h"
 #include "verify/cose.h"
 #include "verify/reason.h"
 

@@ -4,7 +4,9 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
+#include "base/hex.h"
 #include "verify/cose.h"
 #include "verify/reason.h"
 
@@ -124,4 +126,43 @@ int policy_check(const struct policy *p, const struct nitro_document *doc,
         return verify_error_set(err, VERIFY_R_POLICY_PCR_MISMATCH, detail);
     }
     return 0;
+}
+
+static void put_u64(EVP_MD_CTX *ctx, uint64_t v)
+{
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (56 - 8 * i));
+    EVP_DigestUpdate(ctx, b, sizeof(b));
+}
+
+void policy_digest(const struct policy *p, char out[POLICY_DIGEST_LEN])
+{
+    uint8_t md[32];
+    unsigned mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+    /* A fixed, versioned layout: "attestproxy-policy-v1", then each field big-endian, then each
+     * set as its mask followed by the named PCRs in index order. */
+    if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+        snprintf(out, POLICY_DIGEST_LEN, "sha256:unavailable");
+        EVP_MD_CTX_free(ctx);
+        return;
+    }
+    EVP_DigestUpdate(ctx, "attestproxy-policy-v1", 21);
+    put_u64(ctx, p->allow_debug ? 1 : 0);
+    put_u64(ctx, (uint64_t)p->max_age_ms);
+    put_u64(ctx, (uint64_t)p->skew_ms);
+    put_u64(ctx, p->n_sets);
+    for (size_t i = 0; i < p->n_sets; i++) {
+        put_u64(ctx, p->sets[i].mask);
+        for (unsigned j = 0; j < NITRO_PCR_COUNT; j++) {
+            if (p->sets[i].mask & (1u << j))
+                EVP_DigestUpdate(ctx, p->sets[i].pcr[j], NITRO_PCR_LEN);
+        }
+    }
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    memcpy(out, "sha256:", 7);
+    hex_encode(md, sizeof(md), out + 7);
 }

@@ -9,27 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define NITRO_PCR_COUNT 32
-#define NITRO_PCR_LEN   48
-#define POLICY_MAX_SETS 64
-
-/*
- * One measurement set: the PCRs it names (bit i of `mask` set = PCR i named) and their 48-byte
- * values. A document satisfies the set when every named PCR is present in the document and
- * equal to the value here. A policy holds several sets and a document must satisfy one of them.
- */
-struct measurement_set {
-    uint32_t mask;
-    uint8_t pcr[NITRO_PCR_COUNT][NITRO_PCR_LEN];
-};
-
-struct policy {
-    struct measurement_set sets[POLICY_MAX_SETS];
-    size_t n_sets;      /* 0 only for the offline `verify` command: PCRs are then not compared. */
-    bool allow_debug;   /* Accept documents whose PCR0, PCR1 and PCR2 are all zero. */
-    int64_t max_age_ms; /* A document older than now - max_age is stale. */
-    int64_t skew_ms;    /* Allowance for clock differences, on certificates and timestamps. */
-};
+#include "base/trust.h"
 
 struct nitro_document;
 struct verify_error;
@@ -54,6 +34,15 @@ struct policy_input {
  */
 int policy_check(const struct policy *p, const struct nitro_document *doc,
                  const struct policy_input *in, int *matched_set, struct verify_error *err);
+
+#define POLICY_DIGEST_LEN 72 /* "sha256:" + 64 hex digits + NUL */
+
+/**
+ * SHA-256 over a canonical encoding of the policy (measurement sets, allow_debug, max_age,
+ * clock_skew): equal policies give equal digests, and any change to what is trusted changes
+ * it. Written as "sha256:<64 hex>" into `out`.
+ */
+void policy_digest(const struct policy *p, char out[POLICY_DIGEST_LEN]);
 
 /** True when PCR0, PCR1 and PCR2 are all present and all zero bytes (a debug-mode enclave). */
 bool policy_is_debug(const struct nitro_document *doc);

@@ -8,7 +8,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
-#include "core/log.h"
+#include "base/log.h"
 #include "verify/binding.h"
 #include "verify/chain.h"
 #include "verify/cose.h"

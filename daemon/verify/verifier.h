@@ -24,7 +24,7 @@
 
 #include <openssl/x509.h>
 
-#include "core/config.h"
+#include "base/config.h"
 #include "verify/policy.h"
 #include "verify/reason.h" /* enum verify_stage, enum verify_reason and their strings */
 

@@ -188,7 +188,7 @@ def test_meson_dist_tarball_builds_and_installs(tmp_path):
         for f in ("meson.build", "meson_options.txt", "systemd/attestproxy.service.in",
                   "systemd/attestproxy.socket", "systemd/meson.build", "man/attestproxy.8.in",
                   "man/attestproxy.conf.5.in", "man/meson.build", "config/attestproxy.conf",
-                  "daemon/ops/sdnotify.c", "daemon/ops/metrics.c", "daemon/ops/admin.c"):
+                  "daemon/ops/sdnotify.c", "daemon/base/metrics.c", "daemon/ops/admin.c"):
             assert f"{top}/{f}" in names, f
         tar.extractall(tmp_path / "unpacked")
     build_and_install(tmp_path / "unpacked" / top, tmp_path / "build", tmp_path / "dest")

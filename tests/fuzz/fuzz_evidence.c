@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "base/log.h"
 #include "verify/cose.h"
 #include "verify/evidence.h"
 #include "verify/verifier.h"

@@ -24,7 +24,7 @@
 #include <cmocka.h>
 
 #include "ops/admin.h"
-#include "ops/metrics.h"
+#include "base/metrics.h"
 
 #define RESP_MAX 65536
 

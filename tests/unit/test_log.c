@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "core/log.h"
+#include "base/log.h"
 
 static void test_escape_logfmt_plain(void **state)
 {

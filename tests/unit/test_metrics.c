@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "ops/metrics.h"
+#include "base/metrics.h"
 
 #define NOW_MS 1700000000000ull
 

@@ -19,8 +19,8 @@
 #include <jansson.h>
 #include <openssl/pem.h>
 
-#include "core/config.h"
-#include "core/log.h"
+#include "base/config.h"
+#include "base/log.h"
 #include "verify/verifier.h"
 
 /* The exact reason of every case, by the generator's case name. */

@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "base/listenfds.h"
 #include "ops/sdnotify.h"
 
 static char tmpdir[] = "/tmp/test_sdnotify.XXXXXX";

@@ -10,7 +10,7 @@
 
 #include <openssl/bio.h>
 
-#include "core/log.h"
+#include "base/log.h"
 #include "verify/verifier.h"
 
 #define MIN_MS  (60 * 1000LL)

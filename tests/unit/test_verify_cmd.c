@@ -9,8 +9,8 @@
 
 #include <jansson.h>
 
-#include "core/log.h"
-#include "verify/verify_cmd.h"
+#include "base/log.h"
+#include "app/verify_cmd.h"
 
 static char out_path[64], err_path[64];
 

@@ -8,7 +8,7 @@
  * and create empty ones), marks continuation lines (so one measurement set can span lines) and
  * refuses lines longer than inih's 200-byte buffer instead of letting inih split them silently.
  */
-#include "core/config.h"
+#include "base/config.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

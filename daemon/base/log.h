@@ -9,8 +9,8 @@
  * daemon: every module logs, and threading a logger through each call would add noise without
  * adding safety. They are set at start-up and on reload only, from the loop thread.
  */
-#ifndef ATTESTPROXY_CORE_LOG_H
-#define ATTESTPROXY_CORE_LOG_H
+#ifndef ATTESTPROXY_BASE_LOG_H
+#define ATTESTPROXY_BASE_LOG_H
 
 #include <stdarg.h>
 #include <stddef.h>

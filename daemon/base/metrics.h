@@ -16,8 +16,8 @@
  * Threading: the registry is used from the loop thread only (updates and rendering alike), so
  * counters are plain integers.
  */
-#ifndef ATTESTPROXY_OPS_METRICS_H
-#define ATTESTPROXY_OPS_METRICS_H
+#ifndef ATTESTPROXY_BASE_METRICS_H
+#define ATTESTPROXY_BASE_METRICS_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,11 +1,11 @@
-#include "core/watch.h"
+#include "base/watch.h"
 
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "base/log.h"
 
 struct watch_dir {
     uv_fs_event_t handle;

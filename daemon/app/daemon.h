@@ -7,15 +7,16 @@
  * SIGHUP reloads the configuration: a new structure is parsed and validated first, and the live
  * one is replaced only on success; a failed reload is logged and changes nothing.
  */
-#ifndef ATTESTPROXY_CORE_DAEMON_H
-#define ATTESTPROXY_CORE_DAEMON_H
+#ifndef ATTESTPROXY_APP_DAEMON_H
+#define ATTESTPROXY_APP_DAEMON_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include <uv.h>
 
-#include "core/config.h"
+#include "base/config.h"
+#include "base/listenfds.h"
 #include "ops/sdnotify.h"
 
 struct verifier;
@@ -43,6 +44,7 @@ struct daemon {
     char last_status[SDNOTIFY_STATUS_MAX]; /* the last STATUS= sent while not ready */
     bool stopping;
     int exit_code;
+    const char *attest_service; /* `attestproxy attest SERVICE` only */
 };
 
 /**

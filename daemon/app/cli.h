@@ -6,8 +6,8 @@
  *   1  runtime failure (cannot bind, root certificate unusable) or a rejected document
  *   2  usage error or invalid configuration
  */
-#ifndef ATTESTPROXY_CORE_CLI_H
-#define ATTESTPROXY_CORE_CLI_H
+#ifndef ATTESTPROXY_APP_CLI_H
+#define ATTESTPROXY_APP_CLI_H
 
 #define EXIT_OK      0
 #define EXIT_RUNTIME 1

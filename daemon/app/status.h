@@ -5,22 +5,15 @@
  * The pins themselves live in the proxy's attested key sets; this module assembles the parts
  * that belong to the configuration and asks the proxy for the rest.
  */
-#ifndef ATTESTPROXY_CORE_STATUS_H
-#define ATTESTPROXY_CORE_STATUS_H
+#ifndef ATTESTPROXY_APP_STATUS_H
+#define ATTESTPROXY_APP_STATUS_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include <jansson.h>
 
-#include "core/daemon.h"
-
-/**
- * SHA-256 over a canonical encoding of the service's effective policy (measurement sets,
- * allow_debug, max_age, clock_skew): equal policies give equal digests, and any change to what
- * is trusted changes it. Written as "sha256:<64 hex>" into `out` (at least 72 bytes).
- */
-void status_policy_digest(const struct policy *p, char out[72]);
+#include "app/daemon.h"
 
 /** /readyz and READY=1: listeners are up, not stopping and, with ready_requires_attestation,
  *  every service has an attested pin. */
@@ -43,8 +36,5 @@ void status_waiting_text(struct daemon *d, char *out, size_t cap);
 
 /** The /attestation document (schema: docs/attestation-status.schema.json); a new reference. */
 json_t *status_attestation_json(struct daemon *d);
-
-/** Wall-clock time in Unix milliseconds: the daemon's one clock for certificates and documents. */
-int64_t status_wall_ms(void);
 
 #endif

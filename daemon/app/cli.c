@@ -1,4 +1,4 @@
-#include "core/cli.h"
+#include "app/cli.h"
 
 #include <getopt.h>
 #include <stdbool.h>
@@ -6,9 +6,9 @@
 #include <string.h>
 
 #include "build_config.h"
-#include "core/config.h"
-#include "core/daemon.h"
-#include "verify/verify_cmd.h"
+#include "base/config.h"
+#include "app/daemon.h"
+#include "app/verify_cmd.h"
 
 #define DEFAULT_CONFIG ATTESTPROXY_SYSCONFDIR "/attestproxy/attestproxy.conf"
 

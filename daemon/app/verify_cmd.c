@@ -1,4 +1,4 @@
-#include "verify/verify_cmd.h"
+#include "app/verify_cmd.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -16,7 +16,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "core/config.h"
+#include "base/config.h"
+#include "base/hex.h"
 #include "verify/chain.h"
 #include "verify/cose.h"
 #include "verify/evidence.h"
@@ -330,22 +331,12 @@ static void format_time(int64_t ms, char *out, size_t cap)
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)rem);
 }
 
-static void to_hex(const uint8_t *p, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[p[i] >> 4];
-        out[2 * i + 1] = digits[p[i] & 0xf];
-    }
-    out[2 * n] = '\0';
-}
-
 static json_t *json_hex(const uint8_t *p, size_t n)
 {
     char buf[2 * NITRO_MAX_OPTIONAL + 1];
     if (n > NITRO_MAX_OPTIONAL)
         return json_null();
-    to_hex(p, n, buf);
+    hex_encode(p, n, buf);
     return json_string(buf);
 }
 
@@ -521,7 +512,7 @@ static void print_human(const struct cmd *c, const struct verify_result *res,
     printf("checked at   %s (max age %" PRId64 " ms, skew %" PRId64 " ms)\n", t,
            c->policy.max_age_ms, c->policy.skew_ms);
     for (unsigned i = 0; i < 3; i++) {
-        to_hex(s->pcrs[i], NITRO_PCR_LEN, hex);
+        hex_encode(s->pcrs[i], NITRO_PCR_LEN, hex);
         printf("pcr%u         %s\n", i, hex);
     }
     if (s->debug_mode)

@@ -1,4 +1,4 @@
-#include "ops/metrics.h"
+#include "base/metrics.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "build_config.h"
-#include "core/config.h"
+#include "base/config.h"
 
 #define CODE_SLOTS 600 /* index = status code; index 0 collects codes outside 100..599 */
 

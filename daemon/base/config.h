@@ -8,16 +8,16 @@
  * Every key, its type, range and default is one row of the table in config.c; `check-config`
  * prints the effective configuration from that table, and docs/configuration.md documents it.
  */
-#ifndef ATTESTPROXY_CORE_CONFIG_H
-#define ATTESTPROXY_CORE_CONFIG_H
+#ifndef ATTESTPROXY_BASE_CONFIG_H
+#define ATTESTPROXY_BASE_CONFIG_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
-#include "core/log.h"
-#include "verify/policy.h"
+#include "base/log.h"
+#include "base/trust.h"
 
 #define CONFIG_MAX_SERVICES 64
 #define CONFIG_MAX_LISTEN   8

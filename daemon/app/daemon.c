@@ -1,4 +1,4 @@
-#include "core/daemon.h"
+#include "app/daemon.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -7,13 +7,15 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "base/clock.h"
+#include "base/hex.h"
 #include "build_config.h"
-#include "core/cli.h"
-#include "core/log.h"
-#include "core/status.h"
-#include "core/watch.h"
+#include "app/cli.h"
+#include "base/log.h"
+#include "app/status.h"
+#include "base/watch.h"
 #include "ops/admin.h"
-#include "ops/metrics.h"
+#include "base/metrics.h"
 #include "proxy/proxy.h"
 #include "verify/verifier.h"
 
@@ -94,8 +96,10 @@ static void restart_watch(struct daemon *d)
 }
 
 /* The last step of a stop: every connection is closed, so the remaining handles go. */
-static void on_drained(struct daemon *d)
+static void on_drained(void *ctx)
 {
+    struct daemon *d = ctx;
+    d->proxy = NULL; /* freed by the proxy before this callback */
     log_event(LOG_LEVEL_INFO, "stopped", NULL);
     sdnotify_close(&d->sn, NULL);
 }
@@ -117,7 +121,10 @@ static void begin_stop(struct daemon *d, const char *signame)
     admin_close(d->admin, NULL, NULL);
     d->admin = NULL;
     /* The proxy drains in-flight exchanges (up to shutdown_timeout), then calls on_drained. */
-    proxy_shutdown(d, on_drained);
+    if (d->proxy != NULL)
+        proxy_shutdown(d->proxy, on_drained);
+    else
+        on_drained(d);
 }
 
 static void on_sigterm(uv_signal_t *h, int signum)
@@ -175,7 +182,7 @@ int daemon_reload(struct daemon *d)
      * new file adds are bound, before anything is swapped, so that a bad root or an address
      * that cannot bind leaves the daemon exactly as it was. */
     v = verifier_new(fresh->daemon.root_ca[0] ? fresh->daemon.root_ca : NULL, err, sizeof(err));
-    rc = v == NULL ? -EINVAL : proxy_prepare_reload(d, fresh, err, sizeof(err));
+    rc = v == NULL ? -EINVAL : proxy_prepare_reload(d->proxy, fresh, err, sizeof(err));
     if (rc < 0) {
         log_event(LOG_LEVEL_ERROR, "reload_rejected", "config", d->cfg->path, "error", err,
                   "action", "keeping the running configuration", NULL);
@@ -201,7 +208,10 @@ int daemon_reload(struct daemon *d)
     restart_watch(d);
     /* The proxy applies the new configuration and takes ownership of `old`, freeing it once no
      * exchange refers into it. */
-    proxy_reload(d, old, root_changed);
+    if (d->proxy != NULL)
+        proxy_reload(d->proxy, old, root_changed);
+    else
+        config_free(old);
     snprintf(gen, sizeof(gen), "%llu", (unsigned long long)d->generation);
     log_event(LOG_LEVEL_INFO, "reload_applied", "config", d->cfg->path, "generation", gen, NULL);
     return 0;
@@ -255,7 +265,7 @@ static json_t *source_attestation(void *ctx)
 static uint64_t source_now_ms(void *ctx)
 {
     (void)ctx;
-    return (uint64_t)status_wall_ms();
+    return (uint64_t)clock_wall_ms();
 }
 
 /* The admin listener, on an inherited socket when systemd passed one for its address. */
@@ -411,8 +421,34 @@ static int daemon_close(struct daemon *d)
     return d->exit_code;
 }
 
+/* What the proxy uses of the daemon: the loop, the live configuration and verifier (read at
+ * each use, so a reload's swap is seen), the metrics, the inherited sockets and readiness. */
+static void on_status_changed(void *ctx)
+{
+    daemon_check_ready(ctx);
+}
+
+static void proxy_env_init(struct daemon *d, struct proxy_env *env)
+{
+    memset(env, 0, sizeof(*env));
+    env->loop = &d->loop;
+    env->cfg = &d->cfg;
+    env->verifier = &d->verifier;
+    env->metrics = d->metrics;
+    env->lfds = &d->lfds;
+    env->ctx = d;
+    env->status_changed = on_status_changed;
+}
+
+static void on_proxy_closed(void *ctx)
+{
+    struct daemon *d = ctx;
+    d->proxy = NULL;
+}
+
 int daemon_run(const char *config_path)
 {
+    struct proxy_env env;
     struct daemon d;
     char nsvc[16];
     int rc = daemon_open(&d, config_path);
@@ -454,14 +490,15 @@ int daemon_run(const char *config_path)
     }
 
     /* Bind (or adopt from socket activation) every service's listeners. */
-    rc = proxy_start(&d);
+    proxy_env_init(&d, &env);
+    rc = proxy_start(&env, &d.proxy);
     if (rc < 0) {
         /* proxy_start() logged which listener failed; what it opened is closed here. */
-        proxy_shutdown(&d, NULL);
+        if (d.proxy != NULL)
+            proxy_shutdown(d.proxy, on_proxy_closed);
         goto out_abort_start;
     }
     close_unused_fds(&d);
-    proxy_set_status_cb(&d, daemon_check_ready);
     d.listening = true;
     restart_watch(&d);
     metrics_set_policy_generation(d.metrics, d.generation);
@@ -487,29 +524,19 @@ out_abort_start:
 
 /* ---- attestproxy attest --------------------------------------------------------------------- */
 
-static const char *attest_service;
-
-static void on_attest_stopped(struct daemon *d)
-{
-    (void)d;
-}
-
 /* Prints the verified summary (or the refusal) and shuts the one-connection proxy down. */
-static void on_attest_done(struct daemon *d, const struct proxy_attest_result *r)
+static void on_attest_done(void *ctx, const struct proxy_attest_result *r)
 {
+    struct daemon *d = ctx;
+    const char *attest_service = d->attest_service;
     json_t *out = json_object(), *svc = status_attestation_json(d);
     json_t *service =
         svc ? json_object_get(json_object_get(svc, "services"), attest_service) : NULL;
     char pin[8 + 2 * 32] = "";
 
     if (r->has_pin) {
-        static const char hex[] = "0123456789abcdef";
         memcpy(pin, "sha256:", 7);
-        for (unsigned i = 0; i < 32; i++) {
-            pin[7 + 2 * i] = hex[r->pin[i] >> 4];
-            pin[8 + 2 * i] = hex[r->pin[i] & 15];
-        }
-        pin[71] = '\0';
+        hex_encode(r->pin, sizeof(r->pin), pin + 7);
     }
     json_object_set_new(out, "service", json_string(attest_service));
     json_object_set_new(out, "accepted", json_boolean(r->accepted));
@@ -539,11 +566,12 @@ static void on_attest_done(struct daemon *d, const struct proxy_attest_result *r
     json_decref(svc);
     d->exit_code = r->accepted ? EXIT_OK : EXIT_RUNTIME;
     d->stopping = true;
-    proxy_shutdown(d, on_attest_stopped);
+    proxy_shutdown(d->proxy, on_proxy_closed);
 }
 
 int daemon_attest(const char *config_path, const char *service)
 {
+    struct proxy_env env;
     struct daemon d;
     int rc = daemon_open(&d, config_path);
 
@@ -554,12 +582,14 @@ int daemon_attest(const char *config_path, const char *service)
         d.exit_code = EXIT_USAGE;
         return daemon_close(&d);
     }
-    attest_service = service;
-    rc = proxy_attest_once(&d, service, on_attest_done);
+    d.attest_service = service;
+    proxy_env_init(&d, &env);
+    rc = proxy_attest_once(&env, service, on_attest_done, &d.proxy);
     if (rc < 0) {
         fprintf(stderr, "rejected: cannot connect: %s\n", uv_strerror(rc));
         d.exit_code = EXIT_RUNTIME;
-        proxy_shutdown(&d, on_attest_stopped);
+        if (d.proxy != NULL)
+            proxy_shutdown(d.proxy, on_proxy_closed);
     }
     return daemon_close(&d);
 }

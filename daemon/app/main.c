@@ -1,5 +1,5 @@
 /* attestproxy: an attesting reverse proxy for AWS Nitro Enclaves. See README.md. */
-#include "core/cli.h"
+#include "app/cli.h"
 
 int main(int argc, char **argv)
 {

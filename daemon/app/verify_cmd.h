@@ -2,8 +2,8 @@
  * `attestproxy verify`: checks one attestation document offline with the daemon's own
  * verifier and prints what it found. The CLI dispatcher (core/cli.c) calls verify_cmd_main().
  */
-#ifndef ATTESTPROXY_VERIFY_VERIFY_CMD_H
-#define ATTESTPROXY_VERIFY_VERIFY_CMD_H
+#ifndef ATTESTPROXY_APP_VERIFY_CMD_H
+#define ATTESTPROXY_APP_VERIFY_CMD_H
 
 #include <stdint.h>
 

@@ -8,12 +8,12 @@
  * watch on the file itself would not survive. Bursts of events (write, then rename, then chmod)
  * are coalesced by a short settle timer into one reload.
  */
-#ifndef ATTESTPROXY_CORE_WATCH_H
-#define ATTESTPROXY_CORE_WATCH_H
+#ifndef ATTESTPROXY_BASE_WATCH_H
+#define ATTESTPROXY_BASE_WATCH_H
 
 #include <uv.h>
 
-#include "core/config.h"
+#include "base/config.h"
 
 #define WATCH_MAX_DIRS  CONFIG_MAX_SERVICES
 #define WATCH_SETTLE_MS 200
