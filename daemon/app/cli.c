@@ -6,9 +6,10 @@
 #include <string.h>
 
 #include "build_config.h"
-#include "base/config.h"
 #include "app/daemon.h"
 #include "app/verify_cmd.h"
+#include "base/config.h"
+#include "ops/health_cmd.h"
 
 #define DEFAULT_CONFIG ATTESTPROXY_SYSCONFDIR "/attestproxy/attestproxy.conf"
 
@@ -24,6 +25,7 @@ static const char usage_main[] =
     "  check-config [-c FILE]   validate a configuration and print it with defaults filled in\n"
     "  verify [OPTIONS] FILE    check one attestation document offline\n"
     "  attest [-c FILE] SERVICE connect once to SERVICE's enclave, attest it, print the result\n"
+    "  health [-c FILE] [--live] ask the running daemon's admin API: exit 0 if ready (alive)\n"
     "  help [COMMAND]           show help for a command\n"
     "\n"
     "Options:\n"
@@ -207,6 +209,7 @@ static const struct command commands[] = {
     {"check-config", cmd_check_config, usage_check},
     {"verify", verify_cmd_main, NULL},
     {"attest", cmd_attest, usage_attest},
+    {"health", health_cmd_main, NULL},
 };
 
 static const struct command *find_command(const char *name)

@@ -1,4 +1,5 @@
-# Sourced by scripts/test and scripts/demo: installs the Debian packages the project needs.
+# Sourced by scripts/test, scripts/container-test and scripts/demo: installs the Debian
+# packages the project needs.
 # Only what is missing is installed; as root directly, otherwise through sudo.
 
 ATTESTPROXY_PACKAGES=(
@@ -8,6 +9,15 @@ ATTESTPROXY_PACKAGES=(
     python3 python3-pytest python3-pytest-timeout python3-cryptography python3-cbor2
     python3-requests python3-jsonschema python3-prometheus-client
     systemd groff-base procps valgrind strace
+)
+
+# What scripts/container-test needs on top: podman and what it runs on (see the notes in
+# scripts/container-test), both compose tools, and the simulator's Python modules.
+ATTESTPROXY_CONTAINER_PACKAGES=(
+    podman buildah debootstrap runc crun uidmap fuse-overlayfs slirp4netns
+    containernetworking-plugins golang-github-containers-common catatonit iptables
+    systemd-container podman-compose docker-compose python3-yaml
+    python3 python3-cryptography python3-cbor2 ca-certificates
 )
 
 deps_missing() {
