@@ -5,7 +5,7 @@
  * error; it never modifies a live configuration. A reload loads a new structure and the daemon
  * swaps the pointer only when loading succeeded, so a bad edit never takes effect.
  *
- * Every key, its type, range and default is one row of the table in config.c; `check-config`
+ * Every key, its type, range and default is one row of the table in config_keys.c; `check-config`
  * prints the effective configuration from that table, and docs/configuration.md documents it.
  */
 #ifndef ATTESTPROXY_BASE_CONFIG_H

@@ -1,6 +1,13 @@
+/*
+ * The admin API's server (the endpoints and their rules: admin.h). Requests are parsed by the
+ * relay's own strict parser (proxy/http1.h), so the admin listener refuses exactly the heads a
+ * service listener refuses; this file adds what is the admin API's alone: one request per
+ * connection, no bodies, the URL and Host limits, the loopback Host check, the endpoints.
+ */
 #include "ops/admin.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -11,14 +18,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <llhttp.h>
-
 #include "base/log.h"
 #include "base/metrics.h"
+#include "proxy/http1.h"
 
 #define URL_MAX        1024
-#define FIELD_MAX      32
 #define HOST_VALUE_MAX 300
+/* No separate header count limit: an empty name is refused, so every header line takes at
+ * least four bytes ("a:" CRLF) and ADMIN_REQUEST_MAX bounds the count first. */
+#define HEADERS_MAX    (ADMIN_REQUEST_MAX / 4)
 #define READ_BUF       4096
 #define HEAD_MAX       512
 #define LISTEN_BACKLOG 64
@@ -47,26 +55,9 @@ struct admin_client {
     int pending_closes;
     enum client_state state;
 
-    llhttp_t parser;
-    size_t request_bytes;
-    char url[URL_MAX];
-    size_t url_len;
-    bool url_too_long;
-    char field[FIELD_MAX];
-    size_t field_len;
-    bool field_is_host;
-    char host[HOST_VALUE_MAX];
-    size_t host_len;
-    bool host_too_long;
-    unsigned host_count;
+    struct http1_parser parser; /* the head (target, headers) is stored in it */
     bool has_body;
     bool complete;
-    /* Obs-fold detection (llhttp 8.1 accepts a folded line as a second value span). */
-    const char *exec_start; /* the buffer being parsed */
-    const char *exec_end;
-    bool value_open;        /* a span of the current header value was seen */
-    bool value_at_exec_end; /* ...and it ended exactly at the end of its buffer */
-    bool obs_fold;
 
     char read_buf[READ_BUF];
     char head[HEAD_MAX];
@@ -86,7 +77,6 @@ struct admin {
     uint32_t max_clients;
     uint32_t n_clients;
     struct admin_client *clients;
-    llhttp_settings_t settings;
     bool closing;
     int pending_closes;
     void (*done)(void *arg);
@@ -125,6 +115,7 @@ static void on_client_handle_closed(uv_handle_t *h)
     if (c->next != NULL)
         c->next->prev = c->prev;
     a->n_clients--;
+    http1_parser_free(&c->parser);
     free(c->body);
     free(c);
     server_maybe_finish(a);
@@ -206,7 +197,7 @@ static void respond(struct admin_client *c, int status, const char *content_type
     uv_buf_t bufs[2];
     unsigned nbufs = 1;
     int n;
-    bool head_only = c->complete && llhttp_get_method(&c->parser) == HTTP_HEAD;
+    bool head_only = c->complete && c->parser.ll.method == HTTP_HEAD;
 
     uv_read_stop(&c->h.stream);
     c->body = body;
@@ -416,20 +407,26 @@ static bool host_is_loopback(const char *h, size_t n)
 static void dispatch(struct admin_client *c)
 {
     struct admin *a = c->server;
-    uint8_t method = llhttp_get_method(&c->parser);
+    const struct http1_head *h = &c->parser.head;
+    uint8_t method = c->parser.ll.method;
+    const char *url = http1_head_str(h, h->target_off);
+    size_t hosts = http1_head_count(h, HTTP1_FIELD_HOST);
+    int hi = http1_head_find(h, HTTP1_FIELD_HOST, 0);
+    const char *host = hi >= 0 ? http1_head_str(h, h->hdrs[hi].value_off) : "";
+    size_t host_len = hi >= 0 ? h->hdrs[hi].value_len : 0;
     char path[URL_MAX];
     size_t plen;
     const char *q;
 
-    if (c->host_count > 1 || c->host_too_long) {
+    if (hosts > 1 || host_len >= HOST_VALUE_MAX) {
         respond_text(c, 400, "bad request\n", NULL);
         return;
     }
-    if (c->host_count == 0 && c->parser.http_major == 1 && c->parser.http_minor >= 1) {
+    if (hosts == 0 && c->parser.ll.http_major == 1 && c->parser.ll.http_minor >= 1) {
         respond_text(c, 400, "bad request: Host is required\n", NULL);
         return;
     }
-    if (!a->is_unix && c->host_count == 1 && !host_is_loopback(c->host, c->host_len)) {
+    if (!a->is_unix && hosts == 1 && !host_is_loopback(host, host_len)) {
         respond_text(c, 421, "misdirected request: Host must name loopback\n", NULL);
         return;
     }
@@ -438,9 +435,10 @@ static void dispatch(struct admin_client *c)
         return;
     }
 
-    q = memchr(c->url, '?', c->url_len);
-    plen = q != NULL ? (size_t)(q - c->url) : c->url_len;
-    memcpy(path, c->url, plen);
+    assert(h->target_len < URL_MAX); /* on_read() answered a longer one with 414 */
+    q = memchr(url, '?', h->target_len);
+    plen = q != NULL ? (size_t)(q - url) : h->target_len;
+    memcpy(path, url, plen);
     path[plen] = '\0';
 
     if (strcmp(path, "/healthz") == 0) {
@@ -458,99 +456,29 @@ static void dispatch(struct admin_client *c)
 
 /* ---- Request parsing ------------------------------------------------------------------------- */
 
-static struct admin_client *parser_client(llhttp_t *p)
+/* The admin API takes no request body: its first byte ends the parse with 413. */
+static int on_request_body(struct http1_parser *p, const char *at, size_t len)
 {
-    return p->data;
-}
-
-static int on_url(llhttp_t *p, const char *at, size_t len)
-{
-    struct admin_client *c = parser_client(p);
-    if (c->url_len + len >= sizeof(c->url)) {
-        c->url_too_long = true;
-        return HPE_USER;
-    }
-    memcpy(c->url + c->url_len, at, len);
-    c->url_len += len;
-    return 0;
-}
-
-static int on_header_field(llhttp_t *p, const char *at, size_t len)
-{
-    struct admin_client *c = parser_client(p);
-    /* Only "Host" matters; a longer name is simply not Host. */
-    if (c->field_len + len < sizeof(c->field)) {
-        memcpy(c->field + c->field_len, at, len);
-        c->field_len += len;
-    } else {
-        c->field_len = sizeof(c->field);
-    }
-    return 0;
-}
-
-static int on_header_field_complete(llhttp_t *p)
-{
-    struct admin_client *c = parser_client(p);
-    c->field_is_host = c->field_len == 4 && strncasecmp(c->field, "host", 4) == 0;
-    c->field_len = 0;
-    c->value_open = false;
-    if (c->field_is_host) {
-        c->host_count++;
-        c->host_len = 0;
-    }
-    return 0;
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct admin_client *c = parser_client(p);
-
-    /*
-     * llhttp 8.1 reports an obs-fold continuation line as a second span of the same value. A
-     * value legitimately arrives in several spans only when a read ended inside it: the earlier
-     * span then ends at the end of its buffer and the next starts at the start of the next one.
-     * Any other second span is a folded line, which RFC 9112 lets us reject with 400.
-     */
-    if (c->value_open && !(c->value_at_exec_end && at == c->exec_start)) {
-        c->obs_fold = true;
-        return HPE_USER;
-    }
-    c->value_open = true;
-    c->value_at_exec_end = at + len == c->exec_end;
-    if (!c->field_is_host)
-        return 0;
-    if (c->host_len + len >= sizeof(c->host)) {
-        c->host_too_long = true;
-        return 0;
-    }
-    memcpy(c->host + c->host_len, at, len);
-    c->host_len += len;
-    return 0;
-}
-
-static int on_header_value_complete(llhttp_t *p)
-{
-    struct admin_client *c = parser_client(p);
-    c->field_is_host = false;
-    return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t len)
-{
-    struct admin_client *c = parser_client(p);
+    struct admin_client *c = p->data;
     (void)at;
     (void)len;
     c->has_body = true;
-    return HPE_USER;
+    http1_parser_fail(p, HTTP1_FAIL_CALLBACK, "request bodies are not accepted");
+    return HTTP1_CB_ERROR;
 }
 
-static int on_message_complete(llhttp_t *p)
+static int on_request_complete(struct http1_parser *p)
 {
-    struct admin_client *c = parser_client(p);
+    struct admin_client *c = p->data;
     c->complete = true;
     /* One request per connection: stop here; anything after it is ignored. */
-    return HPE_PAUSED;
+    return HTTP1_CB_PAUSE;
 }
+
+static const struct http1_callbacks request_callbacks = {
+    .on_body = on_request_body,
+    .on_complete = on_request_complete,
+};
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -562,7 +490,9 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct admin_client *c = s->data;
-    llhttp_errno_t err;
+    enum http1_status st;
+    size_t used;
+    char msg[sizeof(c->parser.fail_msg) + 16];
 
     if (c->state != CLIENT_READING)
         return;
@@ -572,26 +502,28 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    if (c->request_bytes + (size_t)nread > ADMIN_REQUEST_MAX) {
-        respond_text(c, 431, "request too large\n", NULL);
+    st = http1_parser_execute(&c->parser, buf->base, (size_t)nread, &used);
+    /* The target is stored as it arrives: a long one is refused as soon as it is seen, before
+     * the rest of its head. */
+    if (c->parser.head.target_len >= URL_MAX) {
+        respond_text(c, 414, "uri too long\n", NULL);
         return;
     }
-    c->request_bytes += (size_t)nread;
-    c->exec_start = buf->base;
-    c->exec_end = buf->base + nread;
-    err = llhttp_execute(&c->parser, buf->base, (size_t)nread);
-    if (err == HPE_OK)
-        return; /* need more */
-    if (err == HPE_PAUSED && c->complete) {
+    if (st == HTTP1_NEED_MORE)
+        return;
+    if (st == HTTP1_PAUSED && c->complete) {
         dispatch(c);
         return;
     }
-    if (c->url_too_long)
-        respond_text(c, 414, "uri too long\n", NULL);
-    else if (c->has_body)
+    if (c->parser.fail == HTTP1_FAIL_TOO_LARGE) {
+        respond_text(c, 431, "request too large\n", NULL);
+    } else if (c->has_body) {
         respond_text(c, 413, "request bodies are not accepted\n", NULL);
-    else
-        respond_text(c, 400, "bad request\n", NULL);
+    } else {
+        /* The parser's reason, the one the relay gives for the same head. */
+        snprintf(msg, sizeof(msg), "bad request: %s\n", c->parser.fail_msg);
+        respond_text(c, 400, msg, NULL);
+    }
 }
 
 /* ---- Listener -------------------------------------------------------------------------------- */
@@ -630,8 +562,13 @@ static void on_connection(uv_stream_t *server, int status)
         client_close(c);
         return;
     }
-    llhttp_init(&c->parser, HTTP_REQUEST, &a->settings);
-    c->parser.data = c;
+    /* The head of one request is bounded by ADMIN_REQUEST_MAX (431 beyond); its storage is
+     * allocated as bytes arrive and freed with the client. */
+    if (http1_parser_init(&c->parser, HTTP_REQUEST, ADMIN_REQUEST_MAX, HEADERS_MAX,
+                          &request_callbacks, c) < 0) {
+        client_close(c);
+        return;
+    }
     uv_timer_start(&c->timer, on_timeout, a->timeout_ms, 0);
     if (uv_read_start(&c->h.stream, on_alloc, on_read) < 0)
         client_close(c);
@@ -757,15 +694,6 @@ int admin_start(uv_loop_t *loop, const struct admin_options *opt, const struct a
     a->src = *src;
     a->timeout_ms = opt->request_timeout_ms != 0 ? opt->request_timeout_ms : ADMIN_DEFAULT_TIMEOUT;
     a->max_clients = opt->max_clients != 0 ? opt->max_clients : ADMIN_DEFAULT_CLIENTS;
-    llhttp_settings_init(&a->settings);
-    a->settings.on_url = on_url;
-    a->settings.on_header_field = on_header_field;
-    a->settings.on_header_field_complete = on_header_field_complete;
-    a->settings.on_header_value = on_header_value;
-    a->settings.on_header_value_complete = on_header_value_complete;
-    a->settings.on_body = on_body;
-    a->settings.on_message_complete = on_message_complete;
-
     rc = open_listener(a, opt);
     if (rc < 0) {
         if (a->unlink_on_close)

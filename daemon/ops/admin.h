@@ -1,6 +1,6 @@
 /*
- * The admin listener: a tiny HTTP/1.1 server (llhttp, strict mode) on loopback TCP or a Unix
- * socket, separate from the service listeners, serving
+ * The admin listener: a tiny HTTP/1.1 server on loopback TCP or a Unix socket, separate from the
+ * service listeners, serving
  *
  *   GET /healthz      200 "ok\n" while the event loop runs
  *   GET /readyz       200 "ready\n" when source->ready() says so, else 503 "not ready\n"
@@ -10,8 +10,10 @@
  * HEAD is answered like GET without the body; any other method gets 405 with "Allow: GET, HEAD";
  * an unknown path 404. Each connection carries one request and is then closed
  * ("Connection: close"): the endpoints are polled rarely, and one exchange per connection keeps
- * the state machine trivial. A request head larger than ADMIN_REQUEST_MAX gets 431, a request
- * with a body 413, a malformed one 400; all close the connection. The whole request must arrive
+ * the state machine trivial. Requests are parsed by the relay's strict parser (proxy/http1.h),
+ * so a head a service listener refuses as malformed is refused here too: 400, with the parser's
+ * reason in the body. A request head larger than ADMIN_REQUEST_MAX gets 431, a target of 1 KiB
+ * or more 414, a request with a body 413; all close the connection. The whole request must arrive
  * within request_timeout and the response must drain within the same time, or the connection is
  * closed. On TCP, a Host header naming anything other than loopback (localhost, 127.0.0.0/8,
  * [::1]) gets 421, so a DNS-rebinding web page cannot read the endpoints through a browser.

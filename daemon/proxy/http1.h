@@ -12,6 +12,11 @@
  * The rewrite functions are pure: they turn a parsed head into the bytes sent on (hop-by-hop
  * headers and those named in Connection removed, Host replaced by the upstream authority,
  * X-Forwarded-* and Forwarded removed unless kept, framing regenerated).
+ *
+ * One parser serves every HTTP/1 peer of the daemon: client requests and upstream responses in
+ * the relay, and the admin API's requests (ops/admin.c). Its parts: http1.c (llhttp callbacks,
+ * head storage, execute/finish/look-ahead), http1_scan.c (the strict head scanner and the
+ * known-name table), http1_rewrite.c (the build functions, Host allow-list, bearer token).
  */
 #ifndef ATTESTPROXY_PROXY_HTTP1_H
 #define ATTESTPROXY_PROXY_HTTP1_H

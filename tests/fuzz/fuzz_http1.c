@@ -1,5 +1,5 @@
 /*
- * libFuzzer target: the HTTP/1.1 path (proxy/http1.c over llhttp). The first input byte picks
+ * libFuzzer target: the HTTP/1.1 path (proxy/http1*.c over llhttp). The first input byte picks
  * requests or responses and how the rest is split into reads; the rest is the byte stream.
  *
  * Beyond "no crash, no leak, no overflow", one invariant is checked: every request head the

@@ -1,0 +1,479 @@
+/*
+ * The configuration's value parsers: durations, sizes, booleans, ports and host:port pairs,
+ * listen addresses, octal modes, host lists, measurement sets, and config__set_value(), which
+ * turns the text of one key into its field by the key's type and checks its range.
+ */
+#include "base/config_internal.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+int config__parse_u64(const char *s, const char **end, uint64_t *out)
+{
+    uint64_t v = 0;
+    const char *p = s;
+    if (!isdigit((unsigned char)*p))
+        return -EINVAL;
+    for (; isdigit((unsigned char)*p); p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -ERANGE;
+        v = v * 10 + d;
+    }
+    *end = p;
+    *out = v;
+    return 0;
+}
+
+int config_parse_duration(const char *s, uint64_t *ms)
+{
+    static const struct {
+        const char *suffix;
+        uint64_t mult;
+    } units[] = {{"ms", 1}, {"s", SEC}, {"m", MIN}, {"h", HOUR}, {"d", DAY}};
+    const char *end;
+    uint64_t v;
+    int rc = config__parse_u64(s, &end, &v);
+    if (rc < 0)
+        return rc;
+    /* A bare 0 needs no unit; any other number must say what it counts. */
+    if (*end == '\0')
+        return v == 0 ? (*ms = 0, 0) : -EINVAL;
+    for (unsigned i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(end, units[i].suffix) == 0) {
+            if (v > UINT64_MAX / units[i].mult)
+                return -ERANGE;
+            *ms = v * units[i].mult;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+int config_parse_size(const char *s, uint64_t *bytes)
+{
+    const char *end;
+    uint64_t v, mult = 1;
+    int rc = config__parse_u64(s, &end, &v);
+    if (rc < 0)
+        return rc;
+    if (*end != '\0') {
+        switch (tolower((unsigned char)*end)) {
+        case 'k':
+            mult = KIB;
+            break;
+        case 'm':
+            mult = MIB;
+            break;
+        case 'g':
+            mult = GIB;
+            break;
+        default:
+            return -EINVAL;
+        }
+        if (end[1] != '\0')
+            return -EINVAL;
+    }
+    if (v > UINT64_MAX / mult)
+        return -ERANGE;
+    *bytes = v * mult;
+    return 0;
+}
+
+int config_parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"};
+    static const char *const no[] = {"no", "false", "off", "0"};
+    for (unsigned i = 0; i < 4; i++) {
+        if (strcmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+static int parse_port(const char *s, uint16_t *out)
+{
+    const char *end;
+    uint64_t v;
+    if (config__parse_u64(s, &end, &v) < 0 || *end != '\0' || v == 0 || v > 65535)
+        return -EINVAL;
+    *out = (uint16_t)v;
+    return 0;
+}
+
+int config__split_host_port(const char *s, char *host, size_t cap, uint16_t *port)
+{
+    const char *colon;
+    size_t hlen;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':')
+            return -EINVAL;
+        hlen = (size_t)(close - s - 1);
+        if (hlen == 0 || hlen >= cap)
+            return -EINVAL;
+        memcpy(host, s + 1, hlen);
+        host[hlen] = '\0';
+        return parse_port(close + 2, port);
+    }
+    colon = strrchr(s, ':');
+    if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
+        return -EINVAL; /* no port, or an unbracketed IPv6 address */
+    hlen = (size_t)(colon - s);
+    if (hlen == 0 || hlen >= cap)
+        return -EINVAL;
+    memcpy(host, s, hlen);
+    host[hlen] = '\0';
+    return parse_port(colon + 1, port);
+}
+
+int config_parse_listen(const char *s, struct listen_addr *out)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    memset(out, 0, sizeof(*out));
+    if (strncmp(s, "unix:", 5) == 0) {
+        size_t n = strlen(s + 5);
+        /* sun_path holds 108 bytes with the terminator on Linux. */
+        if (n == 0 || n >= 108 || s[5] != '/')
+            return -EINVAL;
+        out->is_unix = true;
+        memcpy(out->path, s + 5, n + 1);
+        return 0;
+    }
+    if (config__split_host_port(s, out->host, sizeof(out->host), &out->port) < 0)
+        return -EINVAL;
+    if (inet_pton(AF_INET, out->host, buf) != 1 && inet_pton(AF_INET6, out->host, buf) != 1)
+        return -EINVAL;
+    return 0;
+}
+
+bool config_listen_is_loopback(const struct listen_addr *a)
+{
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (a->is_unix)
+        return true;
+    if (inet_pton(AF_INET, a->host, &v4) == 1)
+        return (ntohl(v4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, a->host, &v6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&v6);
+    return false;
+}
+
+int config_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int config__measurement_add(const char *s, struct measurement_set *set, char *why, size_t cap)
+{
+    const char *p = s;
+    while (*p) {
+        const char *end;
+        uint64_t idx;
+        unsigned n = 0;
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (*p == '\0')
+            break;
+        if (strncmp(p, "pcr", 3) != 0 || config__parse_u64(p + 3, &end, &idx) < 0 || *end != '=') {
+            snprintf(why, cap, "expected pcrN=HEX");
+            return -EINVAL;
+        }
+        if (idx >= NITRO_PCR_COUNT) {
+            snprintf(why, cap, "pcr%" PRIu64 " is out of range (0..31)", idx);
+            return -EINVAL;
+        }
+        if (set->mask & (1u << idx)) {
+            snprintf(why, cap, "pcr%" PRIu64 " is named twice in one measurement set", idx);
+            return -EINVAL;
+        }
+        p = end + 1;
+        for (; config_hex_digit(p[0]) >= 0 && config_hex_digit(p[1]) >= 0 && n < NITRO_PCR_LEN;
+             p += 2, n++)
+            set->pcr[idx][n] = (uint8_t)(config_hex_digit(p[0]) << 4 | config_hex_digit(p[1]));
+        if (n != NITRO_PCR_LEN || !(*p == '\0' || *p == ' ' || *p == '\t' || *p == ',')) {
+            snprintf(why, cap, "pcr%" PRIu64 " needs exactly 96 hex digits (48 bytes)", idx);
+            return -EINVAL;
+        }
+        set->mask |= 1u << idx;
+    }
+    return 0;
+}
+
+int config_parse_measurement(const char *s, struct measurement_set *out)
+{
+    char why[96];
+    memset(out, 0, sizeof(*out));
+    if (config__measurement_add(s, out, why, sizeof(why)) < 0 || out->mask == 0)
+        return -EINVAL;
+    return 0;
+}
+
+/* ---- Storing one key ------------------------------------------------------------------------ */
+
+static int read_token_file(const char *path, char *out, size_t cap, char *why, size_t whycap)
+{
+    FILE *fp = fopen(path, "re");
+    size_t n;
+    int rc = 0;
+    if (fp == NULL) {
+        snprintf(why, whycap, "cannot read token file %s: %s", path, strerror(errno));
+        return -errno;
+    }
+    if (fgets(out, (int)cap, fp) == NULL) {
+        snprintf(why, whycap, "token file %s is empty", path);
+        rc = -EINVAL;
+        goto out_close;
+    }
+    n = strlen(out);
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
+        out[--n] = '\0';
+out_close:
+    fclose(fp);
+    return rc;
+}
+
+int config__set_value(const struct key_def *k, void *base, const char *value, char *why,
+                      size_t whycap)
+{
+    void *field = (char *)base + k->offset;
+    uint64_t u = 0;
+    int rc = 0;
+
+    switch (k->type) {
+    case T_BOOL:
+        if (config_parse_bool(value, field) < 0) {
+            snprintf(why, whycap, "expected yes or no");
+            return -EINVAL;
+        }
+        return 0;
+    case T_DURATION:
+    case T_DURATION_S64:
+        rc = config_parse_duration(value, &u);
+        if (rc < 0) {
+            snprintf(why, whycap, "expected a duration with a unit (250ms, 30s, 5m, 1h, 2d)");
+            return rc;
+        }
+        break;
+    case T_SIZE:
+        rc = config_parse_size(value, &u);
+        if (rc < 0) {
+            snprintf(why, whycap, "expected a size (512, 64k, 1m, 2g)");
+            return rc;
+        }
+        break;
+    case T_U32: {
+        const char *end;
+        if (config__parse_u64(value, &end, &u) < 0 || *end != '\0') {
+            snprintf(why, whycap, "expected a whole number");
+            return -EINVAL;
+        }
+        break;
+    }
+    case T_STRING:
+        if (strlen(value) >= k->size) {
+            snprintf(why, whycap, "value too long (at most %zu characters)", k->size - 1);
+            return -EINVAL;
+        }
+        if (value[0] == '\0') {
+            snprintf(why, whycap, "empty value (leave the key out instead)");
+            return -EINVAL;
+        }
+        memcpy(field, value, strlen(value) + 1);
+        return 0;
+    case T_TOKEN_FILE: {
+        struct service_config *svc = base;
+        if (strlen(value) >= k->size) {
+            snprintf(why, whycap, "path too long");
+            return -EINVAL;
+        }
+        memcpy(field, value, strlen(value) + 1);
+        return read_token_file(value, svc->token, sizeof(svc->token), why, whycap);
+    }
+    case T_LISTEN: {
+        struct service_config *svc = base;
+        if (svc->n_listen == CONFIG_MAX_LISTEN) {
+            snprintf(why, whycap, "at most %d listen addresses", CONFIG_MAX_LISTEN);
+            return -EINVAL;
+        }
+        if (config_parse_listen(value, &svc->listen[svc->n_listen]) < 0) {
+            snprintf(why, whycap,
+                     "expected IP:PORT, [IPv6]:PORT or unix:/absolute/path (under 108 bytes)");
+            return -EINVAL;
+        }
+        svc->n_listen++;
+        return 0;
+    }
+    case T_ADMIN: {
+        struct daemon_config *d = base;
+        if (config_parse_listen(value, &d->admin) < 0) {
+            snprintf(why, whycap, "expected IP:PORT, [IPv6]:PORT or unix:/absolute/path");
+            return -EINVAL;
+        }
+        if (!config_listen_is_loopback(&d->admin)) {
+            snprintf(why, whycap, "the admin listener must be on loopback or a Unix socket");
+            return -EINVAL;
+        }
+        d->admin_enabled = true;
+        return 0;
+    }
+    case T_HOSTS: {
+        struct service_config *svc = base;
+        const char *p = value;
+        svc->n_allowed_hosts = 0;
+        while (*p) {
+            size_t n;
+            while (*p == ' ' || *p == ',')
+                p++;
+            if (*p == '\0')
+                break;
+            n = strcspn(p, " ,");
+            if (svc->n_allowed_hosts == CONFIG_MAX_HOSTS || n >= CONFIG_HOST_MAX) {
+                snprintf(why, whycap, "at most %d hosts of %d characters", CONFIG_MAX_HOSTS,
+                         CONFIG_HOST_MAX - 1);
+                return -EINVAL;
+            }
+            for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char)p[i];
+                if (!(isalnum(c) || c == '-' || c == '.' || c == ':' || c == '[' || c == ']')) {
+                    snprintf(why, whycap, "invalid character in host name");
+                    return -EINVAL;
+                }
+            }
+            memcpy(svc->allowed_hosts[svc->n_allowed_hosts], p, n);
+            svc->allowed_hosts[svc->n_allowed_hosts][n] = '\0';
+            svc->n_allowed_hosts++;
+            p += n;
+        }
+        if (svc->n_allowed_hosts == 0) {
+            snprintf(why, whycap, "empty host list");
+            return -EINVAL;
+        }
+        return 0;
+    }
+    case T_MODE: {
+        uint64_t m = 0;
+        const char *p = value;
+        if (*p == '\0' || strlen(p) > 4) {
+            snprintf(why, whycap, "expected octal permission bits such as 0660");
+            return -EINVAL;
+        }
+        for (; *p; p++) {
+            if (*p < '0' || *p > '7') {
+                snprintf(why, whycap, "expected octal permission bits such as 0660");
+                return -EINVAL;
+            }
+            m = m * 8 + (uint64_t)(*p - '0');
+        }
+        if (m > 0777) {
+            snprintf(why, whycap, "permission bits above 0777");
+            return -EINVAL;
+        }
+        *(unsigned *)field = (unsigned)m;
+        return 0;
+    }
+    case T_LOG_LEVEL:
+        if (log_parse_level(value, field) < 0) {
+            snprintf(why, whycap, "expected debug, info, warn or error");
+            return -EINVAL;
+        }
+        return 0;
+    case T_LOG_FORMAT:
+        if (log_parse_format(value, field) < 0) {
+            snprintf(why, whycap, "expected logfmt or json");
+            return -EINVAL;
+        }
+        return 0;
+    case T_PROFILE:
+        if (config_parse_profile(value, field) < 0) {
+            snprintf(why, whycap, "expected native, nitriding, blindai or evervault");
+            return -EINVAL;
+        }
+        return 0;
+    case T_BINDING:
+        if (config_parse_binding(value, field) < 0) {
+            snprintf(why, whycap,
+                     "expected spki_sha256, public_key_spki, spki_der, cert_sha256, "
+                     "nitriding or blindai");
+            return -EINVAL;
+        }
+        return 0;
+    case T_NONCE:
+        if (strcmp(value, "query") == 0)
+            *(enum nonce_placement *)field = NONCE_QUERY;
+        else if (strcmp(value, "none") == 0)
+            *(enum nonce_placement *)field = NONCE_NONE;
+        else {
+            snprintf(why, whycap, "expected query or none");
+            return -EINVAL;
+        }
+        return 0;
+    case T_UPSTREAM: {
+        struct service_config *svc = base;
+        if (config__split_host_port(value, svc->upstream_host, sizeof(svc->upstream_host),
+                                    &svc->upstream_port) < 0) {
+            snprintf(why, whycap, "expected HOST:PORT or [IPv6]:PORT");
+            return -EINVAL;
+        }
+        for (const char *p = svc->upstream_host; *p; p++) {
+            unsigned char c = (unsigned char)*p;
+            if (!(isalnum(c) || c == '-' || c == '.' || c == ':' || c == '_')) {
+                snprintf(why, whycap, "invalid character in upstream host");
+                return -EINVAL;
+            }
+        }
+        return 0;
+    }
+    case T_MEASUREMENT: {
+        struct policy *pol = field;
+        if (pol->n_sets == POLICY_MAX_SETS) {
+            snprintf(why, whycap, "at most %d measurement sets", POLICY_MAX_SETS);
+            return -EINVAL;
+        }
+        memset(&pol->sets[pol->n_sets], 0, sizeof(pol->sets[0]));
+        rc = config__measurement_add(value, &pol->sets[pol->n_sets], why, whycap);
+        if (rc < 0)
+            return rc;
+        if (pol->sets[pol->n_sets].mask == 0) {
+            snprintf(why, whycap, "empty measurement set");
+            return -EINVAL;
+        }
+        pol->n_sets++;
+        return 0;
+    }
+    }
+
+    /* Numeric types land here for the range check. */
+    if (u < k->min || u > k->max) {
+        snprintf(why, whycap, "out of range (%" PRIu64 "..%" PRIu64 ")", k->min, k->max);
+        return -ERANGE;
+    }
+    if (k->size == sizeof(uint32_t)) {
+        if (u > UINT32_MAX) {
+            snprintf(why, whycap, "out of range");
+            return -ERANGE;
+        }
+        *(uint32_t *)field = (uint32_t)u;
+    } else if (k->type == T_DURATION_S64)
+        *(int64_t *)field = (int64_t)u;
+    else
+        *(uint64_t *)field = u;
+    return 0;
+}
