@@ -536,17 +536,32 @@ def test_a_client_that_asked_to_close_is_closed_at_once(fresh):
 
 def test_pipelined_requests_before_a_half_close_are_all_answered(fresh):
     """A client that sends its requests and then shuts down its sending side (nc -N, a batch
-    job) gets every answer, in order; the last one says Connection: close and the connection
-    ends after it."""
-    data = b"".join(b"GET /echo?n=%d HTTP/1.1\r\n" % i + H + b"\r\n" for i in range(1, 4))
+    job) gets every answer, in order, and the connection ends after the last. The last answer
+    says Connection: close when the daemon has read the half-close before that answer's head:
+    here the last request is slow (300 ms), so it always has. With fast answers the three may
+    all be relayed before the FIN is read; the connection still ends after the last (below)."""
+    data = (b"".join(b"GET /echo?n=%d HTTP/1.1\r\n" % i + H + b"\r\n" for i in range(1, 3)) +
+            b"GET /slow?delay=0.3 HTTP/1.1\r\n" + H + b"\r\n")
     with socket.create_connection(("127.0.0.1", fresh.port), timeout=TIMEOUT) as s:
         s.sendall(data)
         s.shutdown(socket.SHUT_WR)
         responses = split_responses(read_to_close(s))
+    assert [json.loads(r.split(b"\r\n\r\n", 1)[1])["path"] for r in responses[:2]] == [
+        "/echo?n=1", "/echo?n=2"]
+    assert responses[2].endswith(b"\r\n\r\nslow\n")
+    assert [b"Connection: close" in r for r in responses] == [False, False, True]
+    assert paths(fresh) == ["/echo?n=1", "/echo?n=2", "/slow?delay=0.3"]
+
+
+def test_fast_pipelined_requests_before_a_half_close_end_the_connection(fresh):
+    data = b"".join(b"GET /echo?n=%d HTTP/1.1\r\n" % i + H + b"\r\n" for i in range(1, 4))
+    with socket.create_connection(("127.0.0.1", fresh.port), timeout=TIMEOUT) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        responses = split_responses(read_to_close(s))  # fails if the connection stayed open
     assert [json.loads(r.split(b"\r\n\r\n", 1)[1])["path"] for r in responses] == [
         "/echo?n=1", "/echo?n=2", "/echo?n=3"]
-    assert [b"Connection: close" in r for r in responses] == [False, False, True]
-    assert paths(fresh) == ["/echo?n=1", "/echo?n=2", "/echo?n=3"]
+    assert [b"Connection: close" in r for r in responses[:2]] == [False, False]
 
 
 def test_http10_keep_alive_is_not_kept(fresh):
