@@ -153,15 +153,15 @@ void metrics_inc_pool_reuse(struct metrics_service *ms)
 
 static bool valid_reason(const char *s)
 {
-    size_t i;
-    for (i = 0; s[i] != '\0'; i++) {
+    size_t n = strnlen(s, METRICS_REASON_NAME_MAX);
+    if (n == 0 || n >= METRICS_REASON_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (i >= METRICS_REASON_NAME_MAX - 1)
-            return false;
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
             return false;
     }
-    return i > 0;
+    return true;
 }
 
 /* Returns the index of `reason`, adding it while there is room; 0 ("other") otherwise. */

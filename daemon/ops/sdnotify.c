@@ -134,7 +134,7 @@ static int compose(char *buf, size_t cap, const char *head, const char *status)
             return -EINVAL;
         memcpy(buf + n, key, klen);
         n += klen;
-        for (i = 0; status[i] != '\0' && i < SDNOTIFY_STATUS_MAX && n + 1 < cap; i++) {
+        for (i = 0; i < SDNOTIFY_STATUS_MAX && status[i] != '\0' && n + 1 < cap; i++) {
             unsigned char c = (unsigned char)status[i];
             buf[n++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
         }

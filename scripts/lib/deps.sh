@@ -8,7 +8,7 @@ ATTESTPROXY_PACKAGES=(
     openssl curl ca-certificates
     python3 python3-pytest python3-pytest-timeout python3-cryptography python3-cbor2
     python3-requests python3-jsonschema python3-prometheus-client
-    systemd groff-base procps valgrind strace
+    systemd groff-base procps valgrind strace cppcheck clang-format
 )
 
 # What scripts/container-test needs on top: podman and what it runs on (see the notes in
