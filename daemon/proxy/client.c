@@ -1320,12 +1320,19 @@ static void start_attest(struct client *c, struct upstream *up);
 static void gate(struct client *c, struct upstream *up)
 {
     uint64_t retry_ms = 0;
-    int rc = upstream_begin_exchange(up, &retry_ms);
-    if (rc == 0) {
+    enum gate_verdict v = upstream_begin_exchange(up, &retry_ms);
+    char msg[192];
+    unsigned s;
+
+    switch (v) {
+    case GATE_PASS:
         relay_start(c, up);
-    } else if (rc == -ENOKEY || rc == -EKEYEXPIRED) {
+        return;
+    case GATE_ATTEST:
+    case GATE_REATTEST:
         start_attest(c, up);
-    } else if (rc == -ESTALE) {
+        return;
+    case GATE_STALE:
         /* Opened before a reload moved the upstream (or changed how it is attested): it may
          * lead to the old enclave. A new connection is tried (the caller runs process_input). */
         c->ex.up = NULL;
@@ -1335,17 +1342,18 @@ static void gate(struct client *c, struct upstream *up)
         else
             respond_error(c, PROXY_ERR_UPSTREAM_UNREACHABLE,
                           "the upstream settings changed while connecting", 0, false);
-    } else {
-        char msg[192];
-        unsigned s = (unsigned)((retry_ms + 999) / 1000);
-        c->ex.up = up;
-        snprintf(msg, sizeof(msg),
-                 "the enclave's key failed attestation recently; it is retried in %u s", s);
-        respond_error(c,
-                      rc == -EKEYREJECTED ? PROXY_ERR_ATTESTATION_UNAVAILABLE
-                                          : PROXY_ERR_UPSTREAM_UNREACHABLE,
-                      msg, s, false);
+        return;
+    case GATE_REFUSED:
+    case GATE_BAD_STATE:
+        break;
     }
+    s = (unsigned)((retry_ms + 999) / 1000);
+    c->ex.up = up;
+    snprintf(msg, sizeof(msg),
+             "the enclave's key failed attestation recently; it is retried in %u s", s);
+    respond_error(
+        c, v == GATE_REFUSED ? PROXY_ERR_ATTESTATION_UNAVAILABLE : PROXY_ERR_UPSTREAM_UNREACHABLE,
+        msg, s, false);
 }
 
 static void on_attested(struct upstream *up, const struct attest_outcome *o, void *arg)
@@ -1417,12 +1425,12 @@ static void acquire(struct client *c)
     c->ex.attempts++;
     while ((up = pool_take(svc)) != NULL) {
         uint64_t retry_ms = 0;
-        rc = upstream_begin_exchange(up, &retry_ms);
-        if (rc == 0) {
+        enum gate_verdict v = upstream_begin_exchange(up, &retry_ms);
+        if (v == GATE_PASS) {
             relay_start(c, up);
             return;
         }
-        if (rc == -ENOKEY || rc == -EKEYEXPIRED) {
+        if (v == GATE_ATTEST || v == GATE_REATTEST) {
             /* A pooled connection whose key is not (or no longer) attested is attested over
              * itself before it carries anything. */
             start_attest(c, up);

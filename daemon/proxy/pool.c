@@ -98,6 +98,7 @@ static void on_purge_timer(uv_timer_t *t)
 
 static void unlink_up(struct pool *p, struct upstream *up)
 {
+    assert(up->in_pool && p->n > 0);
     if (up->pool_prev != NULL)
         up->pool_prev->pool_next = up->pool_next;
     else
@@ -143,6 +144,9 @@ bool pool_put(struct proxy_service *svc, struct upstream *up)
     struct pool *p = &svc->pool;
     uint32_t max = svc->cfg->pool_max_idle;
 
+    /* Ownership: a connection comes here from the end of an exchange or an attestation,
+     * never closing and never while another handler still expects its callbacks. */
+    assert(up->svc == svc && up->state == UP_UNVERIFIED);
     if (max == 0 || svc->proxy->stopping || svc->removed || up->in_pool)
         return false;
     /* A pin in its refresh window whose connections were all busy is re-attested over the
@@ -175,6 +179,7 @@ bool pool_put(struct proxy_service *svc, struct upstream *up)
 
 static struct upstream *take(struct proxy_service *svc, struct upstream *up)
 {
+    assert(up->state == UP_IDLE && up->in_pool);
     unlink_up(&svc->pool, up);
     upstream_set_deadline(up, 0);
     upstream_set_handler(up, NULL, NULL);
