@@ -48,10 +48,11 @@ void acquire__release(struct client *c, const char *why)
 void acquire__upstream_failed(struct client *c, const char *msg)
 {
     struct exchange *ex = &c->ex;
+    assert(c->state == CLIENT_RELAYING || c->state == CLIENT_CLOSING);
     acquire__release(c, msg);
     if (c->state == CLIENT_CLOSING)
         return;
-    if (!ex->resp_started && ex->reused && is_idempotent(ex->method) && !ex->body_sent &&
+    if (ex->resp_phase == RESP_NONE && ex->reused && is_idempotent(ex->method) && !ex->body_sent &&
         ex->attempts < MAX_ATTEMPTS) {
         char id[24];
         snprintf(id, sizeof(id), "%llu", (unsigned long long)c->id);
@@ -62,13 +63,13 @@ void acquire__upstream_failed(struct client *c, const char *msg)
             ex->resp_parser_ready = false;
         }
         ex->reused = false;
-        ex->acquiring = false;
+        exchange__set_acquire(c, ACQUIRE_DUE);
         client__set_state(c, CLIENT_CONNECTING);
         client__set_timer(c, TIMER_NONE);
         exchange__process_input(c);
         return;
     }
-    exchange__respond_error(c, PROXY_ERR_UPSTREAM_UNREACHABLE, msg, 0, !ex->req_done);
+    exchange__respond_error(c, PROXY_ERR_UPSTREAM_UNREACHABLE, msg, 0, ex->req_phase != REQ_DONE);
 }
 
 static void start_attest(struct client *c, struct upstream *up);
@@ -77,9 +78,14 @@ static void start_attest(struct client *c, struct upstream *up);
 static void gate(struct client *c, struct upstream *up)
 {
     uint64_t retry_ms = 0;
-    enum gate_verdict v = upstream_begin_exchange(up, &retry_ms);
+    enum gate_verdict v;
     char msg[192];
     unsigned s;
+
+    /* Ownership: the connection is this exchange's, just connected or just attested. */
+    assert(c->state == CLIENT_CONNECTING && c->ex.acquire == ACQUIRE_STARTED);
+    assert(c->ex.up == NULL || c->ex.up == up);
+    v = upstream_begin_exchange(up, &retry_ms);
 
     switch (v) {
     case GATE_PASS:
@@ -96,7 +102,7 @@ static void gate(struct client *c, struct upstream *up)
         c->ex.up = NULL;
         upstream_close(up, "the upstream settings changed while it was connecting");
         if (c->ex.attempts < MAX_ATTEMPTS)
-            c->ex.acquiring = false;
+            exchange__set_acquire(c, ACQUIRE_DUE);
         else
             exchange__respond_error(c, PROXY_ERR_UPSTREAM_UNREACHABLE,
                                     "the upstream settings changed while connecting", 0, false);
@@ -117,10 +123,12 @@ static void gate(struct client *c, struct upstream *up)
 static void on_attested(struct upstream *up, const struct attest_outcome *o, void *arg)
 {
     struct client *c = arg;
+    /* A client that stopped waiting detached the attestation (attest_detach()). */
+    assert(c->ex.up == up && c->state == CLIENT_CONNECTING);
     c->ex.up = NULL;
     if (o->retry && c->ex.attempts < MAX_ATTEMPTS) {
         /* The settings changed while attesting (the connection is closed): start again. */
-        c->ex.acquiring = false;
+        exchange__set_acquire(c, ACQUIRE_DUE);
         exchange__process_input(c);
         return;
     }
@@ -133,7 +141,7 @@ static void on_attested(struct upstream *up, const struct attest_outcome *o, voi
         /* Attested, but the evidence response ended that connection: the next one has the
          * now-attested key and passes the gate at once. */
         if (c->ex.attempts < MAX_ATTEMPTS) {
-            c->ex.acquiring = false;
+            exchange__set_acquire(c, ACQUIRE_DUE);
         } else {
             exchange__respond_error(c, PROXY_ERR_UPSTREAM_UNREACHABLE,
                                     "the upstream closed every connection after attestation", 0,
@@ -149,6 +157,7 @@ static void on_attested(struct upstream *up, const struct attest_outcome *o, voi
 static void start_attest(struct client *c, struct upstream *up)
 {
     int rc;
+    assert(up->state == UP_UNVERIFIED);
     c->ex.up = up;
     rc = attest_start(up, on_attested, c);
     if (rc < 0)
@@ -159,6 +168,8 @@ static void start_attest(struct client *c, struct upstream *up)
 static void on_connected(struct upstream *up, int status, void *arg)
 {
     struct client *c = arg;
+    /* The client closes its connection (and so never hears this) when it goes away. */
+    assert(c->ex.up == up && c->state == CLIENT_CONNECTING);
     if (status < 0) {
         char msg[256];
         snprintf(msg, sizeof(msg), "%s", upstream_failure(up));
@@ -181,6 +192,8 @@ void acquire__upstream(struct client *c)
     struct upstream *up;
     int rc;
 
+    assert(c->state == CLIENT_CONNECTING && c->ex.acquire == ACQUIRE_STARTED);
+    assert(c->ex.up == NULL && c->ex.attempts < MAX_ATTEMPTS);
     c->ex.attempts++;
     while ((up = pool_take(svc)) != NULL) {
         uint64_t retry_ms = 0;
@@ -201,7 +214,7 @@ void acquire__upstream(struct client *c)
         /* The service attests its enclave already and has no fresh pin: this request waits
          * for that attestation instead of making a second one (bounded by connect_timeout and
          * attestation_timeout, as its own would be), and does not count it as an attempt. */
-        c->ex.waiting_warm = true;
+        exchange__set_acquire(c, ACQUIRE_WAITING_WARM);
         c->ex.attempts--;
         return;
     }

@@ -43,16 +43,44 @@ static const char *const state_names[] = {
     [CLIENT_LINGER] = "linger",     [CLIENT_CLOSING] = "closing",
 };
 
+/* The legal transitions (client.h): a request goes head -> connecting -> relaying and back to
+ * head, or on to flushing -> linger; a retry goes relaying -> connecting; the proxy may answer
+ * (to head or flushing) in head, connecting and relaying; anything but closing may close. */
+#define TO(s) (1u << (s))
+static const unsigned legal_next[] = {
+    [CLIENT_HEAD] = TO(CLIENT_CONNECTING) | TO(CLIENT_FLUSHING) | TO(CLIENT_CLOSING),
+    [CLIENT_CONNECTING] =
+        TO(CLIENT_RELAYING) | TO(CLIENT_HEAD) | TO(CLIENT_FLUSHING) | TO(CLIENT_CLOSING),
+    [CLIENT_RELAYING] =
+        TO(CLIENT_CONNECTING) | TO(CLIENT_HEAD) | TO(CLIENT_FLUSHING) | TO(CLIENT_CLOSING),
+    [CLIENT_FLUSHING] = TO(CLIENT_LINGER) | TO(CLIENT_CLOSING),
+    [CLIENT_LINGER] = TO(CLIENT_CLOSING),
+    [CLIENT_CLOSING] = 0,
+};
+#undef TO
+
+void client__log_transition(const struct client *c, const char *event, const char *from,
+                            const char *to)
+{
+    char id[24];
+    if (!log_enabled(LOG_LEVEL_DEBUG))
+        return;
+    snprintf(id, sizeof(id), "%llu", (unsigned long long)c->id);
+    log_event(LOG_LEVEL_DEBUG, event, "service", c->svc->name, "conn", id, "from", from, "to", to,
+              NULL);
+}
+
 void client__set_state(struct client *c, enum client_state to)
 {
     if (c->state == to)
         return;
-    if (log_enabled(LOG_LEVEL_DEBUG)) {
-        char id[24];
-        snprintf(id, sizeof(id), "%llu", (unsigned long long)c->id);
-        log_event(LOG_LEVEL_DEBUG, "client_state", "service", c->svc->name, "conn", id, "from",
-                  state_names[c->state], "to", state_names[to], NULL);
-    }
+    assert((unsigned)c->state < sizeof(legal_next) / sizeof(legal_next[0]));
+    assert(legal_next[c->state] & (1u << to));
+    /* Only a connection between exchanges, or one that ends, is without an upstream
+     * connection's owner: leaving for head, flushing or closing, the exchange let it go. */
+    assert(to == CLIENT_RELAYING || to == CLIENT_CONNECTING || to == CLIENT_CLOSING ||
+           c->ex.up == NULL);
+    client__log_transition(c, "client_state", state_names[c->state], state_names[to]);
     c->state = to;
 }
 
@@ -103,8 +131,10 @@ static void on_closed(uv_handle_t *handle)
     struct proxy_service *svc = c->svc;
     struct proxy *p = svc->proxy;
 
+    assert(c->state == CLIENT_CLOSING && c->pending_closes > 0);
     if (--c->pending_closes > 0)
         return;
+    assert(c->write_queued == 0 && c->ex.up == NULL);
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
@@ -151,6 +181,7 @@ static void on_written(uv_write_t *req, int status)
     struct client_write *w = (struct client_write *)req;
     struct client *c = w->c;
 
+    assert(c->write_queued >= w->len);
     c->write_queued -= w->len;
     free(w);
     if (c->state == CLIENT_CLOSING)
@@ -197,6 +228,8 @@ int client__write_parts(struct client *c, const uv_buf_t *parts, size_t n)
     int rc;
 
     assert(n <= 3);
+    /* Nothing is written once the write side is shut (linger) or the connection closes. */
+    assert(c->state != CLIENT_LINGER && c->state != CLIENT_CLOSING);
     if (held != NULL)
         all[m++] = uv_buf_init(held, (unsigned)c->ex.held_len);
     for (size_t i = 0; i < n; i++)
@@ -341,7 +374,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
  * left unread: closing then resets nothing, and there is nothing to linger for. */
 static bool client_done_sending(const struct client *c)
 {
-    return c->ex.req_done && !c->ex.keep_alive && c->in_off == c->in_len;
+    return c->ex.req_phase == REQ_DONE && !c->ex.keep_alive && c->in_off == c->in_len;
 }
 
 /* After a final response: stop sending, and read (and drop) what the client still sends for a
@@ -350,6 +383,7 @@ static bool client_done_sending(const struct client *c)
  * then the FIN), as nginx does: a shutdown, a wait for its FIN and a read per connection less. */
 static void start_linger(struct client *c)
 {
+    assert(c->state == CLIENT_FLUSHING && c->write_queued == 0);
     if (client_done_sending(c)) {
         client_close(c, "response complete");
         return;
@@ -406,7 +440,7 @@ static void handle_eof(struct client *c)
     case CLIENT_CONNECTING:
     case CLIENT_RELAYING:
         /* A request still being read that has no unparsed bytes left was abandoned. */
-        if (!c->ex.req_done && c->in_off == c->in_len) {
+        if (c->ex.req_phase != REQ_DONE && c->in_off == c->in_len) {
             client_close(c, "client closed before the request was complete");
             return;
         }
@@ -444,6 +478,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->state == CLIENT_LINGER)
         return; /* dropped */
+    assert(c->in != NULL && c->in_len + (size_t)nread <= CLIENT_INPUT_MAX);
     c->in_len += (size_t)nread;
     if (c->state == CLIENT_HEAD && (c->timer_kind == TIMER_IDLE || c->timer_kind == TIMER_DRAIN))
         client__set_timer(c, TIMER_HEADER);
@@ -455,6 +490,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
  * back, and reading starts or stops with the room left. */
 void client__after_input(struct client *c)
 {
+    assert(c->in_off <= c->in_len && c->in_len <= CLIENT_INPUT_MAX);
+    /* Only the next request waits for answers to drain: an exchange in progress does not. */
+    assert(!c->out_blocked || c->state == CLIENT_HEAD);
     if (c->in_off > 0) {
         memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
         c->in_len -= c->in_off;
@@ -465,7 +503,7 @@ void client__after_input(struct client *c)
             end_after_eof(c);
             return;
         }
-        if (c->state == CLIENT_RELAYING && !c->ex.req_done && c->in_len == 0) {
+        if (c->state == CLIENT_RELAYING && c->ex.req_phase != REQ_DONE && c->in_len == 0) {
             client_close(c, "client closed before the request was complete");
             return;
         }
@@ -520,7 +558,7 @@ static void on_timer(uv_timer_t *t)
             client_close(c, "the client stopped reading the response");
             return;
         }
-        if (!ex->req_done && !ex->body_blocked) {
+        if (ex->req_phase != REQ_DONE && !ex->body_blocked) {
             log_event(LOG_LEVEL_INFO, "client_timeout", "service", c->svc->name, "timeout",
                       "stream_idle_timeout", "why", "the client stopped sending the request body",
                       NULL);
@@ -529,7 +567,7 @@ static void on_timer(uv_timer_t *t)
         }
         snprintf(msg, sizeof(msg), "the upstream stalled for stream_idle_timeout (%llu ms)",
                  (unsigned long long)c->svc->cfg->stream_idle_timeout_ms);
-        exchange__respond_error(c, PROXY_ERR_UPSTREAM_TIMEOUT, msg, 0, !ex->req_done);
+        exchange__respond_error(c, PROXY_ERR_UPSTREAM_TIMEOUT, msg, 0, ex->req_phase != REQ_DONE);
         return;
     case TIMER_LINGER:
         client_close(c, "linger time over");
@@ -594,9 +632,8 @@ void client_warm_done(struct proxy_service *svc)
 {
     /* Closed clients stay linked until their close callbacks, so the walk is safe. */
     for (struct client *c = svc->clients; c != NULL; c = c->next) {
-        if (c->state == CLIENT_CONNECTING && c->ex.waiting_warm) {
-            c->ex.waiting_warm = false;
-            c->ex.acquiring = false;
+        if (c->state == CLIENT_CONNECTING && c->ex.acquire == ACQUIRE_WAITING_WARM) {
+            exchange__set_acquire(c, ACQUIRE_DUE);
             exchange__process_input(c);
         }
     }

@@ -63,7 +63,38 @@ enum body_mode {
     BODY_CHUNKED, /* re-framed as chunks, one per piece received (SSE events flow through) */
 };
 
-/* One request/response exchange. Zeroed between requests. */
+/* How far the request of an exchange has been read (and, once relaying, forwarded). Set with
+ * exchange__set_req_phase(): head -> body -> done, or head -> done for a request without a
+ * body. */
+enum req_phase {
+    REQ_HEAD = 0, /* the head is not complete */
+    REQ_BODY,     /* the head was admitted; body bytes are still to come */
+    REQ_DONE,     /* the whole request was read */
+};
+
+/* How far the response of an exchange has come. Set with exchange__set_resp_phase():
+ * none -> head -> body -> done, each step once. */
+enum resp_phase {
+    RESP_NONE = 0, /* no byte from the upstream yet: the request may still be retried */
+    RESP_HEAD,     /* bytes came, the final head is not complete (interims are dropped) */
+    RESP_BODY,     /* the final head was rewritten (held or written): the client has an answer */
+    RESP_DONE,     /* the response is complete */
+};
+
+/* Where obtaining the exchange's upstream connection stands (acquire.c). Set with
+ * exchange__set_acquire(): due -> started -> (waiting_warm -> due | due for a new attempt). */
+enum acquire_step {
+    ACQUIRE_DUE = 0,      /* the input loop runs acquire__upstream() at its next pass */
+    ACQUIRE_STARTED,      /* it ran for this attempt: connecting, attesting, or relaying */
+    ACQUIRE_WAITING_WARM, /* it waits for the service's warm attestation (client_warm_done) */
+};
+
+/*
+ * One request/response exchange. Zeroed between requests. Its states are the three phase
+ * enums above; the bools that remain are independent facts (what the request asked for, what
+ * went up already) or backpressure on one direction each (body_blocked, up_paused), which can
+ * hold at the same time and in any phase.
+ */
 struct exchange {
     llhttp_method_t method;
     bool method_known; /* llhttp's method 0 is DELETE: a request refused earlier logs "-" */
@@ -78,13 +109,12 @@ struct exchange {
     char *held;    /* the response head, held until body bytes join it (write_parts) */
     size_t held_len;
     size_t up_head_len;
-    bool req_done;     /* the whole request was read (and forwarded, once relaying) */
+    enum req_phase req_phase;
     bool body_checked; /* the whole chunked body was in hand and valid before it went up */
     size_t ahead_len;  /* input bytes the last look-ahead saw (body_valid_so_far) */
     bool body_sent;    /* a request body byte went upstream: never replayed after that */
 
-    bool acquiring;    /* acquire() ran for the current attempt */
-    bool waiting_warm; /* waits for the service's warm attestation (client_warm_done) */
+    enum acquire_step acquire;
     unsigned attempts;
     struct upstream *up;
     bool reused;
@@ -93,10 +123,8 @@ struct exchange {
 
     bool resp_parser_ready;
     struct http1_parser resp;
-    bool resp_started; /* a response byte arrived */
-    bool resp_head_sent;
+    enum resp_phase resp_phase;
     bool resp_keep_alive;
-    bool resp_done;
     enum body_mode body_mode;
     unsigned status;
 
@@ -133,20 +161,32 @@ struct client {
     bool out_blocked; /* the next pipelined request waits for write_queued to drain */
 
     struct http1_parser req;
-    bool req_paused;     /* the request parser stopped at a head or a message end */
-    bool paused_at_head; /* ... at a head (its body follows) */
-    bool processing;     /* inside process_input() */
-    bool again;          /* process_input() was asked for while running */
+    /* The request parser stopped (HTTP1_PAUSED) and must be resumed before it parses again:
+     * at a head whose body follows while the request phase is REQ_BODY (relay__start()
+     * resumes it), at the message end once it is REQ_DONE (the next exchange resumes it). */
+    bool req_paused;
+    bool processing; /* inside process_input() */
+    bool again;      /* process_input() was asked for while running */
     enum proxy_error pending_err;
 
     struct exchange ex;
     struct client *prev, *next;
 };
 
+/* The request parser waits at an admitted head for its upstream connection. */
+static inline bool client__paused_at_head(const struct client *c)
+{
+    return c->req_paused && c->ex.req_phase == REQ_BODY;
+}
+
 /* ---- client.c: the connection ------------------------------------------------------------ */
 
 /* Moves the connection to `to` (a legal transition: asserted), logged at debug. */
 void client__set_state(struct client *c, enum client_state to);
+
+/* Logs one transition of the connection or its exchange at debug: event=<event> from= to=. */
+void client__log_transition(const struct client *c, const char *event, const char *from,
+                            const char *to);
 
 /* Arms the connection's one deadline for `kind` (TIMER_NONE stops it). */
 void client__set_timer(struct client *c, enum timer_kind kind);
@@ -182,6 +222,12 @@ void exchange__respond_error(struct client *c, enum proxy_error e, const char *m
 
 /* The response is complete: the upstream goes back to the pool when it can carry another. */
 void exchange__finish(struct client *c, bool upstream_reusable);
+
+/* The phases of the exchange (the enums above): each asserts that the step is legal and logs
+ * it at debug. */
+void exchange__set_req_phase(struct client *c, enum req_phase to);
+void exchange__set_resp_phase(struct client *c, enum resp_phase to);
+void exchange__set_acquire(struct client *c, enum acquire_step to);
 
 /* The request parser's callbacks (client_accept() creates the parser). */
 extern const struct http1_callbacks exchange__request_cbs;

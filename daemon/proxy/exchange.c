@@ -23,6 +23,74 @@
 #include "proxy/proxy_internal.h"
 #include "proxy/upstream.h"
 
+/* ---- Phases ---------------------------------------------------------------------------------- */
+
+#define TO(s) (1u << (s))
+
+static const char *const req_phase_names[] = {
+    [REQ_HEAD] = "head",
+    [REQ_BODY] = "body",
+    [REQ_DONE] = "done",
+};
+static const unsigned req_phase_next[] = {
+    [REQ_HEAD] = TO(REQ_BODY) | TO(REQ_DONE),
+    [REQ_BODY] = TO(REQ_DONE),
+    [REQ_DONE] = 0,
+};
+
+static const char *const resp_phase_names[] = {
+    [RESP_NONE] = "none",
+    [RESP_HEAD] = "head",
+    [RESP_BODY] = "body",
+    [RESP_DONE] = "done",
+};
+static const unsigned resp_phase_next[] = {
+    [RESP_NONE] = TO(RESP_HEAD),
+    [RESP_HEAD] = TO(RESP_BODY),
+    [RESP_BODY] = TO(RESP_DONE),
+    [RESP_DONE] = 0,
+};
+
+static const char *const acquire_names[] = {
+    [ACQUIRE_DUE] = "due",
+    [ACQUIRE_STARTED] = "started",
+    [ACQUIRE_WAITING_WARM] = "waiting_warm",
+};
+static const unsigned acquire_next[] = {
+    [ACQUIRE_DUE] = TO(ACQUIRE_STARTED),
+    [ACQUIRE_STARTED] = TO(ACQUIRE_DUE) | TO(ACQUIRE_WAITING_WARM),
+    [ACQUIRE_WAITING_WARM] = TO(ACQUIRE_DUE),
+};
+
+#undef TO
+
+void exchange__set_req_phase(struct client *c, enum req_phase to)
+{
+    enum req_phase from = c->ex.req_phase;
+    assert(req_phase_next[from] & (1u << to));
+    client__log_transition(c, "request_phase", req_phase_names[from], req_phase_names[to]);
+    c->ex.req_phase = to;
+}
+
+void exchange__set_resp_phase(struct client *c, enum resp_phase to)
+{
+    enum resp_phase from = c->ex.resp_phase;
+    assert(resp_phase_next[from] & (1u << to));
+    /* A response arrives only over the connection the exchange holds. */
+    assert(c->state == CLIENT_RELAYING && c->ex.up != NULL);
+    client__log_transition(c, "response_phase", resp_phase_names[from], resp_phase_names[to]);
+    c->ex.resp_phase = to;
+}
+
+void exchange__set_acquire(struct client *c, enum acquire_step to)
+{
+    enum acquire_step from = c->ex.acquire;
+    assert(acquire_next[from] & (1u << to));
+    assert(c->state == CLIENT_CONNECTING || c->state == CLIENT_RELAYING);
+    client__log_transition(c, "acquire_step", acquire_names[from], acquire_names[to]);
+    c->ex.acquire = to;
+}
+
 /* ---- Request checks -------------------------------------------------------------------------- */
 
 static int refuse(struct client *c, enum proxy_error e, const char *msg)
@@ -145,7 +213,7 @@ static int req_on_head(struct http1_parser *p)
     client__set_timer(c, TIMER_NONE);
     if (ex->req_framing == HTTP1_FRAMING_NONE)
         return HTTP1_CB_OK; /* on_complete follows at once and pauses */
-    c->paused_at_head = true;
+    exchange__set_req_phase(c, REQ_BODY);
     return HTTP1_CB_PAUSE;
 }
 
@@ -157,6 +225,7 @@ static int req_on_body(struct http1_parser *p, const char *at, size_t len)
     char ch[HTTP1_CHUNK_HEADER_MAX];
     int rc = 0;
 
+    assert(ex->req_phase == REQ_BODY && ex->req_framing != HTTP1_FRAMING_NONE);
     if (c->state != CLIENT_RELAYING || ex->up == NULL)
         return refuse(c, PROXY_ERR_UPSTREAM_UNREACHABLE, "the upstream connection is gone");
     ex->req_body_bytes += len;
@@ -188,8 +257,7 @@ static int req_on_complete(struct http1_parser *p)
     struct client *c = p->data;
     struct exchange *ex = &c->ex;
 
-    ex->req_done = true;
-    c->paused_at_head = false;
+    exchange__set_req_phase(c, REQ_DONE);
     if (c->state == CLIENT_RELAYING && ex->up != NULL) {
         if (ex->req_framing == HTTP1_FRAMING_CHUNKED) {
             /* Trailers are not forwarded: the last chunk ends the body. */
@@ -249,8 +317,8 @@ bool exchange__body_valid_so_far(struct client *c)
     char why[sizeof(c->req.fail_msg)];
     enum http1_status st;
 
-    if (ex->req_framing != HTTP1_FRAMING_CHUNKED || ex->body_checked || !c->paused_at_head ||
-        c->in_len - c->in_off == ex->ahead_len)
+    if (ex->req_framing != HTTP1_FRAMING_CHUNKED || ex->body_checked ||
+        !client__paused_at_head(c) || c->in_len - c->in_off == ex->ahead_len)
         return true;
     ex->ahead_len = c->in_len - c->in_off;
     st = http1_parser_check_ahead(&c->req, c->in + c->in_off, c->in_len - c->in_off, why,
@@ -290,6 +358,8 @@ static void log_request(struct client *c)
 void exchange__free(struct client *c)
 {
     struct exchange *ex = &c->ex;
+    /* Ownership: the upstream connection was released or handed back before. */
+    assert(ex->up == NULL);
     free(ex->up_head);
     free(ex->held);
     if (ex->resp_parser_ready) {
@@ -307,7 +377,6 @@ static void exchange_next(struct client *c)
     client__set_timer(c, c->in_off < c->in_len ? TIMER_HEADER : TIMER_IDLE);
     if (c->req_paused) {
         c->req_paused = false;
-        c->paused_at_head = false;
         http1_parser_resume(&c->req);
     }
     exchange__process_input(c);
@@ -324,11 +393,11 @@ void exchange__respond_error(struct client *c, enum proxy_error e, const char *m
     if (c->state == CLIENT_CLOSING)
         return;
     acquire__release(c, "request answered by the proxy");
-    if (ex->resp_head_sent) {
+    if (ex->resp_phase >= RESP_BODY) {
         client_close(c, msg);
         return;
     }
-    keep = !force_close && ex->req_done && ex->keep_alive && !c->close_after &&
+    keep = !force_close && ex->req_phase == REQ_DONE && ex->keep_alive && !c->close_after &&
            client__more_requests(c) && !c->svc->proxy->stopping;
     ex->status = errors_status(e);
     ex->error_code = errors_code_name(e);
@@ -354,14 +423,16 @@ void exchange__finish(struct client *c, bool upstream_reusable)
     struct exchange *ex = &c->ex;
     struct upstream *up = ex->up;
 
+    assert(c->state == CLIENT_RELAYING && ex->resp_phase == RESP_DONE);
     if (ex->body_mode == BODY_CHUNKED && client__write_raw(c, LAST_CHUNK, 5) < 0)
         return;
     ex->up = NULL;
     if (up != NULL)
-        upstream_end_exchange(up, upstream_reusable && ex->resp_keep_alive && ex->req_done);
+        upstream_end_exchange(up, upstream_reusable && ex->resp_keep_alive &&
+                                      ex->req_phase == REQ_DONE);
     log_request(c);
-    if (c->close_after || !ex->req_done || !client__more_requests(c) || !ex->keep_alive ||
-        c->svc->proxy->stopping)
+    if (c->close_after || ex->req_phase != REQ_DONE || !client__more_requests(c) ||
+        !ex->keep_alive || c->svc->proxy->stopping)
         client__to_flushing(c);
     else
         exchange_next(c);
@@ -384,11 +455,11 @@ void exchange__process_input(struct client *c)
             if (c->state == CLIENT_CONNECTING) {
                 /* Body bytes that came while the connection is obtained are looked at now:
                  * broken framing is refused before the request goes up. */
-                if (c->ex.acquiring) {
+                if (c->ex.acquire != ACQUIRE_DUE) {
                     (void)exchange__body_valid_so_far(c);
                     break;
                 }
-                c->ex.acquiring = true;
+                exchange__set_acquire(c, ACQUIRE_STARTED);
                 acquire__upstream(c);
                 continue;
             }
@@ -405,8 +476,10 @@ void exchange__process_input(struct client *c)
                 break;
             }
             if (c->state == CLIENT_RELAYING) {
-                if (c->ex.req_done)
+                if (c->ex.req_phase == REQ_DONE)
                     break;
+                /* Relaying holds a connection: a failed one ended the relay already. */
+                assert(c->ex.up != NULL);
                 if (upstream_write_blocked(c->ex.up)) {
                     c->ex.body_blocked = true;
                     break;
@@ -428,7 +501,8 @@ void exchange__process_input(struct client *c)
             if (c->state == CLIENT_RELAYING && c->ex.up != NULL) {
                 upstream_flush(c->ex.up);
                 /* The request is complete: its answer is due within first_byte_timeout. */
-                if (c->state == CLIENT_RELAYING && c->ex.req_done && !c->ex.resp_head_sent)
+                if (c->state == CLIENT_RELAYING && c->ex.req_phase == REQ_DONE &&
+                    c->ex.resp_phase < RESP_BODY)
                     client__set_timer(c, TIMER_FIRST_BYTE);
             }
         }

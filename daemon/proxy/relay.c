@@ -105,7 +105,8 @@ static int resp_on_head(struct http1_parser *p)
     }
     /* An answer that comes before the whole request was read ends the connection (the rest of
      * the body cannot be told from a next request unless it is read through), and says so. */
-    if (!ex->keep_alive || !ex->req_done || !client__more_requests(c) || c->svc->proxy->stopping)
+    if (!ex->keep_alive || ex->req_phase != REQ_DONE || !client__more_requests(c) ||
+        c->svc->proxy->stopping)
         c->close_after = true;
     opts.close = c->close_after;
     attestation_header(c, extra, sizeof(extra));
@@ -127,7 +128,7 @@ static int resp_on_head(struct http1_parser *p)
      * sends it alone when none came. */
     ex->held = buf;
     ex->held_len = (size_t)n;
-    ex->resp_head_sent = true;
+    exchange__set_resp_phase(c, RESP_BODY);
     metrics_inc_requests(c->svc->metrics, status);
     return no_body ? HTTP1_CB_SKIP_BODY : HTTP1_CB_OK;
 }
@@ -156,7 +157,7 @@ static int resp_on_complete(struct http1_parser *p)
     struct client *c = p->data;
     if (p->ll.status_code < 200)
         return HTTP1_CB_OK; /* the final response follows */
-    c->ex.resp_done = true;
+    exchange__set_resp_phase(c, RESP_DONE);
     return HTTP1_CB_PAUSE;
 }
 
@@ -171,10 +172,13 @@ static void r_data(struct upstream *up, const char *data, size_t len, void *arg)
     enum http1_status st;
     size_t used = 0;
 
+    assert(ex->up == up && ex->resp_phase != RESP_DONE);
+
     /* The request head may be replayed no more: the upstream has answered. first_byte_timeout
      * runs on until the final response's head (resp_on_head): an interim 100 Continue does
      * not start the stream. */
-    ex->resp_started = true;
+    if (ex->resp_phase == RESP_NONE)
+        exchange__set_resp_phase(c, RESP_HEAD);
     client__touch_stream(c);
     st = http1_parser_execute(&ex->resp, data, len, &used);
     if (c->state == CLIENT_CLOSING || client__flush_held(c) < 0)
@@ -186,7 +190,7 @@ static void r_data(struct upstream *up, const char *data, size_t len, void *arg)
         acquire__upstream_failed(c, msg);
         return;
     }
-    if (ex->resp_done) {
+    if (ex->resp_phase == RESP_DONE) {
         exchange__finish(c, used == len);
         return;
     }
@@ -201,20 +205,24 @@ static void r_eof(struct upstream *up, void *arg)
     struct client *c = arg;
     struct exchange *ex = &c->ex;
     (void)up;
-    if (ex->resp_started && http1_parser_finish(&ex->resp) != HTTP1_ERROR && ex->resp_done) {
+    assert(ex->up == up);
+    if (ex->resp_phase != RESP_NONE && http1_parser_finish(&ex->resp) != HTTP1_ERROR &&
+        ex->resp_phase == RESP_DONE) {
         exchange__finish(c, false);
         return;
     }
     if (c->state == CLIENT_CLOSING)
         return;
     acquire__upstream_failed(
-        c, ex->resp_started ? "the upstream closed the connection before the response was complete"
-                            : "the upstream closed the connection without responding");
+        c, ex->resp_phase != RESP_NONE
+               ? "the upstream closed the connection before the response was complete"
+               : "the upstream closed the connection without responding");
 }
 
 static void r_error(struct upstream *up, const char *msg, void *arg)
 {
     (void)up;
+    assert(((struct client *)arg)->ex.up == up);
     acquire__upstream_failed(arg, msg);
 }
 
@@ -222,6 +230,7 @@ static void r_drain(struct upstream *up, void *arg)
 {
     struct client *c = arg;
     (void)up;
+    assert(c->ex.up == up);
     if (c->ex.body_blocked) {
         c->ex.body_blocked = false;
         client__touch_stream(c);
@@ -243,6 +252,9 @@ void relay__start(struct client *c, struct upstream *up)
     struct exchange *ex = &c->ex;
     int rc;
 
+    /* Ownership: the gate passed for this exchange a moment ago, over this connection. */
+    assert(c->state == CLIENT_CONNECTING && up->state == UP_BUSY);
+    assert(ex->up == NULL || ex->up == up);
     /* More of the body may have come while the connection was obtained. The connection
      * carried nothing of this request: it goes back to the pool. */
     ex->up = NULL;
@@ -273,17 +285,16 @@ void relay__start(struct client *c, struct upstream *up)
     ex->bytes_up += ex->up_head_len;
     metrics_add_bytes(c->svc->metrics, METRICS_DIR_TO_UPSTREAM, ex->up_head_len);
     upstream_set_handler(up, &relay_handler, c);
-    if (ex->expect_continue && !ex->req_done && ex->req_body_bytes == 0) {
+    if (ex->expect_continue && ex->req_phase != REQ_DONE && ex->req_body_bytes == 0) {
         uv_buf_t b = uv_buf_init((char *)CONTINUE_100, sizeof(CONTINUE_100) - 1);
         ex->expect_continue = false;
         if (client__write_parts(c, &b, 1) < 0)
             return;
         ex->bytes_down -= b.len; /* interim: not part of the response */
     }
-    client__set_timer(c, ex->req_done ? TIMER_FIRST_BYTE : TIMER_STREAM_IDLE);
-    if (c->req_paused && c->paused_at_head) {
+    client__set_timer(c, ex->req_phase == REQ_DONE ? TIMER_FIRST_BYTE : TIMER_STREAM_IDLE);
+    if (client__paused_at_head(c)) {
         c->req_paused = false;
-        c->paused_at_head = false;
         http1_parser_resume(&c->req);
     }
 }
