@@ -105,7 +105,7 @@ static void release(struct upstream *up)
     assert(up->state == UP_CLOSING && up->pending_closes > 0);
     if (--up->pending_closes > 0)
         return;
-    assert(!up->in_pool && !up->gai_active);
+    assert(!up->gai_active);
     if (up->h != NULL && up->h->on_closed != NULL)
         up->h->on_closed(up, up->arg);
     if (up->counted_open)
@@ -139,7 +139,7 @@ void upstream_close(struct upstream *up, const char *why)
         log_event(LOG_LEVEL_DEBUG, "upstream_close", "service", up->svc->name, "conn", id, "why",
                   why, NULL);
     }
-    if (up->in_pool)
+    if (up->state == UP_IDLE)
         pool_remove(up->svc, up);
     /* A close_notify is sent when the socket can take it at once; a peer that misses it sees
      * a TCP close, which TLS 1.2+ peers tolerate for HTTP (framing tells them the end). */

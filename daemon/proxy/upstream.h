@@ -111,8 +111,7 @@ struct upstream {
     char fail_msg[CONFIG_HOST_MAX + 256];
 
     struct upstream *prev, *next;           /* the service's list */
-    struct upstream *pool_prev, *pool_next; /* the pool (UP_IDLE only) */
-    bool in_pool;
+    struct upstream *pool_prev, *pool_next; /* the pool: linked exactly while UP_IDLE */
 };
 
 /**
