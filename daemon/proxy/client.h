@@ -71,7 +71,7 @@ void client_drain_listener(struct proxy_service *svc, uint64_t listener_id, cons
 void client_drain_all(struct proxy_service *svc);
 
 /* The service's warm attestation attempt ended (warm.c): requests that waited for it in
- * acquire() go on, finding its connection in the pool or opening their own. */
+ * acquire__upstream() go on, finding its connection in the pool or opening their own. */
 void client_warm_done(struct proxy_service *svc);
 void client_close_all(struct proxy_service *svc, const char *why);
 

@@ -106,12 +106,12 @@ struct exchange {
     uint64_t req_content_length;
     uint64_t req_body_bytes;
     char *up_head; /* the rewritten request head; kept for a retry until a response byte */
-    char *held;    /* the response head, held until body bytes join it (write_parts) */
+    char *held;    /* the response head, held until body bytes join it (client__write_parts) */
     size_t held_len;
     size_t up_head_len;
     enum req_phase req_phase;
     bool body_checked; /* the whole chunked body was in hand and valid before it went up */
-    size_t ahead_len;  /* input bytes the last look-ahead saw (body_valid_so_far) */
+    size_t ahead_len;  /* input bytes the last look-ahead saw (exchange__body_valid_so_far) */
     bool body_sent;    /* a request body byte went upstream: never replayed after that */
 
     enum acquire_step acquire;
@@ -152,7 +152,7 @@ struct client {
     bool overflow; /* refused beyond max_connections */
     bool counted;  /* counted in svc->n_clients */
 
-    char *in; /* CLIENT_INPUT_MAX bytes of unparsed input, lent only while needed (input_get) */
+    char *in; /* CLIENT_INPUT_MAX bytes of unparsed input, lent only while needed (bufcache) */
     size_t in_off, in_len;
     bool reading;
     bool peer_eof;
@@ -165,8 +165,8 @@ struct client {
      * at a head whose body follows while the request phase is REQ_BODY (relay__start()
      * resumes it), at the message end once it is REQ_DONE (the next exchange resumes it). */
     bool req_paused;
-    bool processing; /* inside process_input() */
-    bool again;      /* process_input() was asked for while running */
+    bool processing; /* inside exchange__process_input() */
+    bool again;      /* it was asked for while running */
     enum proxy_error pending_err;
 
     struct exchange ex;
