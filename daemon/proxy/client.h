@@ -2,7 +2,8 @@
  * One client connection: HTTP/1.1 from a local application, relayed request by request over an
  * attested upstream connection.
  *
- * States (client_set_state() logs every transition at debug level):
+ * States (client__set_state() logs every transition at debug level; the files that implement a
+ * connection and their internal interface: client_internal.h):
  *   HEAD        reading a request head (client_header_timeout; client_idle_timeout between
  *               keep-alive requests)
  *   CONNECTING  the head is valid; an upstream connection is being obtained: from the pool, or
@@ -70,12 +71,8 @@ void client_drain_listener(struct proxy_service *svc, uint64_t listener_id, cons
 void client_drain_all(struct proxy_service *svc);
 
 /* The service's warm attestation attempt ended (warm.c): requests that waited for it in
- * acquire() go on, finding its connection in the pool or opening their own. */
+ * acquire__upstream() go on, finding its connection in the pool or opening their own. */
 void client_warm_done(struct proxy_service *svc);
 void client_close_all(struct proxy_service *svc, const char *why);
-
-/** Frees the input buffers kept for reuse (when the proxy is freed). */
-struct proxy;
-void client_input_cache_free(struct proxy *p);
 
 #endif

@@ -98,6 +98,7 @@ static void on_purge_timer(uv_timer_t *t)
 
 static void unlink_up(struct pool *p, struct upstream *up)
 {
+    assert(up->state == UP_IDLE && p->n > 0);
     if (up->pool_prev != NULL)
         up->pool_prev->pool_next = up->pool_next;
     else
@@ -107,7 +108,6 @@ static void unlink_up(struct pool *p, struct upstream *up)
     else
         p->bottom = up->pool_prev;
     up->pool_prev = up->pool_next = NULL;
-    up->in_pool = false;
     p->n--;
 }
 
@@ -143,7 +143,10 @@ bool pool_put(struct proxy_service *svc, struct upstream *up)
     struct pool *p = &svc->pool;
     uint32_t max = svc->cfg->pool_max_idle;
 
-    if (max == 0 || svc->proxy->stopping || svc->removed || up->in_pool)
+    /* Ownership: a connection comes here from the end of an exchange or an attestation,
+     * never closing and never while another handler still expects its callbacks. */
+    assert(up->svc == svc && up->state == UP_UNVERIFIED);
+    if (max == 0 || svc->proxy->stopping || svc->removed || up->state == UP_IDLE)
         return false;
     /* A pin in its refresh window whose connections were all busy is re-attested over the
      * first one that goes idle, before a waiting request can take it again. */
@@ -161,7 +164,6 @@ bool pool_put(struct proxy_service *svc, struct upstream *up)
     p->top = up;
     if (p->bottom == NULL)
         p->bottom = up;
-    up->in_pool = true;
     p->n++;
     /* Reading goes on while idle so that a close by the enclave is noticed at once. Resuming
      * may deliver buffered bytes, which close the connection (idle_data); it is the pool's
@@ -175,6 +177,7 @@ bool pool_put(struct proxy_service *svc, struct upstream *up)
 
 static struct upstream *take(struct proxy_service *svc, struct upstream *up)
 {
+    assert(up->state == UP_IDLE);
     unlink_up(&svc->pool, up);
     upstream_set_deadline(up, 0);
     upstream_set_handler(up, NULL, NULL);
@@ -211,7 +214,7 @@ bool pool_has_pin(const struct proxy_service *svc, const uint8_t pin[PIN_LEN])
 
 void pool_remove(struct proxy_service *svc, struct upstream *up)
 {
-    if (up->in_pool)
+    if (up->state == UP_IDLE)
         unlink_up(&svc->pool, up);
 }
 

@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "base/metrics.h"
 #include "proxy/attest.h"
+#include "proxy/bufcache.h"
 #include "proxy/client.h"
 #include "proxy/listener.h"
 #include "proxy/pool.h"
@@ -52,7 +53,7 @@ static void free_proxy(struct proxy *p)
         s = next;
     }
     SSL_CTX_free(p->ssl_ctx);
-    client_input_cache_free(p);
+    bufcache_free(p);
     free(p->attest_once);
     free(p);
 }

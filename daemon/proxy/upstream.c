@@ -1,6 +1,7 @@
 #include "proxy/upstream.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,10 +35,27 @@ const char *upstream_state_name(enum upstream_state s)
     return (unsigned)s < sizeof(state_names) / sizeof(state_names[0]) ? state_names[s] : "?";
 }
 
+/* The legal transitions (upstream.h): the gate is the only way into UP_BUSY, attest.c's
+ * begin/end the only way through UP_ATTESTING, the pool the only way through UP_IDLE, and each
+ * of them starts from UP_UNVERIFIED; nothing leaves UP_CLOSING. */
+#define TO(s) (1u << (s))
+static const unsigned legal_next[] = {
+    [UP_CONNECTING] = TO(UP_HANDSHAKING) | TO(UP_CLOSING),
+    [UP_HANDSHAKING] = TO(UP_UNVERIFIED) | TO(UP_CLOSING),
+    [UP_UNVERIFIED] = TO(UP_ATTESTING) | TO(UP_BUSY) | TO(UP_IDLE) | TO(UP_CLOSING),
+    [UP_ATTESTING] = TO(UP_UNVERIFIED) | TO(UP_CLOSING),
+    [UP_BUSY] = TO(UP_UNVERIFIED) | TO(UP_CLOSING),
+    [UP_IDLE] = TO(UP_UNVERIFIED) | TO(UP_CLOSING),
+    [UP_CLOSING] = 0,
+};
+#undef TO
+
 static void set_state(struct upstream *up, enum upstream_state to)
 {
     if (up->state == to)
         return;
+    assert((unsigned)up->state < sizeof(legal_next) / sizeof(legal_next[0]));
+    assert(legal_next[up->state] & (1u << to));
     if (log_enabled(LOG_LEVEL_DEBUG)) {
         char id[24];
         snprintf(id, sizeof(id), "%llu", (unsigned long long)up->id);
@@ -84,8 +102,10 @@ static void release(struct upstream *up)
     struct proxy_service *svc = up->svc;
     struct proxy *p = svc->proxy;
 
+    assert(up->state == UP_CLOSING && up->pending_closes > 0);
     if (--up->pending_closes > 0)
         return;
+    assert(!up->gai_active);
     if (up->h != NULL && up->h->on_closed != NULL)
         up->h->on_closed(up, up->arg);
     if (up->counted_open)
@@ -119,7 +139,7 @@ void upstream_close(struct upstream *up, const char *why)
         log_event(LOG_LEVEL_DEBUG, "upstream_close", "service", up->svc->name, "conn", id, "why",
                   why, NULL);
     }
-    if (up->in_pool)
+    if (up->state == UP_IDLE)
         pool_remove(up->svc, up);
     /* A close_notify is sent when the socket can take it at once; a peer that misses it sees
      * a TCP close, which TLS 1.2+ peers tolerate for HTTP (framing tells them the end). */
@@ -156,6 +176,7 @@ static void on_written(uv_write_t *req, int status)
     struct write_req *w = (struct write_req *)req;
     struct upstream *up = w->up;
 
+    assert(up->write_queued >= w->len);
     up->write_queued -= w->len;
     free(w);
     if (up->state == UP_CLOSING)
@@ -250,6 +271,7 @@ int upstream_write(struct upstream *up, const char *data, size_t len)
             return rc;
     }
     if (len > 0) {
+        assert(up->out_len + len <= sizeof(up->outbuf));
         memcpy(up->outbuf + up->out_len, data, len);
         up->out_len += len;
     }
@@ -307,6 +329,7 @@ static void handshake_done(struct upstream *up)
                      cfg->binding == BINDING_BLINDAI;
     char id[24], hex[PIN_HEX_LEN + 1];
 
+    assert(up->state == UP_HANDSHAKING && !up->has_pin);
     deadline_set(&up->deadline, 0);
     if (tls_peer_pin(&up->tls, cert_hash, up->pin) < 0) {
         up->fail_result = METRICS_UPSTREAM_TLS_ERROR;
@@ -547,6 +570,7 @@ static void on_tcp_connect(uv_connect_t *req, int status)
         fail(up, "cannot create a TLS connection");
         return;
     }
+    assert(up->state == UP_CONNECTING);
     set_state(up, UP_HANDSHAKING);
     rc = uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
     if (rc < 0) {
@@ -666,24 +690,28 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
 
 /* ---- The gate and the exchange ------------------------------------------------------------ */
 
-int upstream_begin_exchange(struct upstream *up, uint64_t *retry_after_ms)
+enum gate_verdict upstream_begin_exchange(struct upstream *up, uint64_t *retry_after_ms)
 {
     const struct pin_entry *e;
+    /* Ownership: callers hand over a connection just connected, taken from the pool or just
+     * attested, which is UP_UNVERIFIED with its pin. The check stays for builds without
+     * asserts: the gate fails closed. */
+    assert(up->state == UP_UNVERIFIED && up->has_pin);
     if (up->state != UP_UNVERIFIED || !up->has_pin)
-        return -EINVAL;
+        return GATE_BAD_STATE;
     if (up->gen != up->svc->upstream_gen)
-        return -ESTALE;
+        return GATE_STALE;
     switch (pinset_lookup_fresh(&up->svc->pins, up->pin, uv_now(up->tcp.loop), retry_after_ms,
                                 &e)) {
     case PIN_FRESH:
         break;
     case PIN_UNKNOWN:
-        return -ENOKEY;
+        return GATE_ATTEST;
     case PIN_EXPIRED:
-        return -EKEYEXPIRED;
+        return GATE_REATTEST;
     case PIN_NEGATIVE:
     default:
-        return -EKEYREJECTED;
+        return GATE_REFUSED;
     }
     /* The facts of the attestation that admits this exchange (about 1.7 KiB): copied when the
      * entry was written since the last exchange of this connection, not for every request. */
@@ -694,11 +722,14 @@ int upstream_begin_exchange(struct upstream *up, uint64_t *retry_after_ms)
     }
     up->exchanges++;
     set_state(up, UP_BUSY);
-    return 0;
+    return GATE_PASS;
 }
 
 void upstream_end_exchange(struct upstream *up, bool reusable)
 {
+    /* Ownership: only the exchange the gate admitted ends it, and it may have been cut from
+     * outside meanwhile (then closing, and nothing is left to do). */
+    assert(up->state == UP_BUSY || up->state == UP_CLOSING);
     if (up->state != UP_BUSY)
         return;
     upstream_set_deadline(up, 0);
@@ -730,6 +761,7 @@ void upstream_end_attestation(struct upstream *up)
 
 void upstream__set_idle(struct upstream *up, bool idle)
 {
+    assert(idle ? up->state == UP_UNVERIFIED : up->state == UP_IDLE);
     set_state(up, idle ? UP_IDLE : UP_UNVERIFIED);
 }
 

@@ -111,8 +111,7 @@ struct upstream {
     char fail_msg[CONFIG_HOST_MAX + 256];
 
     struct upstream *prev, *next;           /* the service's list */
-    struct upstream *pool_prev, *pool_next; /* the pool (UP_IDLE only) */
-    bool in_pool;
+    struct upstream *pool_prev, *pool_next; /* the pool: linked exactly while UP_IDLE */
 };
 
 /**
@@ -126,15 +125,24 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
 /** Makes `h`/`arg` the receiver of the connection's callbacks. */
 void upstream_set_handler(struct upstream *up, const struct upstream_handler *h, void *arg);
 
+/* The gate's verdict on one connection (upstream_begin_exchange()). */
+enum gate_verdict {
+    GATE_PASS = 0,  /* the pin is attested and fresh: the connection is UP_BUSY now */
+    GATE_ATTEST,    /* the pin was never attested: attest over this connection first */
+    GATE_REATTEST,  /* the pin's attestation expired: re-attest over this connection first */
+    GATE_REFUSED,   /* the pin is negative-cached (`*retry_after_ms` says for how long) */
+    GATE_STALE,     /* opened before a reload changed the upstream, the evidence profile or the
+                     * trust root: it may lead to the old enclave (close it, use a new one) */
+    GATE_BAD_STATE, /* not UP_UNVERIFIED with a pin: a caller's mistake, refused all the same */
+};
+
 /**
- * THE GATE (see above). Returns 0 and enters UP_BUSY when the pin is attested and fresh now;
- * otherwise returns -ENOKEY (unknown, attest first), -EKEYEXPIRED (re-attest first) or
- * -EKEYREJECTED (negative-cached; `*retry_after_ms` says for how long); -ESTALE when the
- * connection was opened before a reload changed the upstream, the evidence profile or the
- * trust root (it may lead to the old enclave: close it, use a new one). Only from
- * UP_UNVERIFIED; -EINVAL otherwise.
+ * THE GATE (see above). Returns GATE_PASS and enters UP_BUSY when the pin is attested and fresh
+ * now; otherwise the connection stays UP_UNVERIFIED and the verdict says why (enum
+ * gate_verdict). Only from UP_UNVERIFIED (asserted; GATE_BAD_STATE when asserts are compiled
+ * out). No callback fires.
  */
-int upstream_begin_exchange(struct upstream *up, uint64_t *retry_after_ms);
+enum gate_verdict upstream_begin_exchange(struct upstream *up, uint64_t *retry_after_ms);
 
 /** Ends the exchange: back to the pool when `reusable` (and the pool takes it), else closed. */
 void upstream_end_exchange(struct upstream *up, bool reusable);

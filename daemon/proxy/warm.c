@@ -20,11 +20,26 @@ static const char *const state_names[] = {
     [WARM_BACKOFF] = "backoff",
 };
 
+/* The legal transitions: an attempt goes idle -> connecting -> attesting and ends in idle
+ * (success, or nothing more wanted) or backoff (failure); a back-off ends in idle; idle may
+ * wait in backoff before an attempt (not_before). */
+#define TO(s) (1u << (s))
+static const unsigned legal_next[] = {
+    [WARM_IDLE] = TO(WARM_CONNECTING) | TO(WARM_BACKOFF),
+    [WARM_CONNECTING] = TO(WARM_ATTESTING) | TO(WARM_IDLE) | TO(WARM_BACKOFF),
+    [WARM_ATTESTING] = TO(WARM_IDLE) | TO(WARM_BACKOFF),
+    [WARM_BACKOFF] = TO(WARM_IDLE),
+};
+#undef TO
+
 static void set_state(struct proxy_service *svc, enum warm_state to)
 {
     struct warm *w = &svc->warm;
     if (w->state == to)
         return;
+    assert(legal_next[w->state] & (1u << to));
+    /* The attempt's connection is held exactly while connecting or attesting. */
+    assert(to == WARM_CONNECTING || to == WARM_ATTESTING || w->up == NULL);
     log_event(LOG_LEVEL_DEBUG, "warm_state", "service", svc->name, "from", state_names[w->state],
               "to", state_names[to], NULL);
     w->state = to;

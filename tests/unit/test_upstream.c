@@ -6,7 +6,8 @@
  * into a uv_tcp_t on a real loop, and a finished TLS handshake with an in-process OpenSSL
  * server, so that an allowed write can be followed to the server's plaintext and a refused one
  * shown to have left no byte anywhere. Also upstream_input_pending(), which attest.c asks before
- * handing a freshly attested connection to a request.
+ * handing a freshly attested connection to a request, and the verdicts of the gate,
+ * upstream_begin_exchange(), for each state of the connection's pin.
  */
 #include <errno.h>
 #include <poll.h>
@@ -26,6 +27,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "proxy/pinset.h"
+#include "proxy/proxy_internal.h"
 #include "proxy/tls.h"
 #include "proxy/upstream.h"
 
@@ -310,12 +313,75 @@ static void test_input_pending(void **state)
     harness_free(h);
 }
 
+/* The gate, upstream_begin_exchange(): GATE_PASS (and UP_BUSY, with the facts of the admitting
+ * attestation) only for a pin attested and fresh at that moment; for any other pin the
+ * connection stays UP_UNVERIFIED and the verdict says what to do: attest (unknown), re-attest
+ * (expired), refuse (negative-cached, for how long), or drop it (opened before the upstream
+ * settings changed, whatever its pin). */
+static void test_gate_verdicts(void **state)
+{
+    struct harness *h = harness_new(UP_UNVERIFIED);
+    struct proxy_service *svc = calloc(1, sizeof(*svc));
+    const int64_t wall = 1700000000000LL;
+    struct pin_info info;
+    uint64_t now, retry = 0;
+    (void)state;
+    assert_non_null(svc);
+    pinset_init(&svc->pins);
+    h->up->svc = svc;
+    h->up->has_pin = true;
+    memset(h->up->pin, 0xa5, PIN_LEN);
+    memset(&info, 0, sizeof(info));
+    info.leaf_not_after_ms = wall + 24LL * 3600 * 1000;
+    now = uv_now(&h->loop);
+    assert_true(now > 120000);
+
+    assert_int_equal(upstream_begin_exchange(h->up, &retry), GATE_ATTEST);
+    assert_int_equal(h->up->state, UP_UNVERIFIED);
+
+    pinset_add_negative(&svc->pins, h->up->pin, now, 5000);
+    assert_int_equal(upstream_begin_exchange(h->up, &retry), GATE_REFUSED);
+    assert_int_equal(retry, 5000);
+    assert_int_equal(h->up->state, UP_UNVERIFIED);
+
+    /* Attested 2 min ago for 1 min: expired now. */
+    assert_int_equal(pinset_add(&svc->pins, h->up->pin, &info, now - 120000, wall, 60000, 0), 0);
+    assert_int_equal(upstream_begin_exchange(h->up, &retry), GATE_REATTEST);
+    assert_int_equal(h->up->state, UP_UNVERIFIED);
+    assert_false(h->up->has_info);
+
+    /* Another enclave's key is fresh: this connection's is still expired. */
+    {
+        uint8_t other[PIN_LEN];
+        memset(other, 0x5a, PIN_LEN);
+        assert_int_equal(pinset_add(&svc->pins, other, &info, now, wall, 60000, 0), 0);
+        assert_int_equal(upstream_begin_exchange(h->up, &retry), GATE_REATTEST);
+    }
+
+    /* Opened before a reload moved the upstream: never passes, fresh pin or not. */
+    assert_int_equal(pinset_add(&svc->pins, h->up->pin, &info, now, wall, 60000, 0), 0);
+    svc->upstream_gen++;
+    assert_int_equal(upstream_begin_exchange(h->up, &retry), GATE_STALE);
+    assert_int_equal(h->up->state, UP_UNVERIFIED);
+    h->up->gen = svc->upstream_gen;
+
+    assert_int_equal(upstream_begin_exchange(h->up, &retry), GATE_PASS);
+    assert_int_equal(h->up->state, UP_BUSY);
+    assert_true(h->up->has_info);
+    assert_int_equal(h->up->info_serial, pinset_find(&svc->pins, h->up->pin)->serial);
+    assert_int_equal(h->up->exchanges, 1);
+
+    free(svc);
+    harness_free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_refused_outside_busy_and_attesting),
         cmocka_unit_test(test_write_allowed_in_busy_and_attesting),
         cmocka_unit_test(test_input_pending),
+        cmocka_unit_test(test_gate_verdicts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
