@@ -6,7 +6,9 @@
 #include <string.h>
 
 #include "build_config.h"
+#include "app/audit_cmd.h"
 #include "app/daemon.h"
+#include "app/policy_cmd.h"
 #include "app/verify_cmd.h"
 #include "base/config.h"
 #include "ops/health_cmd.h"
@@ -26,6 +28,8 @@ static const char usage_main[] =
     "  verify [OPTIONS] FILE    check one attestation document offline\n"
     "  attest [-c FILE] SERVICE connect once to SERVICE's enclave, attest it, print the result\n"
     "  health [-c FILE] [--live] ask the running daemon's admin API: exit 0 if ready (alive)\n"
+    "  policy keygen|sign|verify|show  signing keys and signed policy bundles\n"
+    "  audit verify FILE...     check the audit log's hash chain (and archived documents)\n"
     "  help [COMMAND]           show help for a command\n"
     "\n"
     "Options:\n"
@@ -205,11 +209,10 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"run", cmd_run, usage_run},
-    {"check-config", cmd_check_config, usage_check},
-    {"verify", verify_cmd_main, NULL},
-    {"attest", cmd_attest, usage_attest},
-    {"health", health_cmd_main, NULL},
+    {"run", cmd_run, usage_run},       {"check-config", cmd_check_config, usage_check},
+    {"verify", verify_cmd_main, NULL}, {"attest", cmd_attest, usage_attest},
+    {"health", health_cmd_main, NULL}, {"policy", policy_cmd_main, NULL},
+    {"audit", audit_cmd_main, NULL},
 };
 
 static const struct command *find_command(const char *name)

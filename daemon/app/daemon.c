@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "app/bundles.h"
+#include "base/audit.h"
 #include "base/clock.h"
 #include "base/hex.h"
 #include "build_config.h"
@@ -151,6 +153,17 @@ static void on_sighup(uv_signal_t *h, int signum)
         reload_with_notify(d);
 }
 
+/* One "reload" record in the audit log. */
+static void audit_reload(struct daemon *d, const char *result, const char *error)
+{
+    json_t *f = json_pack("{s:s,s:s,s:I}", "result", result, "config", d->cfg->path, "generation",
+                          (json_int_t)d->generation);
+    if (error != NULL)
+        json_object_set_new(f, "error", json_string(error));
+    audit_append(d->audit, "reload", f);
+    json_decref(f);
+}
+
 static void on_policy_file_changed(void *arg)
 {
     struct daemon *d = arg;
@@ -172,9 +185,15 @@ int daemon_reload(struct daemon *d)
 
     log_event(LOG_LEVEL_INFO, "reload_begin", "config", d->cfg->path, NULL);
     rc = config_load(d->cfg->path, &fresh, err, sizeof(err));
+    /* Signed policy bundles: a refused one keeps the bundle in force (bundles.h). */
+    if (rc == 0)
+        rc = bundles_apply(fresh, d->cfg, d->metrics, d->audit, clock_wall_ms(), 0, err,
+                           sizeof(err));
     if (rc < 0) {
         log_event(LOG_LEVEL_ERROR, "reload_rejected", "config", d->cfg->path, "error", err,
                   "action", "keeping the running configuration", NULL);
+        audit_reload(d, "rejected", err);
+        config_free(fresh);
         return rc;
     }
     /* The trust anchor is read afresh on every reload, so that replacing the file behind an
@@ -186,6 +205,7 @@ int daemon_reload(struct daemon *d)
     if (rc < 0) {
         log_event(LOG_LEVEL_ERROR, "reload_rejected", "config", d->cfg->path, "error", err,
                   "action", "keeping the running configuration", NULL);
+        audit_reload(d, "rejected", err);
         verifier_free(v);
         config_free(fresh);
         return rc;
@@ -214,6 +234,7 @@ int daemon_reload(struct daemon *d)
         config_free(old);
     snprintf(gen, sizeof(gen), "%llu", (unsigned long long)d->generation);
     log_event(LOG_LEVEL_INFO, "reload_applied", "config", d->cfg->path, "generation", gen, NULL);
+    audit_reload(d, "applied", NULL);
     return 0;
 }
 
@@ -347,9 +368,10 @@ static void raise_fd_limit(const struct config *cfg)
                   NULL);
 }
 
-/* What `run` and `attest` share: configuration, logging, the trust root, metrics and the loop.
- * Returns 0, or the exit code after undoing what was done. */
-static int daemon_open(struct daemon *d, const char *config_path)
+/* What `run` and `attest` share: configuration, logging, the trust root, metrics, the policy
+ * bundles and the loop; `run` also opens the audit log (`with_audit`). Returns 0, or the exit
+ * code after undoing what was done. */
+static int daemon_open(struct daemon *d, const char *config_path, bool with_audit)
 {
     char err[CONFIG_ERROR_MAX];
     struct sigaction sa;
@@ -386,13 +408,39 @@ static int daemon_open(struct daemon *d, const char *config_path)
         log_event(LOG_LEVEL_ERROR, "start_failed", "error", "out of memory", NULL);
         goto out_free_verifier;
     }
+    if (with_audit && d->cfg->daemon.audit_log[0] != '\0') {
+        struct audit_options ao = {
+            .path = d->cfg->daemon.audit_log,
+            .max_bytes = d->cfg->daemon.audit_max_bytes,
+            .fsync = d->cfg->daemon.audit_fsync,
+            .archive_dir = d->cfg->daemon.audit_archive,
+            .archive_max_bytes = d->cfg->daemon.audit_archive_max_bytes,
+        };
+        if (audit_open(&ao, &d->audit, err, sizeof(err)) < 0) {
+            log_event(LOG_LEVEL_ERROR, "audit_log_failed", "error", err, NULL);
+            goto out_free_metrics;
+        }
+    }
+    /* A bundle that is refused at start, with no valid one in force, stops the start like an
+     * invalid configuration: exit 2, the file and the reason in the log. */
+    if (bundles_apply(d->cfg, NULL, d->metrics, d->audit, clock_wall_ms(), 0, err, sizeof(err)) <
+        0) {
+        log_event(LOG_LEVEL_ERROR, "config_invalid", "error", err, NULL);
+        audit_close(d->audit);
+        metrics_free(d->metrics);
+        verifier_free(d->verifier);
+        config_free(d->cfg);
+        return EXIT_USAGE;
+    }
     rc = uv_loop_init(&d->loop);
     if (rc < 0) {
         log_event(LOG_LEVEL_ERROR, "start_failed", "error", uv_strerror(rc), NULL);
-        goto out_free_metrics;
+        goto out_free_audit;
     }
     return 0;
 
+out_free_audit:
+    audit_close(d->audit);
 out_free_metrics:
     metrics_free(d->metrics);
 out_free_verifier:
@@ -415,6 +463,7 @@ static int daemon_close(struct daemon *d)
         log_event(LOG_LEVEL_ERROR, "loop_close_failed", "error", uv_strerror(rc), NULL);
         d->exit_code = EXIT_RUNTIME;
     }
+    audit_close(d->audit);
     metrics_free(d->metrics);
     verifier_free(d->verifier);
     config_free(d->cfg);
@@ -438,6 +487,7 @@ static void proxy_env_init(struct daemon *d, struct proxy_env *env)
     env->lfds = &d->lfds;
     env->ctx = d;
     env->status_changed = on_status_changed;
+    env->audit = d->audit;
 }
 
 static void on_proxy_closed(void *ctx)
@@ -451,7 +501,7 @@ int daemon_run(const char *config_path)
     struct proxy_env env;
     struct daemon d;
     char nsvc[16];
-    int rc = daemon_open(&d, config_path);
+    int rc = daemon_open(&d, config_path, true);
 
     if (rc != 0)
         return rc;
@@ -573,7 +623,7 @@ int daemon_attest(const char *config_path, const char *service)
 {
     struct proxy_env env;
     struct daemon d;
-    int rc = daemon_open(&d, config_path);
+    int rc = daemon_open(&d, config_path, false);
 
     if (rc != 0)
         return rc;

@@ -24,6 +24,7 @@ struct proxy;
 struct watch;
 struct metrics;
 struct admin;
+struct audit;
 
 struct daemon {
     uv_loop_t loop;
@@ -37,6 +38,7 @@ struct daemon {
     uv_signal_t sig_hup;
     struct metrics *metrics; /* counters for /metrics, updated by every layer */
     struct admin *admin;     /* admin API listener, or NULL when admin_listen is unset */
+    struct audit *audit;     /* the audit log, or NULL when audit_log is unset */
     struct sdnotify sn;      /* systemd notifications and watchdog */
     struct listenfds lfds;   /* sockets passed by systemd socket activation */
     bool listening;          /* every listener is up */

@@ -406,8 +406,23 @@ static void finish_service(struct load_ctx *ctx, struct service_config *svc)
         }
     }
 
-    /* Policy: inline or from a file, never both, never empty. */
-    if (svc->policy_file[0] != '\0') {
+    /* Policy: inline, from a file or from a signed bundle, only one, never empty. A bundle is
+     * read, verified and applied by the daemon (app/bundles.c): this floor has no verifier. */
+    if (svc->policy_bundle[0] != '\0') {
+        if (svc->policy_file[0] != '\0' || svc->policy.n_sets > 0 ||
+            was_set(ctx, svc, "allow_debug")) {
+            load_error(ctx,
+                       "service '%s': policy_bundle replaces policy_file, inline measurement and "
+                       "allow_debug; set one or the other",
+                       svc->name);
+            return;
+        }
+        if (ctx->cfg->daemon.n_policy_keys == 0) {
+            load_error(ctx, "service '%s': policy_bundle needs at least one policy_key in [daemon]",
+                       svc->name);
+            return;
+        }
+    } else if (svc->policy_file[0] != '\0') {
         if (svc->policy.n_sets > 0 || was_set(ctx, svc, "allow_debug")) {
             load_error(ctx,
                        "service '%s': policy_file replaces inline measurement and allow_debug; "

@@ -47,6 +47,13 @@ enum binding_mode {
     BINDING_NONE,            /* offline `verify` only: no peer to bind to */
 };
 
+/* When the audit log is forced to disk (docs/operations.md, "The audit log"). */
+enum audit_fsync_mode {
+    AUDIT_FSYNC_RECORD = 0, /* fsync after every record */
+    AUDIT_FSYNC_INTERVAL,   /* fsync when the last one is older than 1 s, and at close */
+    AUDIT_FSYNC_NONE,       /* leave it to the kernel */
+};
+
 enum nonce_placement {
     NONCE_QUERY = 0, /* ?nonce=<lowercase hex> appended to the evidence path */
     NONCE_NONE,      /* no nonce: freshness rests on max_age alone */
@@ -110,8 +117,13 @@ struct service_config {
     uint64_t negative_cache_ms;        /* how long a failed pin is refused without retrying */
     bool warm_attestation; /* attest at start and keep a fresh pin without traffic (warm.c) */
     char policy_file[CONFIG_PATH_MAX]; /* "" = measurement sets are inline */
-    bool watch_policy;                 /* reload when policy_file changes on disk */
+    char policy_bundle[CONFIG_PATH_MAX]; /* "" = no signed bundle (docs/policy-bundles.md) */
+    uint64_t policy_expiry_grace_ms;     /* attestations continue this long past expires */
+    bool watch_policy;                   /* reload when policy_file or policy_bundle changes */
     struct policy policy;              /* measurement sets, allow_debug, max_age, skew */
+    /* Where the policy came from when policy_bundle is set: filled by the daemon
+     * (app/bundles.c) after the bundle was accepted, not by config_load(). */
+    struct policy_bundle_info bundle;
 };
 
 struct daemon_config {
@@ -124,6 +136,14 @@ struct daemon_config {
     bool ready_requires_attestation;
     uint32_t batch_wait_us; /* see proxy.c on_loop_pass() */
     uint32_t busy_poll_us;  /* see proxy.c on_loop_pass() */
+    struct policy_key policy_keys[POLICY_MAX_KEYS]; /* keys trusted to sign policy bundles */
+    size_t n_policy_keys;
+    char state_dir[CONFIG_PATH_MAX]; /* the last accepted bundle of each service */
+    char audit_log[CONFIG_PATH_MAX]; /* "" = no audit log */
+    uint64_t audit_max_bytes;        /* rotate beyond this; 0 = never */
+    enum audit_fsync_mode audit_fsync;
+    char audit_archive[CONFIG_PATH_MAX]; /* "" = verified documents are not kept */
+    uint64_t audit_archive_max_bytes;
 };
 
 struct config {
@@ -175,6 +195,15 @@ int config_parse_bool(const char *s, bool *out);        /* yes/no, true/false, o
 int config_parse_listen(const char *s,
                         struct listen_addr *out); /* host:port, [v6]:port, unix:PATH */
 int config_parse_measurement(const char *s, struct measurement_set *out); /* "pcr0=HEX pcr8=HEX" */
+
+/**
+ * Parses "NAME:KEY", KEY being the base64 of a 32-byte Ed25519 public key or the absolute path
+ * of a PEM public key file. 0, or -EINVAL with the reason in `why`.
+ */
+int config_parse_policy_key(const char *s, struct policy_key *out, char *why, size_t cap);
+
+/** "record", "interval", "none". */
+const char *config_audit_fsync_name(enum audit_fsync_mode m);
 
 /** True for Unix sockets and for TCP addresses in 127.0.0.0/8 or ::1. */
 bool config_listen_is_loopback(const struct listen_addr *a);

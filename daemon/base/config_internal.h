@@ -39,6 +39,8 @@ enum value_type {
     T_UPSTREAM,    /* host:port */
     T_MEASUREMENT, /* repeatable measurement set */
     T_TOKEN_FILE,  /* reads the token from a file */
+    T_POLICY_KEY,  /* repeatable NAME:KEY, into daemon_config.policy_keys */
+    T_AUDIT_FSYNC, /* record | interval | none */
 };
 
 #define KEY_REQUIRED 0x1u

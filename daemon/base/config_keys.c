@@ -33,6 +33,23 @@ const struct key_def config__keys[] = {
     {"busy_poll_us", SEC_DAEMON, T_U32, D(busy_poll_us), 0, 1000, "0", 0,
      "microseconds a loop pass that handled a read keeps polling without sleeping, so that the "
      "next event finds the daemon awake: lower latency at light load for more CPU; 0 = never"},
+    {"policy_key", SEC_DAEMON, T_POLICY_KEY, D(policy_keys), 0, 0, NULL, KEY_REPEAT,
+     "a key trusted to sign policy bundles, NAME:KEY (KEY: base64 Ed25519 public key, or the "
+     "absolute path of a PEM public key); several overlap during a key rotation"},
+    {"state_dir", SEC_DAEMON, T_STRING, D(state_dir), 0, 0, "/var/lib/attestproxy", 0,
+     "directory keeping the last accepted policy bundle of each service (anti-rollback across "
+     "restarts)"},
+    {"audit_log", SEC_DAEMON, T_STRING, D(audit_log), 0, 0, NULL, 0,
+     "append-only, hash-chained JSON lines file of verdicts, policy changes, pin cuts and "
+     "reloads; unset = none"},
+    {"audit_max_bytes", SEC_DAEMON, T_SIZE, D(audit_max_bytes), 0, UINT64_MAX, "64m", 0,
+     "rotate the audit log (to FILE.1, FILE.2, ...) before it grows past this; 0 = never"},
+    {"audit_fsync", SEC_DAEMON, T_AUDIT_FSYNC, D(audit_fsync), 0, 0, "record", 0,
+     "record | interval | none: fsync after every audit record, at most once a second, or never"},
+    {"audit_archive", SEC_DAEMON, T_STRING, D(audit_archive), 0, 0, NULL, 0,
+     "directory keeping each verified evidence document once, named by its SHA-256; unset = none"},
+    {"audit_archive_max_bytes", SEC_DAEMON, T_SIZE, D(audit_archive_max_bytes), 0, UINT64_MAX,
+     "256m", 0, "the archive's size bound; the oldest documents are removed beyond it"},
 
     /* [service NAME]: client side */
     {"listen", SEC_SERVICE, T_LISTEN, S(listen), 0, 0, NULL, KEY_REQUIRED | KEY_REPEAT,
@@ -125,8 +142,13 @@ const struct key_def config__keys[] = {
      "accept debug-mode enclaves (PCR0..2 all zero); logs a warning at every attestation"},
     {"policy_file", SEC_SERVICE, T_STRING, S(policy_file), 0, 0, NULL, 0,
      "file with a [policy] section (measurement, allow_debug) used instead of inline keys"},
+    {"policy_bundle", SEC_SERVICE, T_STRING, S(policy_bundle), 0, 0, NULL, 0,
+     "signed policy bundle used instead of inline keys or policy_file (docs/policy-bundles.md); "
+     "needs a policy_key in [daemon]"},
+    {"policy_expiry_grace", SEC_SERVICE, T_DURATION, S(policy_expiry_grace_ms), 0, 30 * DAY, "0", 0,
+     "how long past its expires line a policy bundle still admits new attestations"},
     {"watch_policy", SEC_SERVICE, T_BOOL, S(watch_policy), 0, 0, "yes", 0,
-     "reload when policy_file changes on disk"},
+     "reload when policy_file or policy_bundle changes on disk"},
 
     /* [policy] in a policy file */
     {"measurement", SEC_POLICY, T_MEASUREMENT, 0, sizeof(struct policy), 0, 0, NULL, KEY_REPEAT,

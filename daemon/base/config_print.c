@@ -9,6 +9,8 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 static void print_duration(FILE *out, uint64_t ms)
 {
     static const struct {
@@ -163,8 +165,27 @@ static void print_key(FILE *out, const struct key_def *k, const void *base)
             fprintf(out, "%s = %s:%u\n", k->name, svc->upstream_host, svc->upstream_port);
         break;
     }
+    case T_POLICY_KEY: {
+        const struct daemon_config *d = base;
+        if (d->n_policy_keys == 0)
+            fprintf(out, "# %s is not set\n", k->name);
+        for (size_t i = 0; i < d->n_policy_keys; i++) {
+            char b64[48];
+            EVP_EncodeBlock((unsigned char *)b64, d->policy_keys[i].pub, POLICY_KEY_LEN);
+            fprintf(out, "%s = %s:%s\n", k->name, d->policy_keys[i].name, b64);
+        }
+        break;
+    }
+    case T_AUDIT_FSYNC:
+        fprintf(out, "%s = %s\n", k->name,
+                config_audit_fsync_name(*(const enum audit_fsync_mode *)field));
+        break;
     case T_MEASUREMENT: {
         const struct service_config *svc = base;
+        if (svc->policy_bundle[0] != '\0') {
+            fprintf(out, "# measurement sets from policy_bundle\n");
+            break;
+        }
         if (svc->policy_file[0] != '\0') {
             fprintf(out, "# %zu measurement set(s) from policy_file\n", svc->policy.n_sets);
             break;
@@ -193,6 +214,10 @@ void config_print(const struct config *cfg, FILE *out)
             if (config__keys[i].section != SEC_SERVICE)
                 continue;
             /* allow_debug and measurement come from policy_file when one is set. */
+            if (svc->policy_bundle[0] != '\0' && strcmp(config__keys[i].name, "allow_debug") == 0) {
+                fprintf(out, "# allow_debug from policy_bundle\n");
+                continue;
+            }
             if (svc->policy_file[0] != '\0' && strcmp(config__keys[i].name, "allow_debug") == 0) {
                 fprintf(out, "# allow_debug = %s (from policy_file)\n",
                         svc->policy.allow_debug ? "yes" : "no");

@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
 int config__parse_u64(const char *s, const char **end, uint64_t *out)
 {
     uint64_t v = 0;
@@ -250,6 +253,91 @@ out_close:
     return rc;
 }
 
+static const char *const fsync_names[] = {
+    [AUDIT_FSYNC_RECORD] = "record",
+    [AUDIT_FSYNC_INTERVAL] = "interval",
+    [AUDIT_FSYNC_NONE] = "none",
+};
+
+const char *config_audit_fsync_name(enum audit_fsync_mode m)
+{
+    if ((unsigned)m >= sizeof(fsync_names) / sizeof(fsync_names[0]))
+        return "unknown";
+    return fsync_names[m];
+}
+
+/* A key name as signed notes allow it, minus ':' (it ends the name here). */
+static bool key_name_ok(const char *s, size_t n)
+{
+    if (n == 0 || n >= POLICY_KEY_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f || c == '+' || c == ':')
+            return false;
+    }
+    return true;
+}
+
+/* The raw Ed25519 public key of a PEM file. */
+static int read_pem_key(const char *path, uint8_t pub[POLICY_KEY_LEN], char *why, size_t cap)
+{
+    FILE *fp = fopen(path, "re");
+    EVP_PKEY *pk = NULL;
+    size_t len = POLICY_KEY_LEN;
+    int rc = -EINVAL;
+    if (fp == NULL) {
+        snprintf(why, cap, "%s: %s", path, strerror(errno));
+        return -EINVAL;
+    }
+    pk = PEM_read_PUBKEY(fp, NULL, NULL, NULL);
+    fclose(fp);
+    if (pk == NULL || EVP_PKEY_get_id(pk) != EVP_PKEY_ED25519 ||
+        EVP_PKEY_get_raw_public_key(pk, pub, &len) != 1 || len != POLICY_KEY_LEN)
+        snprintf(why, cap, "%s: not a PEM Ed25519 public key", path);
+    else
+        rc = 0;
+    EVP_PKEY_free(pk);
+    return rc;
+}
+
+int config_parse_policy_key(const char *s, struct policy_key *out, char *why, size_t cap)
+{
+    const char *colon = strchr(s, ':');
+    const char *key;
+    size_t klen;
+    memset(out, 0, sizeof(*out));
+    if (colon == NULL || !key_name_ok(s, (size_t)(colon - s))) {
+        snprintf(why, cap,
+                 "expected NAME:KEY (NAME: 1-63 printable characters without space, "
+                 "'+' or ':')");
+        return -EINVAL;
+    }
+    memcpy(out->name, s, (size_t)(colon - s));
+    key = colon + 1;
+    klen = strlen(key);
+    /* 44 characters of base64 ending in one '=' are 32 bytes: a key, not a path. */
+    if (klen == 44 && key[43] == '=' && key[42] != '=') {
+        uint8_t buf[33];
+        bool ok = true;
+        for (size_t i = 0; i < 43; i++) {
+            char c = key[i];
+            ok = ok && (isalnum((unsigned char)c) || c == '+' || c == '/');
+        }
+        if (ok && EVP_DecodeBlock(buf, (const unsigned char *)key, 44) == 33) {
+            memcpy(out->pub, buf, POLICY_KEY_LEN);
+            return 0;
+        }
+    }
+    if (key[0] != '/') {
+        snprintf(why, cap,
+                 "KEY must be the base64 of a 32-byte Ed25519 public key or an "
+                 "absolute path to a PEM public key");
+        return -EINVAL;
+    }
+    return read_pem_key(key, out->pub, why, cap);
+}
+
 int config__set_value(const struct key_def *k, void *base, const char *value, char *why,
                       size_t whycap)
 {
@@ -441,6 +529,33 @@ int config__set_value(const struct key_def *k, void *base, const char *value, ch
         }
         return 0;
     }
+    case T_POLICY_KEY: {
+        struct daemon_config *d = base;
+        if (d->n_policy_keys == POLICY_MAX_KEYS) {
+            snprintf(why, whycap, "at most %d policy keys", POLICY_MAX_KEYS);
+            return -EINVAL;
+        }
+        rc = config_parse_policy_key(value, &d->policy_keys[d->n_policy_keys], why, whycap);
+        if (rc < 0)
+            return rc;
+        for (size_t i = 0; i < d->n_policy_keys; i++) {
+            if (strcmp(d->policy_keys[i].name, d->policy_keys[d->n_policy_keys].name) == 0) {
+                snprintf(why, whycap, "key name '%s' given twice", d->policy_keys[i].name);
+                return -EINVAL;
+            }
+        }
+        d->n_policy_keys++;
+        return 0;
+    }
+    case T_AUDIT_FSYNC:
+        for (unsigned i = 0; i < sizeof(fsync_names) / sizeof(fsync_names[0]); i++) {
+            if (strcmp(value, fsync_names[i]) == 0) {
+                *(enum audit_fsync_mode *)field = (enum audit_fsync_mode)i;
+                return 0;
+            }
+        }
+        snprintf(why, whycap, "expected record, interval or none");
+        return -EINVAL;
     case T_MEASUREMENT: {
         struct policy *pol = field;
         if (pol->n_sets == POLICY_MAX_SETS) {

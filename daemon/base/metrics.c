@@ -33,6 +33,7 @@ struct metrics_service {
     uint64_t bytes[METRICS_DIR_COUNT_];
     uint64_t enforcement[METRICS_ENFORCE_EVENT_COUNT_][METRICS_ENFORCE_REASON_COUNT_];
     int64_t client_open;
+    uint64_t bundle_refused[METRICS_REASONS_MAX]; /* by interned reason */
 };
 
 struct metrics {
@@ -180,6 +181,12 @@ static size_t intern_reason(struct metrics *m, const char *reason)
     n = strlen(reason);
     memcpy(m->reasons[m->n_reasons], reason, n + 1);
     return m->n_reasons++;
+}
+
+void metrics_inc_bundle_refused(struct metrics_service *ms, const char *reason)
+{
+    if (ms != NULL)
+        ms->bundle_refused[intern_reason(ms->registry, reason != NULL ? reason : "unknown")]++;
 }
 
 void metrics_observe_attestation(struct metrics_service *ms, enum metrics_verdict verdict,
@@ -468,6 +475,17 @@ static void render_pins(struct out *o, const struct metrics *m, uint64_t now_ms)
         d = at >= now_ms ? at - now_ms : now_ms - at;
         out_fmt(o, "} %s%llu.%03llu\n", at >= now_ms ? "" : "-", (unsigned long long)(d / 1000u),
                 (unsigned long long)(d % 1000u));
+    }
+    out_family(o, "policy_bundle_refused_total", "counter",
+               "Policy bundles refused (left the policy in force unchanged), by reason.");
+    for (size_t s = 0; s < m->n_services; s++) {
+        for (size_t r = 0; r < m->n_reasons; r++) {
+            if (m->services[s]->bundle_refused[r] == 0)
+                continue;
+            out_sample_start(o, "policy_bundle_refused_total", m->services[s]);
+            out_label(o, "reason", m->reasons[r]);
+            out_value_u64(o, m->services[s]->bundle_refused[r]);
+        }
     }
     out_family(o, "policy_generation", "gauge",
                "Generation of the live configuration and policy; changes on every applied reload.");

@@ -119,6 +119,13 @@ void metrics_observe_attestation(struct metrics_service *ms, enum metrics_verdic
  */
 void metrics_set_pin_expiry(struct metrics_service *ms, uint64_t earliest_expiry_unix_ms);
 
+/**
+ * attestproxy_policy_bundle_refused_total{service,reason}: a policy bundle was refused;
+ * `reason` comes from a fixed table (bundle_verdict_name(): "bad_signature", "rollback", ...)
+ * and is interned like attestation reasons.
+ */
+void metrics_inc_bundle_refused(struct metrics_service *ms, const char *reason);
+
 /** attestproxy_policy_generation: bumped by every applied configuration or policy change. */
 void metrics_set_policy_generation(struct metrics *m, uint64_t generation);
 

@@ -139,9 +139,11 @@ int watch_start(uv_loop_t *loop, const struct config *cfg, watch_change_cb cb, v
         const struct service_config *svc = &cfg->services[s];
         char dir[CONFIG_PATH_MAX], name[CONFIG_NAME_MAX * 4];
         struct watch_dir *d = NULL;
-        if (svc->policy_file[0] == '\0' || !svc->watch_policy)
+        /* A service has a policy file or a policy bundle, never both (config.c). */
+        const char *file = svc->policy_bundle[0] != '\0' ? svc->policy_bundle : svc->policy_file;
+        if (file[0] == '\0' || !svc->watch_policy)
             continue;
-        rc = split_path(svc->policy_file, dir, sizeof(dir), name, sizeof(name));
+        rc = split_path(file, dir, sizeof(dir), name, sizeof(name));
         if (rc < 0)
             goto out_fail;
         for (size_t i = 0; i < w->n_dirs; i++) {
@@ -165,8 +167,7 @@ int watch_start(uv_loop_t *loop, const struct config *cfg, watch_change_cb cb, v
             }
         }
         snprintf(d->names[d->n_names++], sizeof(d->names[0]), "%s", name);
-        log_event(LOG_LEVEL_DEBUG, "policy_watch", "service", svc->name, "file", svc->policy_file,
-                  NULL);
+        log_event(LOG_LEVEL_DEBUG, "policy_watch", "service", svc->name, "file", file, NULL);
     }
     *out = w;
     return 0;

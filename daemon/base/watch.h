@@ -1,5 +1,6 @@
 /*
- * Policy file watching: when a service's policy_file changes on disk (and watch_policy = yes),
+ * Policy file watching: when a service's policy_file or policy_bundle changes on disk (and
+ * watch_policy = yes),
  * the daemon reloads its configuration exactly as on SIGHUP — parse and validate everything
  * first, swap only on success.
  *

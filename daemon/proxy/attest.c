@@ -7,6 +7,7 @@
 
 #include <openssl/rand.h>
 
+#include "base/audit.h"
 #include "base/clock.h"
 #include "base/hex.h"
 #include "build_config.h"
@@ -73,6 +74,9 @@ static void log_attestation(struct attest_job *job, const char *verdict, const c
               "reason", reason, "message", message, "freshness",
               cfg->nonce == NONCE_QUERY ? "nonce" : "max_age only (the profile sends no nonce)",
               "tls", tls_version(&up->tls), "duration_ms", dur, NULL);
+    audit_attestation(up->svc->proxy->env.audit, up->svc->name, job->body, job->body_len, up->pin,
+                      sum != NULL ? sum->pcr_mask : 0, sum != NULL ? sum->pcrs : NULL, verdict,
+                      reason);
 }
 
 /* Ends the job: records the outcome, releases the connection and tells the caller. */
@@ -170,7 +174,9 @@ static void verify_evidence(struct attest_job *job)
     if (rc < 0 || !res.accepted) {
         const char *reason = rc < 0 ? REASON_INTERNAL : verify_reason_name(res.reason_code);
         const char *why = rc < 0 ? "internal error while verifying" : res.reason;
-        o.err = PROXY_ERR_ATTESTATION_FAILED;
+        o.err = rc == 0 && res.reason_code == VERIFY_R_POLICY_EXPIRED
+                    ? PROXY_ERR_POLICY_EXPIRED
+                    : PROXY_ERR_ATTESTATION_FAILED;
         snprintf(o.message, sizeof(o.message), "attestation failed: %s", why);
         log_attestation(job, "rejected", reason, why, &res.summary);
         finish(job, &o, reason, METRICS_VERDICT_REJECTED);

@@ -21,6 +21,7 @@ static const struct {
     [PROXY_ERR_HOST_NOT_ALLOWED] = {"host_not_allowed", 421, "Misdirected Request"},
     [PROXY_ERR_UNAUTHORIZED] = {"unauthorized", 401, "Unauthorized"},
     [PROXY_ERR_TOO_MANY_CONNECTIONS] = {"too_many_connections", 503, "Service Unavailable"},
+    [PROXY_ERR_POLICY_EXPIRED] = {"policy_expired", 503, "Service Unavailable"},
 };
 
 const char *errors_code_name(enum proxy_error e)

@@ -21,6 +21,7 @@ enum proxy_error {
     PROXY_ERR_HOST_NOT_ALLOWED,        /* 421 */
     PROXY_ERR_UNAUTHORIZED,            /* 401 + WWW-Authenticate: Bearer */
     PROXY_ERR_TOO_MANY_CONNECTIONS,    /* 503 + Retry-After: max_connections reached */
+    PROXY_ERR_POLICY_EXPIRED,          /* 503: the policy bundle in force expired (and its grace) */
     PROXY_ERR_COUNT_
 };
 

@@ -11,6 +11,7 @@
 
 #include <openssl/crypto.h>
 
+#include "base/audit.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "proxy/attest.h"
@@ -227,6 +228,7 @@ static void on_refresh_timer(uv_timer_t *t)
         /* In-flight exchanges finish; the gate lets no new request use these pins. */
         log_event(LOG_LEVEL_WARN, "pin_expired", "service", svc->name, "pins", n, "reason",
                   "ttl_lapsed", "action", "re-attested on the next connection", NULL);
+        audit_pin(svc->proxy->env.audit, svc->name, "pin_expired", "ttl_lapsed", NULL, dropped);
     }
     /* Every pin inside its refresh window is re-attested over one of its idle pooled
      * connections, so that traffic never waits for it. A pin whose connections are all busy
@@ -349,6 +351,7 @@ void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], str
     snprintf(n_cut, sizeof(n_cut), "%zu", cut);
     log_event(LOG_LEVEL_WARN, "pin_dropped", "service", svc->name, "reason", reason, "action",
               "connections using the key were closed", "connections_cut", n_cut, NULL);
+    audit_pin(svc->proxy->env.audit, svc->name, "pin_dropped", reason, pin, cut);
 }
 
 /* ---- Services ----------------------------------------------------------------------------- */
@@ -729,6 +732,7 @@ static void enforce_change(struct proxy_service *svc, const char *why)
     snprintf(n_aborted, sizeof(n_aborted), "%zu", aborted);
     log_event(LOG_LEVEL_WARN, "policy_enforced", "service", svc->name, "reason", why,
               "pins_dropped", n_pins, "idle_closed", n_idle, "exchanges_aborted", n_aborted, NULL);
+    audit_pin(svc->proxy->env.audit, svc->name, "policy_enforced", why, NULL, pins);
 }
 
 /* A shorter attestation_ttl (or a longer cert_margin) applies to the pins already attested:

@@ -24,6 +24,7 @@ struct proxy;
 struct verifier;
 struct metrics;
 struct listenfds;
+struct audit;
 
 /*
  * What the proxy uses of the process that runs it, given once to proxy_start() and copied.
@@ -40,6 +41,7 @@ struct proxy_env {
     /* Readiness or its reason may have changed: an attestation succeeded, a warm attestation
      * attempt ended. NULL: nobody asks. */
     void (*status_changed)(void *ctx);
+    struct audit *audit; /* the audit log (base/audit.h); NULL: none is kept */
 };
 
 /**

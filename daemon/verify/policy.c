@@ -81,6 +81,10 @@ int policy_check(const struct policy *p, const struct nitro_document *doc,
     int64_t ts = (int64_t)doc->timestamp_ms; /* the decoder bounds it to 63 bits */
 
     *matched_set = -1;
+    /* A policy bundle past its expiry (and grace) admits nothing new: what it trusted was
+     * trusted until then only (docs/policy-bundles.md). */
+    if (p->not_after_ms != 0 && in->now_ms >= p->not_after_ms)
+        return verify_error_set(err, VERIFY_R_POLICY_EXPIRED, NULL);
     if (doc->digest.len != 6 || memcmp(doc->digest.data, "SHA384", 6) != 0)
         return verify_error_set(err, VERIFY_R_POLICY_DIGEST, NULL);
 

@@ -107,6 +107,8 @@ enum verify_stage {
     X(POLICY_NO_MEASUREMENTS, POLICY, "policy_no_measurements",                                    \
       "policy: no measurement sets configured")                                                    \
     X(POLICY_PCR_MISMATCH, POLICY, "policy_pcr_mismatch", "policy: pcrs match no measurement set") \
+    X(POLICY_EXPIRED, POLICY, "policy_expired",                                                    \
+      "policy: the policy bundle in force has expired (expires + policy_expiry_grace)")            \
     X(BINDING_NO_PEER, BINDING, "binding_no_peer", "binding: no peer certificate to bind to")      \
     X(BINDING_USER_DATA_ABSENT, BINDING, "binding_user_data_absent",                               \
       "binding: user_data is absent")                                                              \

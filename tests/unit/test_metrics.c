@@ -26,6 +26,7 @@ static const char *const families[] = {
     "attestations_total",
     "attestation_duration_seconds",
     "pin_expiry_seconds",
+    "policy_bundle_refused_total",
     "policy_generation",
     "bytes_relayed_total",
     "enforcement_events_total",
@@ -217,6 +218,29 @@ static void expect_absent(const char *text, const char *series)
 }
 
 /* ---- Tests ----------------------------------------------------------------------------------- */
+
+/* A refused policy bundle is counted by its reason; an unseen reason has no series. */
+static void test_bundle_refusals_are_counted_by_reason(void **state)
+{
+    struct metrics *m = metrics_new();
+    struct metrics_service *ms = metrics_service(m, "demo");
+    char *text;
+    (void)state;
+    metrics_inc_bundle_refused(ms, "rollback");
+    metrics_inc_bundle_refused(ms, "rollback");
+    metrics_inc_bundle_refused(ms, "bad_signature");
+    metrics_inc_bundle_refused(NULL, "rollback");
+    text = render(m);
+    expect_series(
+        text, "attestproxy_policy_bundle_refused_total{service=\"demo\",reason=\"rollback\"}", "2");
+    expect_series(
+        text, "attestproxy_policy_bundle_refused_total{service=\"demo\",reason=\"bad_signature\"}",
+        "1");
+    expect_absent(text,
+                  "attestproxy_policy_bundle_refused_total{service=\"demo\",reason=\"expired\"}");
+    free(text);
+    metrics_free(m);
+}
 
 static void test_empty_registry_has_every_family(void **state)
 {
@@ -506,6 +530,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty_registry_has_every_family),
+        cmocka_unit_test(test_bundle_refusals_are_counted_by_reason),
         cmocka_unit_test(test_service_series),
         cmocka_unit_test(test_attestations_and_histogram),
         cmocka_unit_test(test_pin_expiry_relative_to_render_time),

@@ -255,10 +255,29 @@ static void test_pcr_differs_in_last_byte(void **state)
     assert_true(policy_is_debug(&d));
 }
 
+/* A policy bundle's expiry (not_after_ms) refuses every document from that instant on, and is
+ * not part of the policy digest (a new bundle with the same sets is no policy change). */
+static void test_expired_policy_admits_nothing(void **state)
+{
+    struct nitro_document d = make_doc();
+    struct policy p = make_policy();
+    char before[POLICY_DIGEST_LEN], after[POLICY_DIGEST_LEN];
+    (void)state;
+    policy_digest(&p, before);
+    p.not_after_ms = NOW + 1;
+    policy_digest(&p, after);
+    assert_string_equal(before, after);
+    expect(&p, &d, NOW, VERIFY_R_OK, NULL);
+    expect(&p, &d, NOW + 1, VERIFY_R_POLICY_EXPIRED, NULL);
+    p.not_after_ms = 0; /* inline and policy_file policies never expire */
+    expect(&p, &d, NOW, VERIFY_R_OK, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_digest),
+        cmocka_unit_test(test_expired_policy_admits_nothing),
         cmocka_unit_test(test_freshness),
         cmocka_unit_test(test_nonce),
         cmocka_unit_test(test_pcr_shape_and_debug),

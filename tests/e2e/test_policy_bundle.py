@@ -1,0 +1,158 @@
+"""Signed policy bundles (docs/policy-bundles.md) with the real binary in front of the enclave
+simulator: the bundle in force admits the enclave; a lower version, a bad signature, an unknown
+key, an expired or a malformed bundle is refused with its reason, counted in /metrics, and
+leaves the policy in force; the highest accepted version survives a restart (state_dir); a
+bundle past its expiry refuses new attestations with 503 policy_expired."""
+import re
+import time
+import urllib.request
+
+import pytest
+
+from bundle_helpers import Signer, body, bundle_config, utc
+from conftest import free_port
+from proxy_fixtures import Relay, wait_listening, wait_until
+
+VERSION_RE = r"event=policy_bundle_refused service=demo file=\S+ reason={}"
+
+
+def metrics(admin):
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def refused_count(admin, reason):
+    m = re.search(r'^attestproxy_policy_bundle_refused_total\{service="demo",reason="%s"\} (\d+)$'
+                  % reason, metrics(admin), re.M)
+    return int(m.group(1)) if m else 0
+
+
+def replace(path, text):
+    """Writes `text` next to `path`, then renames it over: how bundles are published."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    tmp.rename(path)
+
+
+@pytest.fixture
+def setup(tmp_path, start_sim, start_daemon):
+    """(sim, signer, bundle path, state dir, start(extra_service, wait) -> Relay)."""
+    sim = start_sim()
+    signer = Signer(tmp_path, "release")
+    bundle = tmp_path / "demo.bundle"
+    state = tmp_path / "state"
+
+    def start(extra_service="", extra_daemon="", wait=True):
+        port = free_port()
+        d = start_daemon(bundle_config(sim, port, bundle, [signer.config_line], state,
+                                       extra_service, extra_daemon), wait=wait)
+        if wait:
+            wait_listening(port)
+        return Relay(d, sim, port)
+
+    return sim, signer, bundle, state, start
+
+
+def test_a_lower_version_is_refused_while_running_and_after_a_restart(setup):
+    sim, signer, bundle, state, start = setup
+    bundle.write_text(signer.sign(body(sim.pcrs, 2)))
+    relay = start()
+    assert relay.get("/echo").status_code == 200
+    assert "version 2" in (state / "policy-bundle.demo").read_text()
+
+    # Rolled back on disk to an older, validly signed release: refused, version 2 stays.
+    mark = len(relay.daemon.log())
+    replace(bundle, signer.sign(body(sim.pcrs, 1)))
+    relay.daemon.wait_log("reason=rollback", start=mark)
+    assert "keeping the policy bundle in force" in relay.daemon.log()[mark:]
+    assert relay.get("/echo").status_code == 200
+    assert "version 2" in (state / "policy-bundle.demo").read_text()
+
+    # A restart reads the old file again: the state directory still says 2.
+    relay.daemon.stop()
+    relay = start()
+    log = relay.daemon.wait_log("event=policy_bundle_applied")
+    assert re.search(VERSION_RE.format("rollback"), log), log
+    assert "source=state_dir version=2" in log
+    assert relay.get("/echo").status_code == 200
+
+    # A higher version is accepted and becomes the new floor.
+    mark = len(relay.daemon.log())
+    replace(bundle, signer.sign(body(sim.pcrs, 3)))
+    relay.daemon.wait_log("source=policy_bundle version=3", start=mark)
+    assert "version 3" in (state / "policy-bundle.demo").read_text()
+
+
+def test_bad_signature_unknown_key_expired_and_malformed_are_refused_and_counted(
+        setup, tmp_path, run_cli):
+    sim, signer, bundle, state, start = setup
+    admin = free_port()
+    bundle.write_text(signer.sign(body(sim.pcrs, 5)))
+    relay = start(extra_service="negative_cache = 0s\n",
+                  extra_daemon=f"admin_listen = 127.0.0.1:{admin}\n")
+    assert relay.get("/echo").status_code == 200
+
+    stranger = Signer(tmp_path, "stranger")
+    good = signer.sign(body(sim.pcrs, 9))
+    tampered = good.replace("version 9", "version 10")
+    cases = [
+        ("bad_signature", tampered),
+        ("unknown_key", stranger.sign(body(sim.pcrs, 9))),
+        ("expired", signer.sign(body(sim.pcrs, 9, issued=utc(-7200), expires=utc(-3600)))),
+        ("malformed", good.replace("allow_debug no\n", "allow_debug no\ncomment hi\n")),
+        ("not_for_service", signer.sign(body(sim.pcrs, 9, services=("other",)))),
+    ]
+    for reason, text in cases:
+        mark = len(relay.daemon.log())
+        replace(bundle, text)
+        relay.daemon.wait_log(f"reason={reason}", start=mark)
+        wait_until(lambda: refused_count(admin, reason) == 1, f"{reason} counted once")
+    for reason, _ in cases:
+        assert refused_count(admin, reason) == 1, reason
+
+    # The policy in force (version 5) still admits the enclave: also a new key, attested now.
+    sim.rotate_key()
+    r = relay.get("/echo")
+    assert r.status_code == 200, r.text
+    assert "version 5" in (state / "policy-bundle.demo").read_text()
+
+    # The offline check agrees.
+    (tmp_path / "tampered").write_text(tampered)
+    r = run_cli("policy", "verify", "--key", signer.key, tmp_path / "tampered")
+    assert r.returncode == 1 and b"bad_signature" in r.stderr
+    (tmp_path / "good").write_text(good)
+    r = run_cli("policy", "verify", "--key", stranger.key, tmp_path / "good")
+    assert r.returncode == 1 and b"unknown_key" in r.stderr
+    r = run_cli("policy", "verify", "--key", stranger.key, "--key", signer.key, tmp_path / "good")
+    assert r.returncode == 0 and b"version 9 signed by release" in r.stdout
+
+
+def test_a_refused_bundle_at_start_without_a_valid_one_in_force_exits_2(setup):
+    sim, signer, bundle, state, start = setup
+    bundle.write_text(signer.sign(body(sim.pcrs, 1)).replace("version 1", "version 2"))
+    relay = start(wait=False)
+    assert relay.daemon.wait_exit() == 2
+    log = relay.daemon.log()
+    assert f"{bundle}: policy bundle refused: bad_signature" in log
+    assert not (state / "policy-bundle.demo").exists()
+
+
+def test_an_expired_bundle_refuses_new_attestations_with_policy_expired(setup):
+    sim, signer, bundle, state, start = setup
+    expires = time.time() + 3
+    bundle.write_text(signer.sign(body(sim.pcrs, 1, expires=utc(3))))
+    relay = start(extra_service="warm_attestation = no\nnegative_cache = 0s\n")
+    wait_until(lambda: time.time() > expires + 0.2, "the bundle's expiry", timeout=10)
+    r = relay.get("/echo")
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "policy_expired"
+    assert sim.stats()  # the simulator is up: the refusal is the policy's
+
+
+def test_policy_expiry_grace_keeps_admitting_after_expires(setup):
+    sim, signer, bundle, state, start = setup
+    expires = time.time() + 3
+    bundle.write_text(signer.sign(body(sim.pcrs, 1, expires=utc(3))))
+    relay = start(extra_service="warm_attestation = no\npolicy_expiry_grace = 1h\n")
+    wait_until(lambda: time.time() > expires + 0.2, "the bundle's expiry", timeout=10)
+    assert relay.get("/echo").status_code == 200
