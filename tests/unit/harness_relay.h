@@ -173,7 +173,7 @@ struct hr {
 
 /* Starts the enclave and the proxy; `extra` is appended to the service section (may be "").
  * The default service: native profile (nonce, spki_sha256), warm_attestation = no, the policy
- * pcr0 = HR_PCR0_HEX, allowed_hosts = app.test. */
+ * pcr0 = HR_PCR0_HEX (unless `extra` has a measurement of its own), allowed_hosts = app.test. */
 struct hr *hr_start(const struct hr_pki *pki, const char *extra);
 
 /* Shuts the proxy down, runs the loop to its end, asserts uv_loop_close() == 0, frees all. */
