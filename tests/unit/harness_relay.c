@@ -122,7 +122,10 @@ static void cb_head(struct cbor_out *o, unsigned major, uint64_t n)
         len = 1;
     } else {
         unsigned bytes = n <= 0xff ? 1 : n <= 0xffff ? 2 : n <= 0xffffffffu ? 4 : 8;
-        b[0] = (uint8_t)(major << 5 | (bytes == 1 ? 24u : bytes == 2 ? 25u : bytes == 4 ? 26u : 27u));
+        b[0] = (uint8_t)(major << 5 | (bytes == 1   ? 24u
+                                       : bytes == 2 ? 25u
+                                       : bytes == 4 ? 26u
+                                                    : 27u));
         for (unsigned i = 0; i < bytes; i++)
             b[1 + i] = (uint8_t)(n >> (8 * (bytes - 1 - i)));
         len = 1 + bytes;
@@ -391,7 +394,8 @@ static void answer_evidence(struct hr *h, struct hr_conn *k, enum hr_evidence ev
 
     if (q != NULL) {
         const char *end = q + 6;
-        while (end < k->rx + off + len && ((*end >= '0' && *end <= '9') || (*end >= 'a' && *end <= 'f')))
+        while (end < k->rx + off + len &&
+               ((*end >= '0' && *end <= '9') || (*end >= 'a' && *end <= 'f')))
             end++;
         nonce_len = (size_t)(end - q - 6) / 2;
         assert_true(nonce_len <= sizeof(nonce));
@@ -414,9 +418,10 @@ static void answer_evidence(struct hr *h, struct hr_conn *k, enum hr_evidence ev
         return;
     }
     doc = hr_pki_sign(h->pki, pcr0, ud, 32, q != NULL ? nonce : NULL, nonce_len, &doc_len);
-    hl = snprintf(head, sizeof(head),
-                  "HTTP/1.1 200 OK\r\nContent-Type: application/cbor\r\nContent-Length: %zu\r\n\r\n",
-                  doc_len);
+    hl =
+        snprintf(head, sizeof(head),
+                 "HTTP/1.1 200 OK\r\nContent-Type: application/cbor\r\nContent-Length: %zu\r\n\r\n",
+                 doc_len);
     {
         static const char trailing[] = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL";
         char *all = NULL;
@@ -704,8 +709,7 @@ void hr_expect_enclave(struct hr *h, size_t i, const char *want, size_t n_eviden
         if (k->ev_len[e] < strlen(line) || memcmp(req, line, strlen(line)) != 0 ||
             memmem(req, k->ev_len[e], "\r\nHost: ", 8) == NULL) {
             show("evidence request", req, k->ev_len[e]);
-            fail_msg("enclave connection %zu: evidence request %zu is not a GET of %s", i, e,
-                     path);
+            fail_msg("enclave connection %zu: evidence request %zu is not a GET of %s", i, e, path);
         }
         append(&app, &app_len, &app_cap, k->rx + at, k->ev_off[e] - at);
         at = k->ev_off[e] + k->ev_len[e];
@@ -789,8 +793,8 @@ struct hr *hr_start(const struct hr_pki *pki, const char *extra)
     snprintf(h->conf, sizeof(h->conf), "%s/a.conf", h->dir);
     snprintf(h->root, sizeof(h->root), "%s/root.pem", h->dir);
     hr_pki_write_root(pki, h->root);
-    log_configure(getenv("HR_DEBUG") != NULL ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR,
-                  LOG_FORMAT_LOGFMT, NULL);
+    log_configure(getenv("HR_DEBUG") != NULL ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR, LOG_FORMAT_LOGFMT,
+                  NULL);
 
     /* The enclave: a listening socket and a TLS key bound into its documents. */
     h->lfd = listen_any(&h->enclave_port);

@@ -39,11 +39,11 @@
 #include "base/config.h"
 #include "proxy/proxy.h"
 
-#define HR_MAX_STEPS   10
-#define HR_MAX_CONNS   8
-#define HR_MAX_CLIENTS 4
+#define HR_MAX_STEPS    10
+#define HR_MAX_CONNS    8
+#define HR_MAX_CLIENTS  4
 #define HR_MAX_EVIDENCE 4
-#define HR_TIMEOUT_MS  3000 /* the bound of every wait */
+#define HR_TIMEOUT_MS   3000 /* the bound of every wait */
 
 /* PCR0 of the enclave the harness plays, and of the default policy (96 hex digits). */
 #define HR_PCR0_HEX                                                                                \
@@ -109,12 +109,14 @@ struct hr_script {
     struct hr_step steps[HR_MAX_STEPS];
 };
 
-/* Shorthands for script tables. */
+/* Shorthands for script tables (one line each: they read as a transcript). */
+/* clang-format off */
 #define EVIDENCE(e)  {.kind = HR_EVIDENCE, .ev = (e)}
 #define EXPECT(s)    {.kind = HR_EXPECT, .data = (s)}
 #define SEND(s)      {.kind = HR_SEND, .data = (s)}
 #define WAIT(f)      {.kind = HR_WAIT, .flag = (f)}
 #define CLOSE        {.kind = HR_CLOSE}
+/* clang-format on */
 
 /* One TCP connection the enclave accepted. */
 struct hr_conn {
@@ -126,7 +128,7 @@ struct hr_conn {
     bool peer_closed; /* the proxy closed it (EOF or an error) */
     char *rx;         /* every plaintext byte received */
     size_t rx_len, rx_cap;
-    size_t cursor; /* where the next step reads from */
+    size_t cursor;                                           /* where the next step reads from */
     size_t ev_off[HR_MAX_EVIDENCE], ev_len[HR_MAX_EVIDENCE]; /* the evidence requests in rx */
     size_t n_evidence;
 };
@@ -159,7 +161,7 @@ struct hr {
     SSL_CTX *ctx;
     EVP_PKEY *key;
     X509 *cert;
-    uint8_t user_data[32];   /* SHA-256 of the key's SPKI: the spki_sha256 binding */
+    uint8_t user_data[32]; /* SHA-256 of the key's SPKI: the spki_sha256 binding */
     const struct hr_script *scripts[HR_MAX_CONNS];
     size_t n_scripts;
     struct hr_conn conns[HR_MAX_CONNS];

@@ -83,13 +83,15 @@ static void test_new_connection_wrong_pcr_gets_no_application_byte(void **state)
 static void test_new_connection_wrong_binding_gets_no_application_byte(void **state)
 {
     (void)state;
-    new_connection_refused(HR_EV_WRONG_BINDING, POST_B,
-                           ERROR_HEAD("502 Bad Gateway", "135",
-                                      "Retry-After: 5\r\nConnection: close\r\n")
-                           "{\"error\":{\"code\":\"attestation_failed\",\"message\":\"attestation "
-                           "failed: binding: user_data does not hash the peer key\",\"service\":"
-                           "\"demo\"}}\n",
-                           true);
+    new_connection_refused(
+        HR_EV_WRONG_BINDING, POST_B,
+        ERROR_HEAD("502 Bad Gateway", "135",
+                   "Retry-After: 5\r\nConnection: close\r\n") "{\"error\":{\"code\":\"attestation_"
+                                                              "failed\",\"message\":\"attestation "
+                                                              "failed: binding: user_data does not "
+                                                              "hash the peer key\",\"service\":"
+                                                              "\"demo\"}}\n",
+        true);
 }
 
 /* After a failed attestation the key is negative-cached: the next connection to it completes
@@ -109,13 +111,15 @@ static void test_negative_cached_key_gets_no_byte_at_all(void **state)
     hr_client_send(h, c, GET_A);
     hr_expect_client(h, c, FAILED_PCR("30", "keep-alive"), false);
     hr_client_send(h, c, POST_B);
-    hr_expect_client(h, c,
-                     ERROR_HEAD("503 Service Unavailable", "143",
-                                "Retry-After: 30\r\nConnection: close\r\n")
-                     "{\"error\":{\"code\":\"attestation_unavailable\",\"message\":\"the "
-                     "enclave's key failed attestation recently; it is retried in 30 s\","
-                     "\"service\":\"demo\"}}\n",
-                     true);
+    hr_expect_client(
+        h, c,
+        ERROR_HEAD("503 Service Unavailable", "143",
+                   "Retry-After: 30\r\nConnection: close\r\n") "{\"error\":{\"code\":\"attestation_"
+                                                               "unavailable\",\"message\":\"the "
+                                                               "enclave's key failed attestation "
+                                                               "recently; it is retried in 30 s\","
+                                                               "\"service\":\"demo\"}}\n",
+        true);
     hr_wait_peer_closed(h, 1);
     assert_int_equal(h->n_conns, 2);
     hr_expect_enclave(h, 0, "", 1);

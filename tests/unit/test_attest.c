@@ -39,8 +39,7 @@ static int group_teardown(void **state)
 /* One connection: the evidence request, then the request, over it. */
 static void test_evidence_over_the_same_connection(void **state)
 {
-    static const struct hr_script script = {
-        {EVIDENCE(HR_EV_GOOD), EXPECT(GET_A_UP), SEND(RESP_A)}};
+    static const struct hr_script script = {{EVIDENCE(HR_EV_GOOD), EXPECT(GET_A_UP), SEND(RESP_A)}};
     const struct hr_script *scripts[] = {&script, NULL};
     struct hr *h = hr_start(pki, "");
     const struct hr_conn *k;

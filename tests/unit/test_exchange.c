@@ -23,13 +23,13 @@
 
 struct relay_case {
     const char *name;
-    const char *config;          /* extra service keys */
-    const char *client_in;       /* sent at once on one connection */
-    const char *client_out;      /* exactly what the client receives */
-    bool client_closed;          /* and then the proxy closes the connection */
-    struct hr_script enclave[CONNS];   /* the scripts of the enclave's connections, in order */
-    const char *enclave_in[CONNS];     /* what each received (application bytes); NULL: none */
-    size_t evidence[CONNS];            /* evidence requests each received */
+    const char *config;              /* extra service keys */
+    const char *client_in;           /* sent at once on one connection */
+    const char *client_out;          /* exactly what the client receives */
+    bool client_closed;              /* and then the proxy closes the connection */
+    struct hr_script enclave[CONNS]; /* the scripts of the enclave's connections, in order */
+    const char *enclave_in[CONNS];   /* what each received (application bytes); NULL: none */
+    size_t evidence[CONNS];          /* evidence requests each received */
 };
 
 /* ---- Pieces of transcripts ---------------------------------------------------------------- */
@@ -169,8 +169,7 @@ static void run_case(const struct relay_case *rc)
         hr_wait_script_done(h, i);
     hr_run_for(h, 20); /* anything sent late would arrive now */
     if (h->n_conns != n)
-        fail_msg("%s: the enclave accepted %zu connections, expected %zu", rc->name, h->n_conns,
-                 n);
+        fail_msg("%s: the enclave accepted %zu connections, expected %zu", rc->name, h->n_conns, n);
     for (size_t i = 0; i < n; i++)
         hr_expect_enclave(h, i, rc->enclave_in[i], rc->evidence[i]);
     hr_stop(h);

@@ -46,8 +46,8 @@ static bool at_wait(struct hr *h, void *arg)
 static void test_lifo_reuse(void **state)
 {
     static const struct hr_script first = {{EVIDENCE(HR_EV_GOOD), EXPECT(GET_UP("/a")), WAIT(0),
-                                             SEND(RESP("A")), EXPECT(GET_UP("/c")),
-                                             SEND(RESP("C"))}};
+                                            SEND(RESP("A")), EXPECT(GET_UP("/c")),
+                                            SEND(RESP("C"))}};
     /* The key is attested by then: the second connection passes the gate without evidence. */
     static const struct hr_script second = {{EXPECT(GET_UP("/b")), SEND(RESP("B"))}};
     const struct hr_script *scripts[] = {&first, &second, NULL};
