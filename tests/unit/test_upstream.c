@@ -27,6 +27,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "harness_relay.h"
 #include "proxy/pinset.h"
 #include "proxy/proxy_internal.h"
 #include "proxy/tls.h"
@@ -46,46 +47,6 @@ struct harness {
     int server_fd; /* the enclave's end of the TCP connection */
     struct upstream *up;
 };
-
-static X509 *self_signed(EVP_PKEY *key)
-{
-    X509 *x = X509_new();
-    X509_NAME *name;
-    assert_non_null(x);
-    assert_int_equal(X509_set_version(x, 2), 1);
-    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), 1), 1);
-    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), -60));
-    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
-    assert_int_equal(X509_set_pubkey(x, key), 1);
-    name = X509_get_subject_name(x);
-    assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                                (const unsigned char *)"enclave.test", -1, -1, 0),
-                     1);
-    assert_int_equal(X509_set_issuer_name(x, name), 1);
-    assert_true(X509_sign(x, key, EVP_sha256()) > 0);
-    return x;
-}
-
-/* A connected pair of TCP sockets on 127.0.0.1: *client for the upstream, *server for us. */
-static void tcp_pair(int *client, int *server)
-{
-    struct sockaddr_in sin;
-    socklen_t len = sizeof(sin);
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(lfd >= 0);
-    memset(&sin, 0, sizeof(sin));
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    assert_int_equal(listen(lfd, 1), 0);
-    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
-    *client = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(*client >= 0);
-    assert_int_equal(connect(*client, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    *server = accept(lfd, NULL, NULL);
-    assert_true(*server >= 0);
-    close(lfd);
-}
 
 /* Runs the TLS handshake between the upstream's tls_conn and the in-process server, moving
  * ciphertext by hand (the TCP connection carries only what upstream_write() sends later). */
@@ -137,13 +98,7 @@ static struct harness *harness_new(enum upstream_state state)
     assert_non_null(h);
     assert_int_equal(uv_loop_init(&h->loop), 0);
 
-    h->key = EVP_EC_gen("P-256");
-    assert_non_null(h->key);
-    h->cert = self_signed(h->key);
-    h->server_ctx = SSL_CTX_new(TLS_server_method());
-    assert_non_null(h->server_ctx);
-    assert_int_equal(SSL_CTX_use_certificate(h->server_ctx, h->cert), 1);
-    assert_int_equal(SSL_CTX_use_PrivateKey(h->server_ctx, h->key), 1);
+    h->server_ctx = hr_server_ctx(&h->key, &h->cert);
     h->server = SSL_new(h->server_ctx);
     assert_non_null(h->server);
     h->server_in = BIO_new(BIO_s_mem());
@@ -160,7 +115,7 @@ static struct harness *harness_new(enum upstream_state state)
 
     h->up = calloc(1, sizeof(*h->up));
     assert_non_null(h->up);
-    tcp_pair(&client_fd, &h->server_fd);
+    hr_tcp_pair(&client_fd, &h->server_fd);
     assert_int_equal(uv_tcp_init(&h->loop, &h->up->tcp), 0);
     assert_int_equal(uv_tcp_open(&h->up->tcp, client_fd), 0);
     assert_int_equal(tls_conn_init(&h->up->tls, h->client_ctx, "", NULL, NULL, NULL), 0);
