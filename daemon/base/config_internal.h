@@ -39,6 +39,8 @@ enum value_type {
     T_UPSTREAM,    /* host:port */
     T_MEASUREMENT, /* repeatable measurement set */
     T_TOKEN_FILE,  /* reads the token from a file */
+    T_UPGRADE,     /* allow_upgrade: websocket | none */
+    T_ORIGINS,     /* list of origins (scheme://host[:port]) */
 };
 
 #define KEY_REQUIRED 0x1u

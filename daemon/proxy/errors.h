@@ -21,6 +21,8 @@ enum proxy_error {
     PROXY_ERR_HOST_NOT_ALLOWED,        /* 421 */
     PROXY_ERR_UNAUTHORIZED,            /* 401 + WWW-Authenticate: Bearer */
     PROXY_ERR_TOO_MANY_CONNECTIONS,    /* 503 + Retry-After: max_connections reached */
+    PROXY_ERR_ORIGIN_NOT_ALLOWED,      /* 403: a WebSocket handshake from a foreign page */
+    PROXY_ERR_TOO_MANY_TUNNELS,        /* 503 + Retry-After: max_tunnels reached */
     PROXY_ERR_COUNT_
 };
 
