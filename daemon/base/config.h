@@ -88,6 +88,13 @@ struct service_config {
     uint64_t max_body_size; /* 0 = unlimited */
     uint64_t client_header_timeout_ms;
     uint64_t client_idle_timeout_ms;
+    /* WebSocket tunnels (proxy/tunnel.c). */
+    bool allow_websocket; /* allow_upgrade = websocket */
+    char allowed_origins[CONFIG_MAX_HOSTS][CONFIG_HOST_MAX];
+    size_t n_allowed_origins; /* 0 = only an Origin naming the request's own Host, or none */
+    uint32_t max_tunnels;
+    uint64_t tunnel_idle_timeout_ms;
+    uint64_t tunnel_max_life_ms; /* 0 = no limit */
 
     /* Upstream side. */
     char upstream_host[CONFIG_HOST_MAX];

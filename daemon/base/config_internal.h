@@ -41,6 +41,8 @@ enum value_type {
     T_TOKEN_FILE,  /* reads the token from a file */
     T_POLICY_KEY,  /* repeatable NAME:KEY, into daemon_config.policy_keys */
     T_AUDIT_FSYNC, /* record | interval | none */
+    T_UPGRADE,     /* allow_upgrade: websocket | none */
+    T_ORIGINS,     /* list of origins (scheme://host[:port]) */
 };
 
 #define KEY_REQUIRED 0x1u

@@ -81,6 +81,19 @@ const struct key_def config__keys[] = {
      "10s", 0, "time allowed to receive a request head"},
     {"client_idle_timeout", SEC_SERVICE, T_DURATION, S(client_idle_timeout_ms), 100, DAY, "60s", 0,
      "idle keep-alive client connections are closed after this"},
+    {"allow_upgrade", SEC_SERVICE, T_UPGRADE, S(allow_websocket), 0, 0, "websocket", 0,
+     "websocket | none: relay RFC 6455 handshakes as attested tunnels; other Upgrade tokens "
+     "(and websocket with none) are removed and the request relayed as plain HTTP"},
+    {"allowed_origins", SEC_SERVICE, T_ORIGINS, S(allowed_origins), 0, 0, NULL, 0,
+     "origins (scheme://host[:port], space separated) whose pages may open a WebSocket; unset "
+     "= only http://<the request's Host>; a handshake without Origin (no browser) is allowed"},
+    {"max_tunnels", SEC_SERVICE, T_U32, S(max_tunnels), 0, 1000000, "256", 0,
+     "WebSocket tunnels open at once (handshakes in progress included); beyond: 503; 0 = none"},
+    {"tunnel_idle_timeout", SEC_SERVICE, T_DURATION, S(tunnel_idle_timeout_ms), 1000, DAY, "5m", 0,
+     "a tunnel with no byte in either direction for this long is closed (1001)"},
+    {"tunnel_max_life", SEC_SERVICE, T_DURATION, S(tunnel_max_life_ms), 0, 30 * DAY, "0s", 0,
+     "a tunnel is closed (1001) this long after its handshake; 0 = no limit (a tunnel still "
+     "ends with its key's attestation)"},
 
     /* [service NAME]: upstream side */
     {"upstream", SEC_SERVICE, T_UPSTREAM, S(upstream_host), 0, 0, NULL, KEY_REQUIRED,

@@ -153,6 +153,21 @@ static void print_key(FILE *out, const struct key_def *k, const void *base)
     case T_BINDING:
         fprintf(out, "%s = %s\n", k->name, config_binding_name(*(const enum binding_mode *)field));
         break;
+    case T_UPGRADE:
+        fprintf(out, "%s = %s\n", k->name, *(const bool *)field ? "websocket" : "none");
+        break;
+    case T_ORIGINS: {
+        const struct service_config *svc = base;
+        if (svc->n_allowed_origins == 0) {
+            fprintf(out, "# %s is not set: only http://<Host of the request>\n", k->name);
+            break;
+        }
+        fprintf(out, "%s =", k->name);
+        for (size_t i = 0; i < svc->n_allowed_origins; i++)
+            fprintf(out, " %s", svc->allowed_origins[i]);
+        fputc('\n', out);
+        break;
+    }
     case T_NONCE:
         fprintf(out, "%s = %s\n", k->name,
                 *(const enum nonce_placement *)field == NONCE_QUERY ? "query" : "none");

@@ -231,6 +231,53 @@ int config_parse_measurement(const char *s, struct measurement_set *out)
 
 /* ---- Storing one key ------------------------------------------------------------------------ */
 
+/* allowed_origins: serialized origins (RFC 6454), "scheme://host[:port]" with scheme http or
+ * https, or "null"; compared without case against the Origin a browser sends. */
+static int parse_origins(struct service_config *svc, const char *value, char *why, size_t whycap)
+{
+    const char *p = value;
+    svc->n_allowed_origins = 0;
+    while (*p) {
+        size_t n;
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (*p == '\0')
+            break;
+        n = strcspn(p, " ,");
+        if (svc->n_allowed_origins == CONFIG_MAX_HOSTS || n >= CONFIG_HOST_MAX) {
+            snprintf(why, whycap, "at most %d origins of %d characters", CONFIG_MAX_HOSTS,
+                     CONFIG_HOST_MAX - 1);
+            return -EINVAL;
+        }
+        if (!(n == 4 && strncmp(p, "null", 4) == 0) && strncmp(p, "http://", 7) != 0 &&
+            strncmp(p, "https://", 8) != 0) {
+            snprintf(why, whycap, "an origin is scheme://host[:port] (http or https) or null");
+            return -EINVAL;
+        }
+        for (size_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)p[i];
+            if (!(isalnum(c) || c == '-' || c == '.' || c == ':' || c == '[' || c == ']' ||
+                  c == '/')) {
+                snprintf(why, whycap, "invalid character in an origin");
+                return -EINVAL;
+            }
+        }
+        if (n > 8 && memchr(p + 8, '/', n - 8) != NULL) {
+            snprintf(why, whycap, "an origin has no path (scheme://host[:port])");
+            return -EINVAL;
+        }
+        memcpy(svc->allowed_origins[svc->n_allowed_origins], p, n);
+        svc->allowed_origins[svc->n_allowed_origins][n] = '\0';
+        svc->n_allowed_origins++;
+        p += n;
+    }
+    if (svc->n_allowed_origins == 0) {
+        snprintf(why, whycap, "empty origin list");
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static int read_token_file(const char *path, char *out, size_t cap, char *why, size_t whycap)
 {
     FILE *fp = fopen(path, "re");
@@ -503,6 +550,18 @@ int config__set_value(const struct key_def *k, void *base, const char *value, ch
             return -EINVAL;
         }
         return 0;
+    case T_UPGRADE:
+        if (strcmp(value, "websocket") == 0)
+            *(bool *)field = true;
+        else if (strcmp(value, "none") == 0)
+            *(bool *)field = false;
+        else {
+            snprintf(why, whycap, "expected websocket or none (no other upgrade is relayed)");
+            return -EINVAL;
+        }
+        return 0;
+    case T_ORIGINS:
+        return parse_origins(base, value, why, whycap);
     case T_NONCE:
         if (strcmp(value, "query") == 0)
             *(enum nonce_placement *)field = NONCE_QUERY;

@@ -34,6 +34,9 @@ struct metrics_service {
     uint64_t enforcement[METRICS_ENFORCE_EVENT_COUNT_][METRICS_ENFORCE_REASON_COUNT_];
     int64_t client_open;
     uint64_t bundle_refused[METRICS_REASONS_MAX]; /* by interned reason */
+    int64_t tunnels_open;
+    uint64_t tunnels_closed[METRICS_TUNNEL_CLOSE_COUNT_];
+    uint64_t tunnel_bytes[METRICS_DIR_COUNT_];
 };
 
 struct metrics {
@@ -76,6 +79,14 @@ const char *metrics_enforce_reason_name(enum metrics_enforce_reason r)
 {
     static const char *const names[] = {"policy_changed", "reattestation_failed", "ttl_lapsed"};
     return (unsigned)r < METRICS_ENFORCE_REASON_COUNT_ ? names[r] : "other";
+}
+
+const char *metrics_tunnel_close_name(enum metrics_tunnel_close r)
+{
+    static const char *const names[] = {"client_closed",      "upstream_closed", "upstream_error",
+                                        "idle_timeout",       "max_life",        "policy_changed",
+                                        "attestation_failed", "ttl_lapsed",      "shutdown"};
+    return (unsigned)r < METRICS_TUNNEL_CLOSE_COUNT_ ? names[r] : "other";
 }
 
 /* ---- Registry -------------------------------------------------------------------------------- */
@@ -240,6 +251,24 @@ void metrics_add_client_open(struct metrics_service *ms, int delta)
 {
     if (ms != NULL)
         ms->client_open += delta;
+}
+
+void metrics_add_tunnel_open(struct metrics_service *ms, int delta)
+{
+    if (ms != NULL)
+        ms->tunnels_open += delta;
+}
+
+void metrics_inc_tunnel_closed(struct metrics_service *ms, enum metrics_tunnel_close why)
+{
+    if (ms != NULL && (unsigned)why < METRICS_TUNNEL_CLOSE_COUNT_)
+        ms->tunnels_closed[why]++;
+}
+
+void metrics_add_tunnel_bytes(struct metrics_service *ms, enum metrics_direction d, uint64_t n)
+{
+    if (ms != NULL && (unsigned)d < METRICS_DIR_COUNT_)
+        ms->tunnel_bytes[d] += n;
 }
 
 /* ---- Rendering ------------------------------------------------------------------------------- */
@@ -522,6 +551,33 @@ static void render_traffic(struct out *o, const struct metrics *m)
     }
 }
 
+static void render_tunnels(struct out *o, const struct metrics *m)
+{
+    out_family(o, "tunnels_open", "gauge", "WebSocket tunnels open now.");
+    for (size_t s = 0; s < m->n_services; s++) {
+        out_sample_start(o, "tunnels_open", m->services[s]);
+        out_value_i64(o, m->services[s]->tunnels_open);
+    }
+    out_family(o, "tunnels_closed_total", "counter", "WebSocket tunnels ended, by reason.");
+    for (size_t s = 0; s < m->n_services; s++) {
+        for (unsigned r = 0; r < METRICS_TUNNEL_CLOSE_COUNT_; r++) {
+            out_sample_start(o, "tunnels_closed_total", m->services[s]);
+            out_label(o, "reason", metrics_tunnel_close_name(r));
+            out_value_u64(o, m->services[s]->tunnels_closed[r]);
+        }
+    }
+    out_family(o, "tunnel_bytes_total", "counter",
+               "Bytes relayed through WebSocket tunnels, by direction (also in "
+               "bytes_relayed_total).");
+    for (size_t s = 0; s < m->n_services; s++) {
+        for (unsigned d = 0; d < METRICS_DIR_COUNT_; d++) {
+            out_sample_start(o, "tunnel_bytes_total", m->services[s]);
+            out_label(o, "direction", metrics_direction_name(d));
+            out_value_u64(o, m->services[s]->tunnel_bytes[d]);
+        }
+    }
+}
+
 int metrics_render(const struct metrics *m, uint64_t now_unix_ms, char **out, size_t *len)
 {
     struct out o = {NULL, 0, 0, 0};
@@ -537,6 +593,7 @@ int metrics_render(const struct metrics *m, uint64_t now_unix_ms, char **out, si
     render_attestations(&o, m);
     render_pins(&o, m, now_unix_ms);
     render_traffic(&o, m);
+    render_tunnels(&o, m);
     out_reserve(&o, 0);
     if (o.err != 0) {
         free(o.p);

@@ -72,6 +72,20 @@ enum metrics_enforce_reason {
     METRICS_ENFORCE_REASON_COUNT_
 };
 
+/* tunnels_closed_total{reason}: why a WebSocket tunnel ended (proxy/tunnel.c). */
+enum metrics_tunnel_close {
+    METRICS_TUNNEL_CLIENT_CLOSED = 0,  /* "client_closed": the client closed or failed */
+    METRICS_TUNNEL_UPSTREAM_CLOSED,    /* "upstream_closed": the enclave closed */
+    METRICS_TUNNEL_UPSTREAM_ERROR,     /* "upstream_error": the enclave connection failed */
+    METRICS_TUNNEL_IDLE_TIMEOUT,       /* "idle_timeout": tunnel_idle_timeout */
+    METRICS_TUNNEL_MAX_LIFE,           /* "max_life": tunnel_max_life */
+    METRICS_TUNNEL_POLICY_CHANGED,     /* "policy_changed": policy, profile, upstream or root */
+    METRICS_TUNNEL_ATTESTATION_FAILED, /* "attestation_failed": the key failed re-attestation */
+    METRICS_TUNNEL_TTL_LAPSED,         /* "ttl_lapsed": the key's pin expired */
+    METRICS_TUNNEL_SHUTDOWN,           /* "shutdown": the daemon or the listener stops */
+    METRICS_TUNNEL_CLOSE_COUNT_
+};
+
 /** Creates an empty registry; NULL when out of memory. Free with metrics_free(). */
 struct metrics *metrics_new(void);
 
@@ -139,6 +153,16 @@ void metrics_inc_enforcement(struct metrics_service *ms, enum metrics_enforce_ev
 /** attestproxy_client_connections_open{service}: +1 on accept, -1 on close. */
 void metrics_add_client_open(struct metrics_service *ms, int delta);
 
+/** attestproxy_tunnels_open{service}: +1 when a WebSocket tunnel starts, -1 when it ends. */
+void metrics_add_tunnel_open(struct metrics_service *ms, int delta);
+
+/** attestproxy_tunnels_closed_total{service,reason}: one tunnel ended. */
+void metrics_inc_tunnel_closed(struct metrics_service *ms, enum metrics_tunnel_close why);
+
+/** attestproxy_tunnel_bytes_total{service,direction}: `n` bytes relayed through a tunnel (also
+ *  counted in bytes_relayed_total). */
+void metrics_add_tunnel_bytes(struct metrics_service *ms, enum metrics_direction d, uint64_t n);
+
 /**
  * Renders the whole registry as Prometheus text exposition 0.0.4 (serve it as
  * "text/plain; version=0.0.4; charset=utf-8"). `now_unix_ms` is the wall-clock time used for
@@ -153,5 +177,6 @@ const char *metrics_verdict_name(enum metrics_verdict v);
 const char *metrics_direction_name(enum metrics_direction d);
 const char *metrics_enforce_event_name(enum metrics_enforce_event e);
 const char *metrics_enforce_reason_name(enum metrics_enforce_reason r);
+const char *metrics_tunnel_close_name(enum metrics_tunnel_close r);
 
 #endif

@@ -22,6 +22,7 @@
 #include "proxy/errors.h"
 #include "proxy/http1.h"
 #include "proxy/proxy_internal.h"
+#include "proxy/tunnel.h"
 #include "proxy/upstream.h"
 
 #define LINGER_MS        2000 /* after a final response, how long unread input is discarded */
@@ -40,7 +41,8 @@ struct client_write {
 static const char *const state_names[] = {
     [CLIENT_HEAD] = "head",         [CLIENT_CONNECTING] = "connecting",
     [CLIENT_RELAYING] = "relaying", [CLIENT_FLUSHING] = "flushing",
-    [CLIENT_LINGER] = "linger",     [CLIENT_CLOSING] = "closing",
+    [CLIENT_LINGER] = "linger",     [CLIENT_TUNNEL] = "tunnel",
+    [CLIENT_CLOSING] = "closing",
 };
 
 /* The legal transitions (client.h): a request goes head -> connecting -> relaying and back to
@@ -51,8 +53,9 @@ static const unsigned legal_next[] = {
     [CLIENT_HEAD] = TO(CLIENT_CONNECTING) | TO(CLIENT_FLUSHING) | TO(CLIENT_CLOSING),
     [CLIENT_CONNECTING] =
         TO(CLIENT_RELAYING) | TO(CLIENT_HEAD) | TO(CLIENT_FLUSHING) | TO(CLIENT_CLOSING),
-    [CLIENT_RELAYING] =
-        TO(CLIENT_CONNECTING) | TO(CLIENT_HEAD) | TO(CLIENT_FLUSHING) | TO(CLIENT_CLOSING),
+    [CLIENT_RELAYING] = TO(CLIENT_CONNECTING) | TO(CLIENT_HEAD) | TO(CLIENT_FLUSHING) |
+                        TO(CLIENT_TUNNEL) | TO(CLIENT_CLOSING),
+    [CLIENT_TUNNEL] = TO(CLIENT_FLUSHING) | TO(CLIENT_CLOSING),
     [CLIENT_FLUSHING] = TO(CLIENT_LINGER) | TO(CLIENT_CLOSING),
     [CLIENT_LINGER] = TO(CLIENT_CLOSING),
     [CLIENT_CLOSING] = 0,
@@ -110,6 +113,9 @@ void client__set_timer(struct client *c, enum timer_kind kind)
     case TIMER_DRAIN:
         ms = DRAIN_IDLE_MS;
         break;
+    case TIMER_TUNNEL:
+        ms = tunnel__timer_ms(c);
+        break;
     case TIMER_NONE:
         break;
     }
@@ -149,6 +155,7 @@ static void on_closed(uv_handle_t *handle)
         svc->n_overflow--;
     http1_parser_free(&c->req);
     exchange__free(c);
+    tunnel__free(c);
     if (c->in != NULL)
         bufcache_input_put(p, c->in);
     free(c);
@@ -165,6 +172,7 @@ void client_close(struct client *c, const char *why)
         log_event(LOG_LEVEL_DEBUG, "client_close", "service", c->svc->name, "conn", id, "why", why,
                   NULL);
     }
+    tunnel__client_closing(c, why);
     acquire__release(c, "client connection closed");
     client__set_state(c, CLIENT_CLOSING);
     c->pending_closes = 2;
@@ -195,6 +203,10 @@ static void on_written(uv_write_t *req, int status)
             start_linger(c);
         else
             client__touch_stream(c);
+        return;
+    }
+    if (c->state == CLIENT_TUNNEL) {
+        tunnel__client_drained(c);
         return;
     }
     if (c->state == CLIENT_RELAYING || c->out_blocked)
@@ -350,7 +362,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
 static void update_reading(struct client *c)
 {
-    bool want = c->state != CLIENT_CLOSING && c->state != CLIENT_FLUSHING && !c->peer_eof &&
+    /* A tunnel reads its client with its own callbacks (tunnel.c). */
+    bool want = c->state != CLIENT_CLOSING && c->state != CLIENT_FLUSHING &&
+                c->state != CLIENT_TUNNEL && !c->peer_eof &&
                 (c->state == CLIENT_LINGER || c->in_len < CLIENT_INPUT_MAX);
     if (want == c->reading)
         return;
@@ -572,6 +586,9 @@ static void on_timer(uv_timer_t *t)
     case TIMER_LINGER:
         client_close(c, "linger time over");
         return;
+    case TIMER_TUNNEL:
+        tunnel__on_timer(c);
+        return;
     case TIMER_DRAIN:
         /* Request bytes that reached the socket but not yet the loop would be reset by a
          * close: they are read and answered (with Connection: close) instead. */
@@ -599,6 +616,10 @@ static void on_timer(uv_timer_t *t)
  */
 void client_drain(struct client *c)
 {
+    if (c->state == CLIENT_TUNNEL) {
+        tunnel__drain(c); /* 1001, then the close: a tunnel has no end to wait for */
+        return;
+    }
     c->close_after = true;
     if (c->state == CLIENT_HEAD && !c->req.message_begun && c->in_len == c->in_off)
         client__set_timer(c, TIMER_DRAIN);
@@ -623,6 +644,8 @@ void client_drain_listener(struct proxy_service *svc, uint64_t listener_id, cons
          * configuration no longer has. Only exchanges admitted already finish. */
         if (c->state == CLIENT_HEAD)
             client_close(c, why);
+        else if (c->state == CLIENT_TUNNEL)
+            tunnel__drain(c);
         else
             c->close_after = true;
     }

@@ -30,8 +30,10 @@
 #include "proxy/deadline.h"
 #include "proxy/errors.h"
 #include "proxy/http1.h"
+#include "proxy/websocket.h"
 
 struct proxy_service;
+struct tunnel;
 struct upstream;
 
 #define MAX_ATTEMPTS 3           /* upstream connections tried for one request (acquire.c) */
@@ -43,6 +45,7 @@ enum client_state {
     CLIENT_RELAYING,   /* request up, response down */
     CLIENT_FLUSHING,   /* the last response is being written; then LINGER */
     CLIENT_LINGER,     /* write side shut; unread input discarded until EOF or LINGER_MS */
+    CLIENT_TUNNEL,     /* a WebSocket tunnel (tunnel.c) after a 101; then FLUSHING or CLOSING */
     CLIENT_CLOSING,
 };
 
@@ -53,7 +56,8 @@ enum timer_kind {
     TIMER_FIRST_BYTE,  /* first_byte_timeout: request sent, no response byte yet */
     TIMER_STREAM_IDLE, /* stream_idle_timeout: a body is moving and must keep moving */
     TIMER_LINGER,
-    TIMER_DRAIN, /* shutting down: an idle connection's last chance to bring a request */
+    TIMER_DRAIN,  /* shutting down: an idle connection's last chance to bring a request */
+    TIMER_TUNNEL, /* a tunnel's idle time, maximum life and pin freshness (tunnel.c) */
 };
 
 /* How a response body is written to the client. */
@@ -114,6 +118,9 @@ struct exchange {
     size_t ahead_len;  /* input bytes the last look-ahead saw (exchange__body_valid_so_far) */
     bool body_sent;    /* a request body byte went upstream: never replayed after that */
 
+    bool ws; /* an admitted WebSocket handshake: holds one of the service's max_tunnels */
+    char ws_key[WS_KEY_LEN + 1];
+
     enum acquire_step acquire;
     unsigned attempts;
     struct upstream *up;
@@ -170,6 +177,7 @@ struct client {
     enum proxy_error pending_err;
 
     struct exchange ex;
+    struct tunnel *tunnel; /* after a 101 (CLIENT_TUNNEL and its end), else NULL */
     struct client *prev, *next;
 };
 

@@ -22,6 +22,8 @@ static const struct {
     [PROXY_ERR_UNAUTHORIZED] = {"unauthorized", 401, "Unauthorized"},
     [PROXY_ERR_TOO_MANY_CONNECTIONS] = {"too_many_connections", 503, "Service Unavailable"},
     [PROXY_ERR_POLICY_EXPIRED] = {"policy_expired", 503, "Service Unavailable"},
+    [PROXY_ERR_ORIGIN_NOT_ALLOWED] = {"origin_not_allowed", 403, "Forbidden"},
+    [PROXY_ERR_TOO_MANY_TUNNELS] = {"too_many_tunnels", 503, "Service Unavailable"},
 };
 
 const char *errors_code_name(enum proxy_error e)
@@ -72,7 +74,8 @@ int errors_render(enum proxy_error e, const char *service, const char *message,
     body[body_len++] = '\n';
 
     extra[0] = '\0';
-    if ((e == PROXY_ERR_ATTESTATION_UNAVAILABLE || e == PROXY_ERR_TOO_MANY_CONNECTIONS) &&
+    if ((e == PROXY_ERR_ATTESTATION_UNAVAILABLE || e == PROXY_ERR_TOO_MANY_CONNECTIONS ||
+         e == PROXY_ERR_TOO_MANY_TUNNELS) &&
         retry_after_s == 0)
         retry_after_s = 1;
     if (retry_after_s > 0)

@@ -21,6 +21,7 @@
 #include "proxy/errors.h"
 #include "proxy/http1.h"
 #include "proxy/proxy_internal.h"
+#include "proxy/tunnel.h"
 #include "proxy/upstream.h"
 
 /* ---- Phases ---------------------------------------------------------------------------------- */
@@ -136,6 +137,7 @@ static int req_on_head(struct http1_parser *p)
     const char *target = http1_head_str(h, h->target_off);
     size_t hosts = http1_head_count(h, HTTP1_FIELD_HOST);
     enum proxy_error denied;
+    enum tunnel_admit ws = TUNNEL_ADMIT_NO;
     char msg[ACCESS_MSG_MAX];
     int rc;
     size_t cap;
@@ -175,6 +177,11 @@ static int req_on_head(struct http1_parser *p)
         return refuse(c, PROXY_ERR_BAD_REQUEST, "a request must carry exactly one Host header");
     if (!access_check(cfg, h, &denied, msg, sizeof(msg)))
         return refuse(c, denied, msg);
+    if (http1_head_find(h, HTTP1_FIELD_UPGRADE, 0) >= 0) {
+        ws = tunnel__admit(c, p, &denied, msg, sizeof(msg));
+        if (ws == TUNNEL_ADMIT_REFUSED)
+            return refuse(c, denied, msg);
+    }
 
     if (p->ll.flags & F_CHUNKED) {
         ex->req_framing = HTTP1_FRAMING_CHUNKED;
@@ -200,6 +207,7 @@ static int req_on_head(struct http1_parser *p)
     opts.strip_authorization = cfg->token[0] != '\0';
     opts.framing = ex->req_framing;
     opts.content_length = ex->req_content_length;
+    opts.upgrade = ws == TUNNEL_ADMIT_YES ? "websocket" : NULL;
     cap = h->len + 2 * h->n + strlen(cfg->upstream_authority) + HTTP1_REWRITE_SLACK;
     ex->up_head = malloc(cap);
     if (ex->up_head == NULL)
@@ -360,6 +368,11 @@ void exchange__free(struct client *c)
     struct exchange *ex = &c->ex;
     /* Ownership: the upstream connection was released or handed back before. */
     assert(ex->up == NULL);
+    if (ex->ws) {
+        /* An admitted handshake that did not become a tunnel gives its place back. */
+        assert(c->svc->n_tunnels > 0);
+        c->svc->n_tunnels--;
+    }
     free(ex->up_head);
     free(ex->held);
     if (ex->resp_parser_ready) {

@@ -64,6 +64,7 @@ enum http1_field {
     HTTP1_FIELD_TRANSFER_ENCODING,
     HTTP1_FIELD_EXPECT,
     HTTP1_FIELD_AUTHORIZATION,
+    HTTP1_FIELD_UPGRADE, /* hop-by-hop; forwarded only for a WebSocket handshake (tunnel.c) */
 };
 
 /* What forwarding does with a header, decided when the head is complete. */
@@ -227,6 +228,9 @@ struct http1_request_opts {
     bool strip_authorization; /* Authorization carried our own token */
     enum http1_framing framing;
     uint64_t content_length;
+    /* A WebSocket handshake (tunnel.h): "Upgrade: <upgrade>" and "Connection: Upgrade" are
+     * sent, the only hop-by-hop headers ever forwarded; NULL for every other request. */
+    const char *upgrade;
 };
 
 /**

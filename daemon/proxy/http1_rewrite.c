@@ -117,6 +117,11 @@ int http1_build_request(const struct http1_parser *p, const struct http1_request
     out_str(&out, o->authority);
     out_str(&out, "\r\n");
     copy_headers(&out, h, o);
+    if (o->upgrade != NULL) {
+        out_str(&out, "Upgrade: ");
+        out_str(&out, o->upgrade);
+        out_str(&out, "\r\nConnection: Upgrade\r\n");
+    }
     out_framing(&out, o->framing, o->content_length);
     out_str(&out, "\r\n");
     return out.overflow ? -ENOSPC : (int)out.len;

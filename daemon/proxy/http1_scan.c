@@ -279,7 +279,7 @@ static const struct known_name {
     {NAME("host"), HTTP1_FIELD_HOST, 0},
     {NAME("expect"), HTTP1_FIELD_EXPECT, 0},
     {NAME("trailer"), HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
-    {NAME("upgrade"), HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+    {NAME("upgrade"), HTTP1_FIELD_UPGRADE, HTTP1_HDR_HOP},
     {NAME("forwarded"), HTTP1_FIELD_OTHER, HTTP1_HDR_FORWARDED},
     {NAME("connection"), HTTP1_FIELD_CONNECTION, HTTP1_HDR_HOP},
     {NAME("keep-alive"), HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},

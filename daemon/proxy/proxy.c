@@ -21,6 +21,7 @@
 #include "proxy/pool.h"
 #include "proxy/proxy_internal.h"
 #include "proxy/tls.h"
+#include "proxy/tunnel.h"
 #include "proxy/upstream.h"
 #include "proxy/warm.h"
 #include "verify/policy.h"
@@ -338,7 +339,8 @@ void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], str
                                     busy ? METRICS_ENFORCE_EXCHANGE_ABORTED
                                          : METRICS_ENFORCE_CONNECTION_CLOSED,
                                     METRICS_ENFORCE_REATTESTATION_FAILED);
-            if (busy)
+            /* A tunnel on the key gets a close frame (1011) before its connection closes. */
+            if (busy && !tunnel_abort(up, false, "attestation_failed"))
                 upstream_abort(up, msg);
             else
                 upstream_close(up, msg);
@@ -720,7 +722,8 @@ static void enforce_change(struct proxy_service *svc, const char *why)
             aborted++;
             metrics_inc_enforcement(svc->metrics, METRICS_ENFORCE_EXCHANGE_ABORTED,
                                     METRICS_ENFORCE_POLICY_CHANGED);
-            upstream_abort(up, "the policy changed and the enclave no longer satisfies it");
+            if (!tunnel_abort(up, true, why)) /* a tunnel: close frame 1008 */
+                upstream_abort(up, "the policy changed and the enclave no longer satisfies it");
         } else if (up->state == UP_ATTESTING) {
             attest_invalidate(up);
         }

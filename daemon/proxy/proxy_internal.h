@@ -82,6 +82,7 @@ struct proxy_service {
     struct client *clients;     /* every open client connection (doubly linked) */
     size_t n_clients;           /* counted against max_connections */
     size_t n_overflow;          /* connections being refused with 503 (bounded separately) */
+    size_t n_tunnels;           /* WebSocket tunnels and admitted handshakes (max_tunnels) */
     struct upstream *upstreams; /* every upstream connection (doubly linked) */
     /* Bumped when a reload changes the upstream, the evidence profile or the trust root: a
      * connection opened before (still connecting or handshaking then) never passes the gate. */

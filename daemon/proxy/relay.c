@@ -19,9 +19,11 @@
 #include "proxy/http1.h"
 #include "proxy/pinset.h"
 #include "proxy/proxy_internal.h"
+#include "proxy/tunnel.h"
 #include "proxy/upstream.h"
 
-#define CONTINUE_100 "HTTP/1.1 100 Continue\r\n\r\n"
+#define CONTINUE_100    "HTTP/1.1 100 Continue\r\n\r\n"
+#define UPGRADE_HEADERS "Upgrade: websocket\r\nConnection: Upgrade\r\n"
 
 /* ---- Response head rewriting (upstream -> client) -------------------------------------------- */
 
@@ -52,6 +54,58 @@ static void attestation_header(struct client *c, char *out, size_t cap)
              when);
 }
 
+/* The enclave accepted a WebSocket handshake: its 101 is checked (tunnel.c) and rewritten
+ * with Upgrade and Connection put back, and held like any head; the message ends with it
+ * (resp_on_complete) and the connection becomes a tunnel (r_data). A 101 to anything else, or
+ * one that does not answer the handshake, is a bad response (502). */
+static int hold_head(struct http1_parser *p, const struct http1_response_opts *opts);
+
+static int resp_on_101(struct http1_parser *p)
+{
+    struct client *c = p->data;
+    struct http1_response_opts opts;
+    char extra[512 + 64], why[128];
+
+    if (!tunnel__accept_101(c, &p->head, why, sizeof(why))) {
+        http1_parser_fail(p, HTTP1_FAIL_CALLBACK, why);
+        return HTTP1_CB_ERROR;
+    }
+    memset(&opts, 0, sizeof(opts));
+    memcpy(extra, UPGRADE_HEADERS, sizeof(UPGRADE_HEADERS) - 1);
+    attestation_header(c, extra + sizeof(UPGRADE_HEADERS) - 1,
+                       sizeof(extra) - sizeof(UPGRADE_HEADERS) + 1);
+    opts.extra_headers = extra;
+    c->ex.status = 101;
+    return hold_head(p, &opts);
+}
+
+/* Rewrites the final response head, held back so that the body bytes of this read leave with
+ * it, in one write (r_data() sends it alone when none came). */
+static int hold_head(struct http1_parser *p, const struct http1_response_opts *opts)
+{
+    struct client *c = p->data;
+    const char *extra = opts->extra_headers;
+    size_t cap = p->head.len + 2 * p->head.n + (extra ? strlen(extra) : 0) + HTTP1_REWRITE_SLACK;
+    char *buf = malloc(cap);
+    int n;
+
+    if (buf == NULL) {
+        http1_parser_fail(p, HTTP1_FAIL_CALLBACK, "out of memory");
+        return HTTP1_CB_ERROR;
+    }
+    n = http1_build_response(p, opts, buf, cap);
+    if (n < 0) {
+        free(buf);
+        http1_parser_fail(p, HTTP1_FAIL_CALLBACK, "cannot write the response head");
+        return HTTP1_CB_ERROR;
+    }
+    c->ex.held = buf;
+    c->ex.held_len = (size_t)n;
+    exchange__set_resp_phase(c, RESP_BODY);
+    metrics_inc_requests(c->svc->metrics, c->ex.status);
+    return HTTP1_CB_OK;
+}
+
 static int resp_on_head(struct http1_parser *p)
 {
     struct client *c = p->data;
@@ -59,15 +113,11 @@ static int resp_on_head(struct http1_parser *p)
     struct http1_response_opts opts;
     unsigned status = p->ll.status_code;
     char extra[512];
-    char *buf;
-    size_t cap;
     bool no_body;
-    int n;
+    int rc;
 
-    if (status == 101) {
-        http1_parser_fail(p, HTTP1_FAIL_CALLBACK, "the upstream switched protocols");
-        return HTTP1_CB_ERROR;
-    }
+    if (status == 101)
+        return resp_on_101(p);
     if (!exchange__transfer_encoding_ok(&p->head)) {
         http1_parser_fail(p, HTTP1_FAIL_CALLBACK,
                           "the response has a transfer coding other than chunked");
@@ -112,24 +162,9 @@ static int resp_on_head(struct http1_parser *p)
     attestation_header(c, extra, sizeof(extra));
     opts.extra_headers = extra[0] ? extra : NULL;
 
-    cap = p->head.len + 2 * p->head.n + strlen(extra) + HTTP1_REWRITE_SLACK;
-    buf = malloc(cap);
-    if (buf == NULL) {
-        http1_parser_fail(p, HTTP1_FAIL_CALLBACK, "out of memory");
-        return HTTP1_CB_ERROR;
-    }
-    n = http1_build_response(p, &opts, buf, cap);
-    if (n < 0) {
-        free(buf);
-        http1_parser_fail(p, HTTP1_FAIL_CALLBACK, "cannot write the response head");
-        return HTTP1_CB_ERROR;
-    }
-    /* Held back so that the body bytes of this read leave with it, in one write; r_data()
-     * sends it alone when none came. */
-    ex->held = buf;
-    ex->held_len = (size_t)n;
-    exchange__set_resp_phase(c, RESP_BODY);
-    metrics_inc_requests(c->svc->metrics, status);
+    rc = hold_head(p, &opts);
+    if (rc != HTTP1_CB_OK)
+        return rc;
     return no_body ? HTTP1_CB_SKIP_BODY : HTTP1_CB_OK;
 }
 
@@ -155,6 +190,10 @@ static int resp_on_body(struct http1_parser *p, const char *at, size_t len)
 static int resp_on_complete(struct http1_parser *p)
 {
     struct client *c = p->data;
+    if (p->ll.status_code == 101 && c->ex.resp_phase == RESP_BODY) {
+        exchange__set_resp_phase(c, RESP_DONE); /* the rest is the tunnel's */
+        return HTTP1_CB_PAUSE;
+    }
     if (p->ll.status_code < 200)
         return HTTP1_CB_OK; /* the final response follows */
     exchange__set_resp_phase(c, RESP_DONE);
@@ -188,6 +227,10 @@ static void r_data(struct upstream *up, const char *data, size_t len, void *arg)
         snprintf(msg, sizeof(msg), "bad response from the upstream: %s", ex->resp.fail_msg);
         ex->attempts = MAX_ATTEMPTS; /* a malformed answer is not retried */
         acquire__upstream_failed(c, msg);
+        return;
+    }
+    if (ex->resp_phase == RESP_DONE && ex->status == 101) {
+        tunnel__start(c, data + used, len - used);
         return;
     }
     if (ex->resp_phase == RESP_DONE) {

@@ -7,7 +7,7 @@ ATTESTPROXY_PACKAGES=(
     libuv1-dev libssl-dev libcbor-dev libinih-dev libjansson-dev libcmocka-dev node-llhttp
     openssl curl ca-certificates
     python3 python3-pytest python3-pytest-timeout python3-cryptography python3-cbor2
-    python3-requests python3-jsonschema python3-prometheus-client
+    python3-requests python3-jsonschema python3-prometheus-client python3-websockets
     systemd groff-base procps valgrind strace cppcheck clang-format
 )
 

@@ -174,14 +174,30 @@ class RssSampler:
         self._t.join(timeout=5)
 
 
+def npm_package(name):
+    """Installs the npm package `name` once into tests/e2e/node_modules (gitignored)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip(f"node and npm are needed for the {name} tests")
+    if not (E2E / "node_modules" / name / "package.json").exists():
+        # --no-save: every package is installed alone; ws and openai go together (the SDK's
+        # Realtime client needs ws) so that one install does not prune the other.
+        r = subprocess.run(["npm", "install", "--no-save", "--no-audit", "--no-fund", "--prefix",
+                            str(E2E), "openai", "ws"], capture_output=True, timeout=240)
+        if r.returncode != 0:
+            pytest.fail(f"npm install {name} failed:\n" +
+                        r.stderr.decode(errors="replace")[-2000:])
+
+
 @pytest.fixture(scope="session")
 def openai_sdk():
-    """The Node `openai` package, installed once into tests/e2e/node_modules (gitignored)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed for the openai SDK test")
-    if not (E2E / "node_modules" / "openai" / "package.json").exists():
-        r = subprocess.run(["npm", "install", "--no-save", "--no-audit", "--no-fund", "--prefix",
-                            str(E2E), "openai"], capture_output=True, timeout=240)
-        if r.returncode != 0:
-            pytest.fail("npm install openai failed:\n" + r.stderr.decode(errors="replace")[-2000:])
+    """The Node `openai` package."""
+    npm_package("openai")
     return E2E / "openai_client.js"
+
+
+@pytest.fixture(scope="session")
+def node_ws():
+    """The Node `ws` package (and `openai`, whose Realtime client uses it): the scripts."""
+    npm_package("ws")
+    npm_package("openai")
+    return E2E / "ws_client.js"

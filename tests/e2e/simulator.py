@@ -52,6 +52,10 @@ class Simulator:
     def requests(self):
         return self.control("GET", "/requests")
 
+    def ws_messages(self):
+        """Every WebSocket data frame the simulator received, in order."""
+        return self.control("GET", "/ws-messages")
+
     def reset(self):
         return self.control("POST", "/reset")
 

@@ -430,13 +430,15 @@ FORWARDED = [
      b"Transfer_Encoding: chunked\r\nX_Forwarded_For: 203.0.113.9\r\nContent_Length: 99\r\n"
      b"X_Kept: yes\r\nContent-Length: 5\r\n" + CLOSE + b"\r\nhello",
      b"POST /echo HTTP/1.1\r\nHost: {up}\r\nX_Kept: yes\r\nContent-Length: 5\r\n\r\n", b"hello"),
-    # Upgrade is not relayed unless configured (there is no such key): the request goes on as
-    # plain HTTP/1.1 with Upgrade and the headers named in Connection removed.
+    # A WebSocket handshake (allow_upgrade = websocket, the default) goes up with Upgrade and
+    # Connection: Upgrade, the only hop-by-hop headers ever forwarded (test_websocket.py); any
+    # other upgrade goes on as plain HTTP/1.1 with Upgrade and the headers named in Connection
+    # removed.
     ("upgrade_websocket", b"GET /echo HTTP/1.1\r\n" + H + b"Upgrade: websocket\r\n"
      b"Connection: Upgrade, close\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
      b"Sec-WebSocket-Version: 13\r\n\r\n",
      b"GET /echo HTTP/1.1\r\nHost: {up}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-     b"Sec-WebSocket-Version: 13\r\n\r\n", b""),
+     b"Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", b""),
     ("upgrade_h2c", b"GET /echo HTTP/1.1\r\n" + H + b"Connection: Upgrade, HTTP2-Settings, close"
      b"\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
      b"GET /echo HTTP/1.1\r\nHost: {up}\r\n\r\n", b""),

@@ -36,11 +36,14 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 HEAD_MAX = 64 * 1024
 JSON_BODY_MAX = 1 << 20
 BODY_LOG_MAX = 4096  # request body bytes kept in the request log
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
+WS_PATHS = ("/ws/echo", "/ws/events", "/v1/realtime")
+WS_LOG_TEXT_MAX = 200  # characters of a text message kept in the message log
 MODES = ("wrong_pcrs", "debug_pcrs", "bad_signature", "wrong_nonce", "missing_nonce",
          "replay_old", "expired_leaf", "garbage_evidence", "bind_other_key", "evidence_500",
          "evidence_delay", "replay_document", "evidence_trailing", "evidence_pad",
          "drop_mid_stream", "stall", "close_after_headers", "raw_response", "garbage_response",
-         "reset_mid_body", "excess_body")
+         "reset_mid_body", "excess_body", "ws_bad_accept")
 # Hostile application responses (evidence stays valid, so attestation passes): each is a
 # raw_response preset, see raw_params().
 RAW_MODES = ("raw_response", "garbage_response", "reset_mid_body", "excess_body")
@@ -135,8 +138,10 @@ class Sim:
         return self.identities[0]
 
     def reset(self):
-        self.stats = {"evidence_requests": 0, "app_requests": 0, "connections": 0}
+        self.stats = {"evidence_requests": 0, "app_requests": 0, "connections": 0,
+                      "ws_messages": 0}
         self.requests = []
+        self.ws_messages = []  # every WebSocket data frame received, in order
         self.retired = getattr(self, "retired", [])
         # The last evidence body served per profile, for replay_document (kept across resets:
         # a replay test resets the log between the original and the replay).
@@ -317,6 +322,11 @@ class Sim:
                 except ValueError:
                     await send(writer, 400, {"Connection": "close"}, b"bad content-length\n")
                     return
+                if (not evidence and url.path in WS_PATHS
+                        and "websocket" in headers.get("upgrade", "").lower()):
+                    self.stats["app_requests"] += 1
+                    await self.websocket(reader, writer, conn, url, query, headers)
+                    return
                 if evidence:
                     profile = {"/.well-known/nitro-attestation": "native",
                                "/.well-known/attestation": "evervault"}.get(url.path)
@@ -366,6 +376,74 @@ class Sim:
                 writer.close()
             except Exception:
                 pass
+
+    # ---- WebSocket (RFC 6455, by hand: the simulator stays independent of any WS library) ----
+
+    async def websocket(self, reader, w, conn, url, query, headers):
+        """The opening handshake, then /ws/echo (every data frame echoed), /ws/events (a JSON
+        event every `interval` ms, `count` of them or until closed, each received message
+        acknowledged) or /v1/realtime (OpenAI Realtime-like: session.created, then a
+        response.done per client event). Every data frame received is logged (ws_messages)."""
+        key = headers.get("sec-websocket-key", "")
+        if headers.get("sec-websocket-version") != "13" or len(key) != 24:
+            return await send(w, 400, {"Connection": "close"}, b"bad websocket handshake\n")
+        accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
+        if self.mode == "ws_bad_accept":
+            accept = base64.b64encode(hashlib.sha1(b"another key" + WS_GUID).digest()).decode()
+        w.write(response_head(101, {"Upgrade": "websocket", "Connection": "Upgrade",
+                                    "Sec-WebSocket-Accept": accept}))
+        sender = None
+        if url.path == "/ws/events":
+            interval = int(query.get("interval", ["100"])[0]) / 1000
+            count = int(query.get("count", ["0"])[0])
+            sender = asyncio.ensure_future(self.ws_events(w, interval, count))
+        elif url.path == "/v1/realtime":
+            ws_send(w, 1, json.dumps({"type": "session.created", "event_id": "evt_0",
+                                      "session": {"model": query.get("model", [""])[0]}}))
+        await w.drain()
+        try:
+            n = 0
+            while True:
+                fin, op, data = await ws_read_frame(reader)
+                if op == 8:  # close: echo the code, then the server closes the TCP connection
+                    ws_send(w, 8, data[:2])
+                    await w.drain()
+                    return
+                if op == 9:
+                    ws_send(w, 10, data)
+                    await w.drain()
+                    continue
+                if op == 10:
+                    continue
+                n += 1
+                self.stats["ws_messages"] += 1
+                text = data[:WS_LOG_TEXT_MAX * 4].decode("utf-8", "replace") if op in (0, 1) else ""
+                self.ws_messages.append({"conn": conn, "path": url.path, "t": time.time(),
+                                         "opcode": op, "len": len(data),
+                                         "text": text[:WS_LOG_TEXT_MAX]})
+                if url.path == "/ws/echo":
+                    ws_send(w, op, data, fin)
+                elif url.path == "/ws/events":
+                    ws_send(w, 1, json.dumps({"type": "ack", "n": n}))
+                else:
+                    try:
+                        event = json.loads(data)
+                    except ValueError:
+                        event = {}
+                    ws_send(w, 1, json.dumps({"type": "response.done", "event_id": f"evt_{n}",
+                                              "in_reply_to": event.get("type")}))
+                await w.drain()
+        finally:
+            if sender is not None:
+                sender.cancel()
+
+    async def ws_events(self, w, interval, count):
+        seq = 0
+        while count == 0 or seq < count:
+            ws_send(w, 1, json.dumps({"type": "event", "seq": seq, "sent_at": time.time()}))
+            await w.drain()
+            seq += 1
+            await asyncio.sleep(interval)
 
     # ---- Hostile application responses -----------------------------------------------------
 
@@ -551,7 +629,7 @@ class Sim:
 
 # ---- HTTP helpers ---------------------------------------------------------------------------
 
-REASONS = {100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request",
+REASONS = {100: "Continue", 101: "Switching Protocols", 200: "OK", 204: "No Content", 400: "Bad Request",
            404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
@@ -570,6 +648,37 @@ def parse_head(head):
         return method, target, headers
     except ValueError:
         return None
+
+
+async def ws_read_frame(reader):
+    """One frame from a client: (fin, opcode, unmasked payload)."""
+    b0, b1 = await reader.readexactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", await reader.readexactly(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", await reader.readexactly(8))[0]
+    mask = await reader.readexactly(4) if b1 & 0x80 else None
+    data = await reader.readexactly(n)
+    if mask and n:
+        m = (mask * (n // 4 + 1))[:n]
+        data = (int.from_bytes(data, "big") ^ int.from_bytes(m, "big")).to_bytes(n, "big")
+    return bool(b0 & 0x80), b0 & 0x0F, data
+
+
+def ws_send(w, opcode, data, fin=True):
+    """One unmasked server frame."""
+    if isinstance(data, str):
+        data = data.encode()
+    n = len(data)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([n])
+    elif n < 65536:
+        head += bytes([126]) + struct.pack("!H", n)
+    else:
+        head += bytes([127]) + struct.pack("!Q", n)
+    w.write(head + data)
 
 
 def response_head(code, headers):
@@ -759,6 +868,8 @@ async def control(sim, reader, writer):
             out = sim.stats
         elif method == "GET" and target == "/requests":
             out = sim.requests
+        elif method == "GET" and target == "/ws-messages":
+            out = sim.ws_messages
         elif method == "GET" and target == "/pins":
             out = [i.pin for i in sim.identities]
         elif method == "POST" and target == "/reset":

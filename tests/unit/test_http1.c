@@ -930,7 +930,7 @@ static void test_known_names_are_indexed_by_length(void **state)
         {"HOST", HTTP1_FIELD_HOST, 0},
         {"Expect", HTTP1_FIELD_EXPECT, 0},
         {"trailer", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
-        {"Upgrade", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},
+        {"Upgrade", HTTP1_FIELD_UPGRADE, HTTP1_HDR_HOP},
         {"Forwarded", HTTP1_FIELD_OTHER, HTTP1_HDR_FORWARDED},
         {"connection", HTTP1_FIELD_CONNECTION, HTTP1_HDR_HOP},
         {"Keep-Alive", HTTP1_FIELD_OTHER, HTTP1_HDR_HOP},

@@ -31,6 +31,9 @@ static const char *const families[] = {
     "bytes_relayed_total",
     "enforcement_events_total",
     "client_connections_open",
+    "tunnels_open",
+    "tunnels_closed_total",
+    "tunnel_bytes_total",
 };
 #define N_FAMILIES (sizeof(families) / sizeof(families[0]))
 
@@ -261,6 +264,38 @@ static void test_empty_registry_has_every_family(void **state)
     assert_non_null(strstr(text, "# TYPE attestproxy_pin_expiry_seconds gauge\n"));
     expect_series(text, "attestproxy_policy_generation", "0");
     assert_non_null(strstr(text, "attestproxy_build_info{version=\""));
+    free(text);
+    metrics_free(m);
+}
+
+/* Tunnels: the gauge goes up and down, each end is counted by its reason, bytes by direction. */
+static void test_tunnel_series(void **state)
+{
+    struct metrics *m = metrics_new();
+    struct metrics_service *ws = metrics_service(m, "realtime");
+    char *text;
+    (void)state;
+
+    metrics_add_tunnel_open(ws, 1);
+    metrics_add_tunnel_open(ws, 1);
+    metrics_add_tunnel_open(ws, -1);
+    metrics_inc_tunnel_closed(ws, METRICS_TUNNEL_POLICY_CHANGED);
+    metrics_inc_tunnel_closed(ws, METRICS_TUNNEL_CLOSE_COUNT_); /* out of range: ignored */
+    metrics_add_tunnel_bytes(ws, METRICS_DIR_TO_UPSTREAM, 17);
+    metrics_add_tunnel_bytes(ws, METRICS_DIR_TO_CLIENT, 4000000000ull);
+    text = render(m);
+    expect_series(text, "attestproxy_tunnels_open{service=\"realtime\"}", "1");
+    expect_series(
+        text, "attestproxy_tunnels_closed_total{service=\"realtime\",reason=\"policy_changed\"}",
+        "1");
+    expect_series(
+        text, "attestproxy_tunnels_closed_total{service=\"realtime\",reason=\"ttl_lapsed\"}", "0");
+    expect_series(text,
+                  "attestproxy_tunnel_bytes_total{service=\"realtime\",direction=\"to_upstream\"}",
+                  "17");
+    expect_series(text,
+                  "attestproxy_tunnel_bytes_total{service=\"realtime\",direction=\"to_client\"}",
+                  "4000000000");
     free(text);
     metrics_free(m);
 }
@@ -532,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_empty_registry_has_every_family),
         cmocka_unit_test(test_bundle_refusals_are_counted_by_reason),
         cmocka_unit_test(test_service_series),
+        cmocka_unit_test(test_tunnel_series),
         cmocka_unit_test(test_attestations_and_histogram),
         cmocka_unit_test(test_pin_expiry_relative_to_render_time),
         cmocka_unit_test(test_label_values_are_escaped),
