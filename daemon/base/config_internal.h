@@ -36,9 +36,11 @@ enum value_type {
     T_PROFILE,
     T_BINDING,
     T_NONCE,
-    T_UPSTREAM,    /* host:port */
-    T_MEASUREMENT, /* repeatable measurement set */
-    T_TOKEN_FILE,  /* reads the token from a file */
+    T_UPSTREAM,          /* host:port */
+    T_MEASUREMENT,       /* repeatable measurement set */
+    T_TOKEN_FILE,        /* reads the token from a file */
+    T_PROXY_URL,         /* http://host:port of an upstream proxy */
+    T_PROXY_CREDENTIALS, /* reads user:password for the upstream proxy from a file */
 };
 
 #define KEY_REQUIRED 0x1u

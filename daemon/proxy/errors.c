@@ -21,6 +21,7 @@ static const struct {
     [PROXY_ERR_HOST_NOT_ALLOWED] = {"host_not_allowed", 421, "Misdirected Request"},
     [PROXY_ERR_UNAUTHORIZED] = {"unauthorized", 401, "Unauthorized"},
     [PROXY_ERR_TOO_MANY_CONNECTIONS] = {"too_many_connections", 503, "Service Unavailable"},
+    [PROXY_ERR_UPSTREAM_PROXY_REFUSED] = {"upstream_proxy_refused", 502, "Bad Gateway"},
 };
 
 const char *errors_code_name(enum proxy_error e)

@@ -21,6 +21,8 @@ enum proxy_error {
     PROXY_ERR_HOST_NOT_ALLOWED,        /* 421 */
     PROXY_ERR_UNAUTHORIZED,            /* 401 + WWW-Authenticate: Bearer */
     PROXY_ERR_TOO_MANY_CONNECTIONS,    /* 503 + Retry-After: max_connections reached */
+    PROXY_ERR_UPSTREAM_PROXY_REFUSED,  /* 502: the upstream proxy answered CONNECT with a
+                                        * status other than 2xx (407, 403, 502, ...) */
     PROXY_ERR_COUNT_
 };
 
