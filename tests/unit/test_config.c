@@ -429,6 +429,17 @@ static void test_print_round_trip(void **state)
     free(second);
 }
 
+/* A credentials file holding `content` is refused with `needle` in the message. */
+static void expect_credentials_error(const char *content, const char *needle)
+{
+    char path[256], conf[512];
+    snprintf(path, sizeof(path), "%s", write_file("bad.cred", content));
+    snprintf(conf, sizeof(conf),
+             MINIMAL_SERVICE "upstream_proxy = http://p:1\nupstream_proxy_credentials = %s\n",
+             path);
+    expect_error(conf, 6, needle);
+}
+
 /* upstream_proxy (issue #24): http:// only, credentials from a file, encoded for Basic and
  * never printed; https:// and the credentials without a proxy are refused. */
 static void test_upstream_proxy(void **state)
@@ -485,18 +496,10 @@ static void test_upstream_proxy(void **state)
                  "without user, path");
     snprintf(conf, sizeof(conf), MINIMAL_SERVICE "upstream_proxy_credentials = %s\n", cred_line);
     expect_error(conf, 1, "upstream_proxy_credentials is set but upstream_proxy is not");
-    cred = write_file("bad.cred", "no-colon-here\n");
-    snprintf(cred_line, sizeof(cred_line), "%s", cred);
-    snprintf(conf, sizeof(conf),
-             MINIMAL_SERVICE "upstream_proxy = http://p:1\nupstream_proxy_credentials = %s\n",
-             cred_line);
-    expect_error(conf, 6, "expected user:password");
-    cred = write_file("ctl.cred", "user:pa\x01ss\n");
-    snprintf(cred_line, sizeof(cred_line), "%s", cred);
-    snprintf(conf, sizeof(conf),
-             MINIMAL_SERVICE "upstream_proxy = http://p:1\nupstream_proxy_credentials = %s\n",
-             cred_line);
-    expect_error(conf, 6, "control character");
+    expect_credentials_error("no-colon-here\n", "expected user:password");
+    expect_credentials_error(":no-user\n", "expected user:password");
+    expect_credentials_error("\n", "expected user:password");
+    expect_credentials_error("user:pa\x01ss\n", "control character");
     snprintf(conf, sizeof(conf),
              MINIMAL_SERVICE
              "upstream_proxy = http://p:1\nupstream_proxy_credentials = %s/missing.cred\n",
