@@ -98,7 +98,7 @@ struct service_config {
     uint64_t pool_idle_timeout_ms;
     uint64_t pool_purge_interval_ms;
     bool session_resumption; /* offer TLS sessions for resumption (BRIEF §2.7: off by default) */
-    /* An HTTP forward proxy on the way to the enclave (proxy/tunnel.c): TCP goes to it and a
+    /* An HTTP forward proxy on the way to the enclave (proxy/egress.c): TCP goes to it and a
      * CONNECT tunnel carries the enclave's TLS end to end. "" = direct connections. */
     char upstream_proxy_host[CONFIG_HOST_MAX];
     uint16_t upstream_proxy_port;

@@ -16,7 +16,7 @@
 #include "proxy/pinset.h"
 #include "proxy/pool.h"
 #include "proxy/proxy_internal.h"
-#include "proxy/tunnel.h"
+#include "proxy/egress.h"
 #include "proxy/upstream.h"
 #include "verify/verifier.h"
 
@@ -170,7 +170,7 @@ static void verify_evidence(struct attest_job *job)
     rc = verifier_verify(*svc->proxy->env.verifier, &req, job->body, job->body_len, &res);
     if (rc < 0 || !res.accepted) {
         const char *reason = rc < 0 ? REASON_INTERNAL : verify_reason_name(res.reason_code);
-        const char *hint = rc < 0 ? NULL : tunnel_binding_hint(cfg, res.reason_code);
+        const char *hint = rc < 0 ? NULL : egress_binding_hint(cfg, res.reason_code);
         static const char prefix[] = "attestation failed: ";
         o.err = PROXY_ERR_ATTESTATION_FAILED;
         /* Through an upstream proxy, a document bound to another key than this connection's

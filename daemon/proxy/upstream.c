@@ -12,7 +12,7 @@
 #include "base/metrics.h"
 #include "proxy/pool.h"
 #include "proxy/proxy_internal.h"
-#include "proxy/tunnel.h"
+#include "proxy/egress.h"
 
 struct write_req {
     uv_write_t req;
@@ -67,8 +67,8 @@ static void set_state(struct upstream *up, enum upstream_state to)
          * list there. */
         log_event(LOG_LEVEL_DEBUG, "upstream_state", "service", up->svc->name, "conn", id, "from",
                   upstream_state_name(up->state), "to", upstream_state_name(to),
-                  up->tunnel != NULL ? "proxy" : NULL,
-                  up->tunnel != NULL ? up->tunnel->proxy : NULL, NULL);
+                  up->egress != NULL ? "proxy" : NULL,
+                  up->egress != NULL ? up->egress->proxy : NULL, NULL);
     }
     up->state = to;
 }
@@ -98,7 +98,7 @@ const char *upstream_failure(const struct upstream *up)
 
 unsigned upstream_proxy_refusal(const struct upstream *up)
 {
-    return up->tunnel != NULL && up->proxy_result == METRICS_PROXY_REFUSED ? up->tunnel->status : 0;
+    return up->egress != NULL && up->proxy_result == METRICS_PROXY_REFUSED ? up->egress->status : 0;
 }
 
 void upstream_set_handler(struct upstream *up, const struct upstream_handler *h, void *arg)
@@ -124,7 +124,7 @@ static void release(struct upstream *up)
     if (up->counted_open)
         metrics_add_upstream_open(svc->metrics, -1);
     tls_conn_free(&up->tls);
-    tunnel_free(up->tunnel);
+    egress_free(up->egress);
     if (up->prev != NULL)
         up->prev->next = up->next;
     else
@@ -328,7 +328,7 @@ static void fail(struct upstream *up, const char *msg)
     if (up->state == UP_CONNECTING || up->state == UP_PROXYING || up->state == UP_HANDSHAKING) {
         /* on_connected reports the failure; the close follows it. The proxy hop ended with
          * it when it had not reached TLS. */
-        if (up->tunnel != NULL && up->state != UP_HANDSHAKING)
+        if (up->egress != NULL && up->state != UP_HANDSHAKING)
             metrics_inc_upstream_proxy_connect(up->svc->metrics,
                                                (enum metrics_proxy_result)up->proxy_result);
         metrics_inc_upstream_connection(up->svc->metrics,
@@ -520,7 +520,7 @@ static void on_timer(uv_timer_t *t)
     struct upstream *up = t->data;
     if (up->state == UP_CLOSING || !deadline_fired(&up->deadline))
         return;
-    if (up->tunnel != NULL &&
+    if (up->egress != NULL &&
         (up->state == UP_CONNECTING || up->state == UP_PROXYING || up->state == UP_HANDSHAKING)) {
         proxy_timeout(up);
         return;
@@ -598,7 +598,7 @@ static void start_tls(struct upstream *up, const char *early, size_t early_len)
     }
     assert(up->state == UP_CONNECTING || up->state == UP_PROXYING);
     set_state(up, UP_HANDSHAKING);
-    if (up->tunnel != NULL) {
+    if (up->egress != NULL) {
         /* Through a proxy, connect_timeout is the TLS handshake's alone (the hops before it
          * had their own timeouts), and the socket is read already. */
         deadline_set(&up->deadline, cfg->connect_timeout_ms);
@@ -629,7 +629,7 @@ static void start_tls(struct upstream *up, const char *early, size_t early_len)
     }
 }
 
-/* ---- The proxy hop (tunnel.h) ---------------------------------------------------------------- */
+/* ---- The proxy hop (egress.h) ---------------------------------------------------------------- */
 
 /* The proxy hop failed before TLS: how, for upstream_proxy_connects_total, and why. */
 static void proxy_fail(struct upstream *up, enum metrics_proxy_result r, const char *msg)
@@ -642,21 +642,21 @@ static void proxy_fail(struct upstream *up, enum metrics_proxy_result r, const c
 static void on_connect_written(uv_write_t *req, int status)
 {
     struct upstream *up = req->data;
-    char msg[TUNNEL_NAME_MAX + 128];
+    char msg[EGRESS_NAME_MAX + 128];
 
     /* The request carries the proxy credentials: gone once the socket took it. */
-    tunnel_wipe_request(up->tunnel);
+    egress_wipe_request(up->egress);
     if (up->state == UP_CLOSING || status >= 0)
         return;
     snprintf(msg, sizeof(msg), "cannot send CONNECT to the upstream proxy %s: %s",
-             up->tunnel->proxy, uv_strerror(status));
+             up->egress->proxy, uv_strerror(status));
     proxy_fail(up, METRICS_PROXY_CONNECT_ERROR, msg);
 }
 
 /* TCP to the proxy is up: CONNECT goes out and its answer is awaited in UP_PROXYING. */
 static void start_proxying(struct upstream *up)
 {
-    struct tunnel *t = up->tunnel;
+    struct egress *t = up->egress;
     uv_buf_t b = uv_buf_init(t->request, (unsigned)t->request_len);
     int rc;
 
@@ -667,9 +667,9 @@ static void start_proxying(struct upstream *up)
     if (rc == 0)
         rc = uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
     else
-        tunnel_wipe_request(t);
+        egress_wipe_request(t);
     if (rc < 0) {
-        char msg[TUNNEL_NAME_MAX + 128];
+        char msg[EGRESS_NAME_MAX + 128];
         snprintf(msg, sizeof(msg), "cannot send CONNECT to the upstream proxy %s: %s", t->proxy,
                  uv_strerror(rc));
         proxy_fail(up, METRICS_PROXY_CONNECT_ERROR, msg);
@@ -679,14 +679,14 @@ static void start_proxying(struct upstream *up)
 /* Bytes from the proxy while its answer to CONNECT is awaited. */
 static void proxy_answer(struct upstream *up, const char *data, size_t len)
 {
-    struct tunnel *t = up->tunnel;
-    char msg[2 * TUNNEL_NAME_MAX + TUNNEL_REASON_MAX + 160];
+    struct egress *t = up->egress;
+    char msg[2 * EGRESS_NAME_MAX + EGRESS_REASON_MAX + 160];
     size_t used = 0;
 
-    switch (tunnel_feed(t, data, len, &used)) {
-    case TUNNEL_NEED_MORE:
+    switch (egress_feed(t, data, len, &used)) {
+    case EGRESS_NEED_MORE:
         return;
-    case TUNNEL_ESTABLISHED:
+    case EGRESS_ESTABLISHED:
         up->proxy_result = METRICS_PROXY_OK;
         metrics_inc_upstream_proxy_connect(up->svc->metrics, METRICS_PROXY_OK);
         if (log_enabled(LOG_LEVEL_DEBUG)) {
@@ -698,12 +698,12 @@ static void proxy_answer(struct upstream *up, const char *data, size_t len)
         }
         start_tls(up, data + used, len - used);
         return;
-    case TUNNEL_REFUSED:
+    case EGRESS_REFUSED:
         snprintf(msg, sizeof(msg), "the upstream proxy %s refused CONNECT %s: HTTP %u %s", t->proxy,
                  t->target, t->status, t->reason);
         proxy_fail(up, METRICS_PROXY_REFUSED, msg);
         return;
-    case TUNNEL_BAD_RESPONSE:
+    case EGRESS_BAD_RESPONSE:
     default:
         snprintf(msg, sizeof(msg), "the upstream proxy %s: %s", t->proxy, t->why);
         proxy_fail(up, METRICS_PROXY_BAD_RESPONSE, msg);
@@ -714,15 +714,15 @@ static void proxy_answer(struct upstream *up, const char *data, size_t len)
 /* The proxy closed (status UV_EOF) or reset the connection before its answer was complete. */
 static void proxy_closed(struct upstream *up, int status)
 {
-    char msg[2 * TUNNEL_NAME_MAX + 160];
+    char msg[2 * EGRESS_NAME_MAX + 160];
     if (status == UV_EOF)
         snprintf(msg, sizeof(msg),
                  "the upstream proxy %s closed the connection before answering "
                  "CONNECT %s",
-                 up->tunnel->proxy, up->tunnel->target);
+                 up->egress->proxy, up->egress->target);
     else
         snprintf(msg, sizeof(msg), "the connection to the upstream proxy %s failed: %s",
-                 up->tunnel->proxy, uv_strerror(status));
+                 up->egress->proxy, uv_strerror(status));
     proxy_fail(up, METRICS_PROXY_BAD_RESPONSE, msg);
 }
 
@@ -730,8 +730,8 @@ static void proxy_closed(struct upstream *up, int status)
 static void proxy_timeout(struct upstream *up)
 {
     const struct service_config *cfg = up->svc->cfg;
-    const struct tunnel *t = up->tunnel;
-    char msg[2 * TUNNEL_NAME_MAX + 192];
+    const struct egress *t = up->egress;
+    char msg[2 * EGRESS_NAME_MAX + 192];
 
     if (up->state == UP_CONNECTING) {
         snprintf(msg, sizeof(msg),
@@ -758,8 +758,8 @@ static void proxy_timeout(struct upstream *up)
 /* The name of the first hop, for messages: the enclave's host, or the proxy. */
 static void first_hop(const struct upstream *up, char *out, size_t cap)
 {
-    if (up->tunnel != NULL)
-        snprintf(out, cap, "the upstream proxy %s", up->tunnel->proxy);
+    if (up->egress != NULL)
+        snprintf(out, cap, "the upstream proxy %s", up->egress->proxy);
     else
         snprintf(out, cap, "%s", up->svc->cfg->upstream_host);
 }
@@ -771,10 +771,10 @@ static void on_tcp_connect(uv_connect_t *req, int status)
     if (up->state == UP_CLOSING)
         return;
     if (status < 0) {
-        char msg[CONFIG_HOST_MAX + TUNNEL_NAME_MAX + 160];
-        if (up->tunnel != NULL)
+        char msg[CONFIG_HOST_MAX + EGRESS_NAME_MAX + 160];
+        if (up->egress != NULL)
             snprintf(msg, sizeof(msg), "cannot connect to the upstream proxy %s: %s",
-                     up->tunnel->proxy, uv_strerror(status));
+                     up->egress->proxy, uv_strerror(status));
         else
             snprintf(msg, sizeof(msg), "cannot connect to %s:%u: %s", up->svc->cfg->upstream_host,
                      up->svc->cfg->upstream_port, uv_strerror(status));
@@ -783,7 +783,7 @@ static void on_tcp_connect(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&up->tcp, 1);
-    if (up->tunnel != NULL)
+    if (up->egress != NULL)
         start_proxying(up);
     else
         start_tls(up, NULL, 0);
@@ -845,8 +845,8 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
         return -ENOMEM;
     if (cfg->upstream_proxy_host[0] != '\0') {
         /* The first hop is the proxy: the enclave's name is resolved by the proxy, not here. */
-        up->tunnel = tunnel_new(cfg);
-        if (up->tunnel == NULL) {
+        up->egress = egress_new(cfg);
+        if (up->egress == NULL) {
             free(up);
             return -ENOMEM;
         }
@@ -864,7 +864,7 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
     up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
     rc = uv_tcp_init(loop, &up->tcp);
     if (rc < 0) {
-        tunnel_free(up->tunnel);
+        egress_free(up->egress);
         free(up);
         return rc;
     }

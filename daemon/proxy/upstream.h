@@ -31,7 +31,7 @@
 #include "proxy/tls.h"
 
 struct proxy_service;
-struct tunnel;
+struct egress;
 
 /* Backpressure bounds of the ciphertext queued to the socket. Writers stop feeding above HIGH
  * and are told (on_drain) when the queue is back below LOW. */
@@ -42,7 +42,7 @@ struct tunnel;
 
 enum upstream_state {
     UP_CONNECTING = 0, /* resolving and TCP connect (to the upstream proxy when one is set) */
-    UP_PROXYING,       /* CONNECT sent to the upstream proxy, its answer awaited (tunnel.h) */
+    UP_PROXYING,       /* CONNECT sent to the upstream proxy, its answer awaited (egress.h) */
     UP_HANDSHAKING,    /* TLS handshake (inside the tunnel when proxied) */
     UP_UNVERIFIED,     /* handshake done; may carry nothing until the gate passes */
     UP_ATTESTING,      /* an evidence exchange runs over this connection (attest.c) */
@@ -111,9 +111,9 @@ struct upstream {
 
     int fail_result; /* enum metrics_upstream_result of a failed connect */
     char fail_msg[2 * CONFIG_HOST_MAX + 256];
-    /* The CONNECT tunnel through the service's upstream_proxy (tunnel.h), for the connection's
+    /* The CONNECT tunnel through the service's upstream_proxy (egress.h), for the connection's
      * whole life; NULL for a direct connection. */
-    struct tunnel *tunnel;
+    struct egress *egress;
     int proxy_result; /* enum metrics_proxy_result of the proxy hop */
 
     struct upstream *prev, *next;           /* the service's list */

@@ -1,8 +1,8 @@
 /*
- * The proxy hop (tunnel.h): the CONNECT request, the proxy's answer through the strict HTTP/1
+ * The proxy hop (egress.h): the CONNECT request, the proxy's answer through the strict HTTP/1
  * parser, and the hint that names a TLS-inspecting proxy when the binding check fails.
  */
-#include "proxy/tunnel.h"
+#include "proxy/egress.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -23,7 +23,7 @@ static bool header_safe(const char *s)
     return true;
 }
 
-int tunnel_authority(const char *host, uint16_t port, char *out, size_t cap)
+int egress_authority(const char *host, uint16_t port, char *out, size_t cap)
 {
     int n =
         snprintf(out, cap, strchr(host, ':') != NULL ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
@@ -32,16 +32,16 @@ int tunnel_authority(const char *host, uint16_t port, char *out, size_t cap)
     return n;
 }
 
-int tunnel_build_connect(const char *host, uint16_t port, const char *basic, char *out, size_t cap)
+int egress_build_connect(const char *host, uint16_t port, const char *basic, char *out, size_t cap)
 {
-    char authority[TUNNEL_NAME_MAX];
+    char authority[EGRESS_NAME_MAX];
     int n;
 
     if (host[0] == '\0' || !header_safe(host) || port == 0)
         return -EINVAL;
     if (basic != NULL && basic[0] != '\0' && !header_safe(basic))
         return -EINVAL;
-    if (tunnel_authority(host, port, authority, sizeof(authority)) < 0)
+    if (egress_authority(host, port, authority, sizeof(authority)) < 0)
         return -ENOSPC;
     /* RFC 9110 9.3.6: the request target of CONNECT is the authority, host and port, and
      * Host repeats it. */
@@ -71,51 +71,51 @@ static int on_head(struct http1_parser *p)
 
 static const struct http1_callbacks answer_cbs = {.on_head = on_head};
 
-struct tunnel *tunnel_new(const struct service_config *cfg)
+struct egress *egress_new(const struct service_config *cfg)
 {
-    struct tunnel *t = calloc(1, sizeof(*t));
+    struct egress *t = calloc(1, sizeof(*t));
     int n;
 
     if (t == NULL)
         return NULL;
-    if (tunnel_authority(cfg->upstream_proxy_host, cfg->upstream_proxy_port, t->proxy,
+    if (egress_authority(cfg->upstream_proxy_host, cfg->upstream_proxy_port, t->proxy,
                          sizeof(t->proxy)) < 0 ||
-        tunnel_authority(cfg->upstream_host, cfg->upstream_port, t->target, sizeof(t->target)) < 0)
+        egress_authority(cfg->upstream_host, cfg->upstream_port, t->target, sizeof(t->target)) < 0)
         goto out_free;
-    n = tunnel_build_connect(cfg->upstream_host, cfg->upstream_port, cfg->upstream_proxy_auth,
+    n = egress_build_connect(cfg->upstream_host, cfg->upstream_port, cfg->upstream_proxy_auth,
                              t->request, sizeof(t->request));
     if (n < 0)
         goto out_free;
     t->request_len = (size_t)n;
-    if (http1_parser_init(&t->parser, HTTP_RESPONSE, TUNNEL_HEAD_MAX, TUNNEL_HEADERS_MAX,
+    if (http1_parser_init(&t->parser, HTTP_RESPONSE, EGRESS_HEAD_MAX, EGRESS_HEADERS_MAX,
                           &answer_cbs, t) < 0)
         goto out_free;
     t->parser_ready = true;
     return t;
 
 out_free:
-    tunnel_free(t);
+    egress_free(t);
     return NULL;
 }
 
-void tunnel_wipe_request(struct tunnel *t)
+void egress_wipe_request(struct egress *t)
 {
     OPENSSL_cleanse(t->request, sizeof(t->request));
     t->request_len = 0;
 }
 
-void tunnel_free(struct tunnel *t)
+void egress_free(struct egress *t)
 {
     if (t == NULL)
         return;
     if (t->parser_ready)
         http1_parser_free(&t->parser);
-    tunnel_wipe_request(t);
+    egress_wipe_request(t);
     free(t);
 }
 
 /* Keeps printable ASCII of the reason phrase: it is quoted in logs and in the JSON error. */
-static void keep_reason(struct tunnel *t)
+static void keep_reason(struct egress *t)
 {
     const struct http1_head *h = &t->parser.head;
     const char *r = h->target_len > 0 ? http1_head_str(h, h->target_off) : "";
@@ -128,7 +128,7 @@ static void keep_reason(struct tunnel *t)
     t->reason[n] = '\0';
 }
 
-static void done_parsing(struct tunnel *t)
+static void done_parsing(struct egress *t)
 {
     if (t->parser_ready) {
         http1_parser_free(&t->parser);
@@ -136,36 +136,36 @@ static void done_parsing(struct tunnel *t)
     }
 }
 
-enum tunnel_result tunnel_feed(struct tunnel *t, const char *data, size_t len, size_t *consumed)
+enum egress_result egress_feed(struct egress *t, const char *data, size_t len, size_t *consumed)
 {
     enum http1_status st;
 
     *consumed = 0;
     if (!t->parser_ready) {
         snprintf(t->why, sizeof(t->why), "the proxy's answer was already read");
-        return TUNNEL_BAD_RESPONSE;
+        return EGRESS_BAD_RESPONSE;
     }
     st = http1_parser_execute(&t->parser, data, len, consumed);
     if (st == HTTP1_NEED_MORE)
-        return TUNNEL_NEED_MORE;
+        return EGRESS_NEED_MORE;
     if (st == HTTP1_ERROR) {
         if (t->parser.fail == HTTP1_FAIL_TOO_LARGE)
             snprintf(t->why, sizeof(t->why), "its answer to CONNECT has a head over %u bytes",
-                     (unsigned)TUNNEL_HEAD_MAX);
+                     (unsigned)EGRESS_HEAD_MAX);
         else
             snprintf(t->why, sizeof(t->why), "its answer to CONNECT is not valid HTTP/1: %s",
                      t->parser.fail_msg);
         done_parsing(t);
-        return TUNNEL_BAD_RESPONSE;
+        return EGRESS_BAD_RESPONSE;
     }
     /* HTTP1_PAUSED: on_head stopped at the end of the head, *consumed bytes in. */
     t->status = t->parser.ll.status_code;
     keep_reason(t);
     done_parsing(t);
-    return t->status >= 200 && t->status <= 299 ? TUNNEL_ESTABLISHED : TUNNEL_REFUSED;
+    return t->status >= 200 && t->status <= 299 ? EGRESS_ESTABLISHED : EGRESS_REFUSED;
 }
 
-const char *tunnel_binding_hint(const struct service_config *cfg, enum verify_reason reason)
+const char *egress_binding_hint(const struct service_config *cfg, enum verify_reason reason)
 {
     if (cfg->upstream_proxy_host[0] == '\0')
         return NULL;
