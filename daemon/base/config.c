@@ -442,6 +442,11 @@ static void finish_service(struct load_ctx *ctx, struct service_config *svc)
                    svc->name);
         return;
     }
+    if (svc->upstream_proxy_credentials[0] != '\0' && svc->upstream_proxy_host[0] == '\0') {
+        load_error(ctx, "service '%s': upstream_proxy_credentials is set but upstream_proxy is not",
+                   svc->name);
+        return;
+    }
     if (svc->refresh_before_ms >= svc->attestation_ttl_ms) {
         load_error(ctx, "service '%s': refresh_before must be shorter than attestation_ttl",
                    svc->name);
@@ -529,8 +534,11 @@ void config_free(struct config *cfg)
 {
     if (cfg == NULL)
         return;
-    for (size_t i = 0; i < cfg->n_services; i++)
+    for (size_t i = 0; i < cfg->n_services; i++) {
         OPENSSL_cleanse(cfg->services[i].token, sizeof(cfg->services[i].token));
+        OPENSSL_cleanse(cfg->services[i].upstream_proxy_auth,
+                        sizeof(cfg->services[i].upstream_proxy_auth));
+    }
     free(cfg->services);
     free(cfg);
 }

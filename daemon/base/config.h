@@ -27,6 +27,8 @@
 #define CONFIG_HOST_MAX     256
 #define CONFIG_TOKEN_MAX    256
 #define CONFIG_ERROR_MAX    512
+/* "Basic " credentials of an upstream proxy: base64 of user:password (at most 255 bytes). */
+#define CONFIG_PROXY_AUTH_MAX 352
 
 /* Evidence profiles of BRIEF §4: presets for the path, nonce and binding. */
 enum evidence_profile {
@@ -110,6 +112,16 @@ struct service_config {
     uint64_t pool_idle_timeout_ms;
     uint64_t pool_purge_interval_ms;
     bool session_resumption; /* offer TLS sessions for resumption (BRIEF §2.7: off by default) */
+    /* An HTTP forward proxy on the way to the enclave (proxy/egress.c): TCP goes to it and a
+     * CONNECT tunnel carries the enclave's TLS end to end. "" = direct connections. */
+    char upstream_proxy_host[CONFIG_HOST_MAX];
+    uint16_t upstream_proxy_port;
+    char upstream_proxy_credentials[CONFIG_PATH_MAX]; /* file holding user:password */
+    /* Derived at load from that file, not a key: base64(user:password) for
+     * Proxy-Authorization: Basic; a secret (never printed, wiped by config_free()). */
+    char upstream_proxy_auth[CONFIG_PROXY_AUTH_MAX];
+    uint64_t upstream_proxy_connect_timeout_ms; /* TCP to the proxy */
+    uint64_t upstream_proxy_timeout_ms;         /* the proxy's answer to CONNECT */
 
     /* Attestation. */
     enum evidence_profile profile;

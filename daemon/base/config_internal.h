@@ -43,6 +43,8 @@ enum value_type {
     T_AUDIT_FSYNC, /* record | interval | none */
     T_UPGRADE,     /* allow_upgrade: websocket | none */
     T_ORIGINS,     /* list of origins (scheme://host[:port]) */
+    T_PROXY_URL,         /* http://host:port of an upstream proxy */
+    T_PROXY_CREDENTIALS, /* reads user:password for the upstream proxy from a file */
 };
 
 #define KEY_REQUIRED 0x1u

@@ -101,7 +101,7 @@ const struct key_def config__keys[] = {
     {"sni", SEC_SERVICE, T_STRING, S(sni), 0, 0, NULL, 0,
      "TLS server name; unset = the upstream host when it is a DNS name"},
     {"connect_timeout", SEC_SERVICE, T_DURATION, S(connect_timeout_ms), 100, 10 * MIN, "5s", 0,
-     "TCP connect plus TLS handshake"},
+     "TCP connect plus TLS handshake (through an upstream_proxy: the TLS handshake alone)"},
     {"first_byte_timeout", SEC_SERVICE, T_DURATION, S(first_byte_timeout_ms), 100, DAY, "60s", 0,
      "from the end of the request to the first response byte"},
     {"stream_idle_timeout", SEC_SERVICE, T_DURATION, S(stream_idle_timeout_ms), 100, DAY, "300s", 0,
@@ -116,6 +116,19 @@ const struct key_def config__keys[] = {
     {"session_resumption", SEC_SERVICE, T_BOOL, S(session_resumption), 0, 0, "no", 0,
      "resume TLS sessions with the enclave; a resumed session proves the ticket key, not the "
      "attested key: only for enclaves that keep their ticket keys inside (docs/security.md)"},
+    {"upstream_proxy", SEC_SERVICE, T_PROXY_URL, S(upstream_proxy_host), 0, 0, NULL, 0,
+     "http://HOST:PORT of an HTTP forward proxy: the enclave is reached through a CONNECT tunnel, "
+     "TLS and the pin stay end to end; unset = direct (HTTP_PROXY and HTTPS_PROXY are ignored)"},
+    {"upstream_proxy_credentials", SEC_SERVICE, T_PROXY_CREDENTIALS, S(upstream_proxy_credentials),
+     0, 0, NULL, 0,
+     "file holding user:password (first line) for Proxy-Authorization: Basic, read at every "
+     "reload; sent in clear to the proxy"},
+    {"upstream_proxy_connect_timeout", SEC_SERVICE, T_DURATION,
+     S(upstream_proxy_connect_timeout_ms), 100, 10 * MIN, "5s", 0,
+     "TCP connect to the upstream proxy"},
+    {"upstream_proxy_timeout", SEC_SERVICE, T_DURATION, S(upstream_proxy_timeout_ms), 100, 10 * MIN,
+     "10s", 0,
+     "from the CONNECT request to the proxy's answer (the TLS handshake then has connect_timeout)"},
 
     /* [service NAME]: attestation */
     {"profile", SEC_SERVICE, T_PROFILE, S(profile), 0, 0, "native", 0,

@@ -104,6 +104,23 @@ static void print_key(FILE *out, const struct key_def *k, const void *base)
         if (((const char *)field)[0] != '\0')
             fprintf(out, "%s = %s\n", k->name, (const char *)field);
         break;
+    case T_PROXY_URL: {
+        const struct service_config *svc = base;
+        if (svc->upstream_proxy_host[0] == '\0')
+            fprintf(out, "# %s is not set: direct connections\n", k->name);
+        else if (strchr(svc->upstream_proxy_host, ':') != NULL)
+            fprintf(out, "%s = http://[%s]:%u\n", k->name, svc->upstream_proxy_host,
+                    svc->upstream_proxy_port);
+        else
+            fprintf(out, "%s = http://%s:%u\n", k->name, svc->upstream_proxy_host,
+                    svc->upstream_proxy_port);
+        break;
+    }
+    case T_PROXY_CREDENTIALS:
+        /* The file's name only: its content is a secret. */
+        if (((const char *)field)[0] != '\0')
+            fprintf(out, "%s = %s\n", k->name, (const char *)field);
+        break;
     case T_LISTEN: {
         const struct service_config *svc = base;
         for (size_t i = 0; i < svc->n_listen; i++) {

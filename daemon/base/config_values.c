@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
@@ -385,6 +386,109 @@ int config_parse_policy_key(const char *s, struct policy_key *out, char *why, si
     return read_pem_key(key, out->pub, why, cap);
 }
 
+
+/* "http://HOST:PORT" (a trailing '/' allowed). https:// is refused: TLS to the proxy would put
+ * a second TLS layer under the enclave's in every read and write of the relay, for a hop that
+ * carries only ciphertext and the CONNECT line (docs/security.md, "Upstream proxy"). */
+static int parse_proxy_url(const char *value, struct service_config *svc, char *why, size_t whycap)
+{
+    char hostport[CONFIG_HOST_MAX + 8];
+    size_t n;
+    if (strncmp(value, "https://", 8) == 0) {
+        snprintf(why, whycap,
+                 "https:// (TLS to the proxy) is not supported: use http://; the enclave's "
+                 "TLS runs end to end inside the tunnel either way");
+        return -EINVAL;
+    }
+    if (strncmp(value, "http://", 7) != 0) {
+        snprintf(why, whycap, "expected http://HOST:PORT");
+        return -EINVAL;
+    }
+    n = strlen(value + 7);
+    if (n > 0 && value[7 + n - 1] == '/')
+        n--;
+    if (n == 0 || n >= sizeof(hostport)) {
+        snprintf(why, whycap, "expected http://HOST:PORT");
+        return -EINVAL;
+    }
+    memcpy(hostport, value + 7, n);
+    hostport[n] = '\0';
+    if (strpbrk(hostport, "@/?#") != NULL) {
+        snprintf(why, whycap,
+                 "expected http://HOST:PORT without user, path or query (credentials go in "
+                 "upstream_proxy_credentials)");
+        return -EINVAL;
+    }
+    if (config__split_host_port(hostport, svc->upstream_proxy_host,
+                                sizeof(svc->upstream_proxy_host), &svc->upstream_proxy_port) < 0) {
+        snprintf(why, whycap, "expected http://HOST:PORT or http://[IPv6]:PORT");
+        return -EINVAL;
+    }
+    for (const char *p = svc->upstream_proxy_host; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (!(isalnum(c) || c == '-' || c == '.' || c == ':' || c == '_')) {
+            svc->upstream_proxy_host[0] = '\0';
+            snprintf(why, whycap, "invalid character in the proxy host");
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* Reads "user:password" (the first line of `path`) and stores its base64 for
+ * Proxy-Authorization: Basic (RFC 7617). The plain text is wiped before returning. */
+static int read_proxy_credentials(const char *path, struct service_config *svc, char *why,
+                                  size_t whycap)
+{
+    char line[256 + 2];
+    FILE *fp = fopen(path, "re");
+    size_t n;
+    int rc = 0;
+
+    if (fp == NULL) {
+        rc = -errno;
+        snprintf(why, whycap, "cannot read proxy credentials file %s: %s", path, strerror(errno));
+        return rc;
+    }
+    if (fgets(line, (int)sizeof(line), fp) == NULL) {
+        snprintf(why, whycap, "proxy credentials file %s is empty", path);
+        rc = -EINVAL;
+        goto out;
+    }
+    n = strlen(line);
+    if (n > 0 && line[n - 1] == '\n')
+        line[--n] = '\0';
+    if (n > 0 && line[n - 1] == '\r')
+        line[--n] = '\0';
+    if (n > 255) {
+        snprintf(why, whycap, "proxy credentials file %s: user:password over 255 bytes", path);
+        rc = -EINVAL;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)line[i];
+        if (c < 0x20 || c == 0x7f) {
+            /* A CR or LF would end the header line and start another one. */
+            snprintf(why, whycap, "proxy credentials file %s: control character in the first line",
+                     path);
+            rc = -EINVAL;
+            goto out;
+        }
+    }
+    if (n == 0 || line[0] == ':' || strchr(line, ':') == NULL) {
+        snprintf(why, whycap, "proxy credentials file %s: expected user:password on the first line",
+                 path);
+        rc = -EINVAL;
+        goto out;
+    }
+    /* 4 * ceil(255 / 3) + 1 = 341 bytes at most. */
+    EVP_EncodeBlock((unsigned char *)svc->upstream_proxy_auth, (const unsigned char *)line, (int)n);
+out:
+    OPENSSL_cleanse(line, sizeof(line));
+    fclose(fp);
+    return rc;
+}
+
 int config__set_value(const struct key_def *k, void *base, const char *value, char *why,
                       size_t whycap)
 {
@@ -442,6 +546,15 @@ int config__set_value(const struct key_def *k, void *base, const char *value, ch
         memcpy(field, value, strlen(value) + 1);
         return read_token_file(value, svc->token, sizeof(svc->token), why, whycap);
     }
+    case T_PROXY_URL:
+        return parse_proxy_url(value, base, why, whycap);
+    case T_PROXY_CREDENTIALS:
+        if (strlen(value) >= k->size || value[0] == '\0') {
+            snprintf(why, whycap, "expected a file path");
+            return -EINVAL;
+        }
+        memcpy(field, value, strlen(value) + 1);
+        return read_proxy_credentials(value, base, why, whycap);
     case T_LISTEN: {
         struct service_config *svc = base;
         if (svc->n_listen == CONFIG_MAX_LISTEN) {

@@ -23,6 +23,7 @@ struct metrics_service {
     char name[CONFIG_NAME_MAX];
     uint64_t requests[CODE_SLOTS];
     uint64_t upstream_connections[METRICS_UPSTREAM_RESULT_COUNT_];
+    uint64_t proxy_connects[METRICS_PROXY_RESULT_COUNT_];
     int64_t upstream_open;
     uint64_t pool_reuse;
     uint64_t attestations[METRICS_VERDICT_COUNT_][METRICS_REASONS_MAX];
@@ -55,6 +56,13 @@ const char *metrics_upstream_result_name(enum metrics_upstream_result r)
     static const char *const names[] = {"ok", "resolve_error", "connect_error", "connect_timeout",
                                         "tls_error"};
     return (unsigned)r < METRICS_UPSTREAM_RESULT_COUNT_ ? names[r] : "other";
+}
+
+const char *metrics_proxy_result_name(enum metrics_proxy_result r)
+{
+    static const char *const names[] = {"ok",      "connect_error", "connect_timeout",
+                                        "refused", "timeout",       "bad_response"};
+    return (unsigned)r < METRICS_PROXY_RESULT_COUNT_ ? names[r] : "other";
 }
 
 const char *metrics_verdict_name(enum metrics_verdict v)
@@ -149,6 +157,13 @@ void metrics_inc_upstream_connection(struct metrics_service *ms, enum metrics_up
     if (ms == NULL || (unsigned)r >= METRICS_UPSTREAM_RESULT_COUNT_)
         return;
     ms->upstream_connections[r]++;
+}
+
+void metrics_inc_upstream_proxy_connect(struct metrics_service *ms, enum metrics_proxy_result r)
+{
+    if (ms == NULL || (unsigned)r >= METRICS_PROXY_RESULT_COUNT_)
+        return;
+    ms->proxy_connects[r]++;
 }
 
 void metrics_add_upstream_open(struct metrics_service *ms, int delta)
@@ -432,6 +447,20 @@ static void render_upstream(struct out *o, const struct metrics *m)
             out_sample_start(o, "upstream_connections_total", m->services[s]);
             out_label(o, "result", metrics_upstream_result_name(r));
             out_value_u64(o, m->services[s]->upstream_connections[r]);
+        }
+    }
+    out_family(o, "upstream_proxy_connects_total", "counter",
+               "CONNECT tunnels through the service's upstream proxy, by result.");
+    for (size_t s = 0; s < m->n_services; s++) {
+        const struct metrics_service *ms = m->services[s];
+        bool any = false;
+        /* Only services that went through a proxy: the others would show zeros forever. */
+        for (unsigned r = 0; r < METRICS_PROXY_RESULT_COUNT_; r++)
+            any = any || ms->proxy_connects[r] != 0;
+        for (unsigned r = 0; any && r < METRICS_PROXY_RESULT_COUNT_; r++) {
+            out_sample_start(o, "upstream_proxy_connects_total", ms);
+            out_label(o, "result", metrics_proxy_result_name(r));
+            out_value_u64(o, ms->proxy_connects[r]);
         }
     }
     out_family(o, "upstream_connections_open", "gauge",

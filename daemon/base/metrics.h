@@ -41,6 +41,17 @@ enum metrics_upstream_result {
     METRICS_UPSTREAM_RESULT_COUNT_
 };
 
+/* upstream_proxy_connects_total{result}: how one CONNECT through an upstream proxy ended. */
+enum metrics_proxy_result {
+    METRICS_PROXY_OK = 0,          /* "ok": the proxy answered 2xx; the tunnel is open */
+    METRICS_PROXY_CONNECT_ERROR,   /* "connect_error": the proxy did not resolve or refused TCP */
+    METRICS_PROXY_CONNECT_TIMEOUT, /* "connect_timeout": upstream_proxy_connect_timeout elapsed */
+    METRICS_PROXY_REFUSED,         /* "refused": the proxy answered CONNECT with another status */
+    METRICS_PROXY_TIMEOUT,         /* "timeout": upstream_proxy_timeout elapsed before the answer */
+    METRICS_PROXY_BAD_RESPONSE,    /* "bad_response": malformed answer, or closed before one */
+    METRICS_PROXY_RESULT_COUNT_
+};
+
 /* attestations_total{verdict}. */
 enum metrics_verdict {
     METRICS_VERDICT_VERIFIED = 0, /* "verified": the pin was added (reason "ok") */
@@ -108,6 +119,10 @@ void metrics_inc_requests(struct metrics_service *ms, unsigned code);
 /** attestproxy_upstream_connections_total{service,result}: one connection attempt ended. */
 void metrics_inc_upstream_connection(struct metrics_service *ms, enum metrics_upstream_result r);
 
+/** attestproxy_upstream_proxy_connects_total{service,result}: one CONNECT through the
+ *  service's upstream proxy ended (services without a proxy never count one). */
+void metrics_inc_upstream_proxy_connect(struct metrics_service *ms, enum metrics_proxy_result r);
+
 /** attestproxy_upstream_connections_open{service}: +1 when one opens, -1 when it closes. */
 void metrics_add_upstream_open(struct metrics_service *ms, int delta);
 
@@ -173,6 +188,7 @@ int metrics_render(const struct metrics *m, uint64_t now_unix_ms, char **out, si
 
 /* Label values of the enums above, e.g. "connect_timeout"; never NULL. */
 const char *metrics_upstream_result_name(enum metrics_upstream_result r);
+const char *metrics_proxy_result_name(enum metrics_proxy_result r);
 const char *metrics_verdict_name(enum metrics_verdict v);
 const char *metrics_direction_name(enum metrics_direction d);
 const char *metrics_enforce_event_name(enum metrics_enforce_event e);

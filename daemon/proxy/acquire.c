@@ -174,7 +174,10 @@ static void on_connected(struct upstream *up, int status, void *arg)
         char msg[256];
         snprintf(msg, sizeof(msg), "%s", upstream_failure(up));
         c->ex.up = NULL;
-        exchange__respond_error(c, PROXY_ERR_UPSTREAM_UNREACHABLE, msg, 0, false);
+        exchange__respond_error(c,
+                                upstream_proxy_refusal(up) != 0 ? PROXY_ERR_UPSTREAM_PROXY_REFUSED
+                                                                : PROXY_ERR_UPSTREAM_UNREACHABLE,
+                                msg, 0, false);
         exchange__process_input(c);
         return;
     }

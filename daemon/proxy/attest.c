@@ -17,6 +17,7 @@
 #include "proxy/pinset.h"
 #include "proxy/pool.h"
 #include "proxy/proxy_internal.h"
+#include "proxy/egress.h"
 #include "proxy/upstream.h"
 #include "verify/verifier.h"
 
@@ -173,12 +174,17 @@ static void verify_evidence(struct attest_job *job)
     rc = verifier_verify(*svc->proxy->env.verifier, &req, job->body, job->body_len, &res);
     if (rc < 0 || !res.accepted) {
         const char *reason = rc < 0 ? REASON_INTERNAL : verify_reason_name(res.reason_code);
-        const char *why = rc < 0 ? "internal error while verifying" : res.reason;
+        const char *hint = rc < 0 ? NULL : egress_binding_hint(cfg, res.reason_code);
+        static const char prefix[] = "attestation failed: ";
         o.err = rc == 0 && res.reason_code == VERIFY_R_POLICY_EXPIRED
                     ? PROXY_ERR_POLICY_EXPIRED
                     : PROXY_ERR_ATTESTATION_FAILED;
-        snprintf(o.message, sizeof(o.message), "attestation failed: %s", why);
-        log_attestation(job, "rejected", reason, why, &res.summary);
+        /* Through an upstream proxy, a document bound to another key than this connection's
+         * most likely means the proxy terminated TLS with a key of its own. */
+        snprintf(o.message, sizeof(o.message), "%s%s%s%s", prefix,
+                 rc < 0 ? "internal error while verifying" : res.reason, hint != NULL ? "; " : "",
+                 hint != NULL ? hint : "");
+        log_attestation(job, "rejected", reason, o.message + sizeof(prefix) - 1, &res.summary);
         finish(job, &o, reason, METRICS_VERDICT_REJECTED);
         return;
     }

@@ -24,6 +24,7 @@ static const struct {
     [PROXY_ERR_POLICY_EXPIRED] = {"policy_expired", 503, "Service Unavailable"},
     [PROXY_ERR_ORIGIN_NOT_ALLOWED] = {"origin_not_allowed", 403, "Forbidden"},
     [PROXY_ERR_TOO_MANY_TUNNELS] = {"too_many_tunnels", 503, "Service Unavailable"},
+    [PROXY_ERR_UPSTREAM_PROXY_REFUSED] = {"upstream_proxy_refused", 502, "Bad Gateway"},
 };
 
 const char *errors_code_name(enum proxy_error e)

@@ -24,6 +24,8 @@ enum proxy_error {
     PROXY_ERR_POLICY_EXPIRED,          /* 503: the policy bundle in force expired (and its grace) */
     PROXY_ERR_ORIGIN_NOT_ALLOWED,      /* 403: a WebSocket handshake from a foreign page */
     PROXY_ERR_TOO_MANY_TUNNELS,        /* 503 + Retry-After: max_tunnels reached */
+    PROXY_ERR_UPSTREAM_PROXY_REFUSED,  /* 502: the upstream proxy answered CONNECT with a
+                                        * status other than 2xx (407, 403, 502, ...) */
     PROXY_ERR_COUNT_
 };
 

@@ -12,6 +12,7 @@
 #include "base/metrics.h"
 #include "proxy/pool.h"
 #include "proxy/proxy_internal.h"
+#include "proxy/egress.h"
 
 struct write_req {
     uv_write_t req;
@@ -22,6 +23,7 @@ struct write_req {
 
 static const char *const state_names[] = {
     [UP_CONNECTING] = "connecting",
+    [UP_PROXYING] = "proxying",
     [UP_HANDSHAKING] = "handshaking",
     [UP_UNVERIFIED] = "unverified",
     [UP_ATTESTING] = "attesting",
@@ -35,12 +37,14 @@ const char *upstream_state_name(enum upstream_state s)
     return (unsigned)s < sizeof(state_names) / sizeof(state_names[0]) ? state_names[s] : "?";
 }
 
-/* The legal transitions (upstream.h): the gate is the only way into UP_BUSY, attest.c's
- * begin/end the only way through UP_ATTESTING, the pool the only way through UP_IDLE, and each
- * of them starts from UP_UNVERIFIED; nothing leaves UP_CLOSING. */
+/* The legal transitions (upstream.h): a proxied connection goes through UP_PROXYING (its
+ * CONNECT) between TCP and TLS, a direct one skips it; the gate is the only way into UP_BUSY,
+ * attest.c's begin/end the only way through UP_ATTESTING, the pool the only way through UP_IDLE,
+ * and each of them starts from UP_UNVERIFIED; nothing leaves UP_CLOSING. */
 #define TO(s) (1u << (s))
 static const unsigned legal_next[] = {
-    [UP_CONNECTING] = TO(UP_HANDSHAKING) | TO(UP_CLOSING),
+    [UP_CONNECTING] = TO(UP_PROXYING) | TO(UP_HANDSHAKING) | TO(UP_CLOSING),
+    [UP_PROXYING] = TO(UP_HANDSHAKING) | TO(UP_CLOSING),
     [UP_HANDSHAKING] = TO(UP_UNVERIFIED) | TO(UP_CLOSING),
     [UP_UNVERIFIED] = TO(UP_ATTESTING) | TO(UP_BUSY) | TO(UP_IDLE) | TO(UP_CLOSING),
     [UP_ATTESTING] = TO(UP_UNVERIFIED) | TO(UP_CLOSING),
@@ -59,8 +63,12 @@ static void set_state(struct upstream *up, enum upstream_state to)
     if (log_enabled(LOG_LEVEL_DEBUG)) {
         char id[24];
         snprintf(id, sizeof(id), "%llu", (unsigned long long)up->id);
+        /* A tunnelled connection names its proxy hop; for a direct one the NULL key ends the
+         * list there. */
         log_event(LOG_LEVEL_DEBUG, "upstream_state", "service", up->svc->name, "conn", id, "from",
-                  upstream_state_name(up->state), "to", upstream_state_name(to), NULL);
+                  upstream_state_name(up->state), "to", upstream_state_name(to),
+                  up->egress != NULL ? "proxy" : NULL,
+                  up->egress != NULL ? up->egress->proxy : NULL, NULL);
     }
     up->state = to;
 }
@@ -88,6 +96,11 @@ const char *upstream_failure(const struct upstream *up)
     return up->fail_msg;
 }
 
+unsigned upstream_proxy_refusal(const struct upstream *up)
+{
+    return up->egress != NULL && up->proxy_result == METRICS_PROXY_REFUSED ? up->egress->status : 0;
+}
+
 void upstream_set_handler(struct upstream *up, const struct upstream_handler *h, void *arg)
 {
     up->h = h;
@@ -111,6 +124,7 @@ static void release(struct upstream *up)
     if (up->counted_open)
         metrics_add_upstream_open(svc->metrics, -1);
     tls_conn_free(&up->tls);
+    egress_free(up->egress);
     if (up->prev != NULL)
         up->prev->next = up->next;
     else
@@ -170,6 +184,9 @@ void upstream_close(struct upstream *up, const char *why)
 /* ---- Writing ------------------------------------------------------------------------------ */
 
 static void fail(struct upstream *up, const char *msg);
+static void proxy_answer(struct upstream *up, const char *data, size_t len);
+static void proxy_closed(struct upstream *up, int status);
+static void proxy_timeout(struct upstream *up);
 
 static void on_written(uv_write_t *req, int status)
 {
@@ -308,8 +325,12 @@ static void fail(struct upstream *up, const char *msg)
     if (up->state == UP_CLOSING)
         return;
     snprintf(up->fail_msg, sizeof(up->fail_msg), "%s", msg);
-    if (up->state == UP_CONNECTING || up->state == UP_HANDSHAKING) {
-        /* on_connected reports the failure; the close follows it. */
+    if (up->state == UP_CONNECTING || up->state == UP_PROXYING || up->state == UP_HANDSHAKING) {
+        /* on_connected reports the failure; the close follows it. The proxy hop ended with
+         * it when it had not reached TLS. */
+        if (up->egress != NULL && up->state != UP_HANDSHAKING)
+            metrics_inc_upstream_proxy_connect(up->svc->metrics,
+                                               (enum metrics_proxy_result)up->proxy_result);
         metrics_inc_upstream_connection(up->svc->metrics,
                                         (enum metrics_upstream_result)up->fail_result);
         if (h != NULL && h->on_connected != NULL)
@@ -422,6 +443,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     if (nread < 0) {
         uv_read_stop(stream);
+        if (up->state == UP_PROXYING) {
+            proxy_closed(up, (int)nread);
+            return;
+        }
         if (nread != UV_EOF) {
             char msg[128];
             snprintf(msg, sizeof(msg), "upstream connection failed: %s", uv_strerror((int)nread));
@@ -436,6 +461,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         }
         up->peer_eof = true;
         deliver(up);
+        return;
+    }
+    if (up->state == UP_PROXYING) {
+        proxy_answer(up, buf->base, (size_t)nread);
         return;
     }
     if (tls_feed(&up->tls, buf->base, (size_t)nread) < 0) {
@@ -491,6 +520,11 @@ static void on_timer(uv_timer_t *t)
     struct upstream *up = t->data;
     if (up->state == UP_CLOSING || !deadline_fired(&up->deadline))
         return;
+    if (up->egress != NULL &&
+        (up->state == UP_CONNECTING || up->state == UP_PROXYING || up->state == UP_HANDSHAKING)) {
+        proxy_timeout(up);
+        return;
+    }
     if (up->state == UP_CONNECTING || up->state == UP_HANDSHAKING) {
         char msg[160];
         snprintf(msg, sizeof(msg), "connect_timeout (%llu ms) elapsed %s",
@@ -534,28 +568,20 @@ static bool keep_session(void *arg, SSL_SESSION *s)
     return true;
 }
 
-static void on_tcp_connect(uv_connect_t *req, int status)
+/*
+ * TLS starts: over the TCP connection, or inside the tunnel once the proxy said 2xx. `early`
+ * holds bytes that arrived with the proxy's answer after its head: they are the start of the
+ * TLS stream (the proxy's part ended with the head), so they go to OpenSSL, not away.
+ */
+static void start_tls(struct upstream *up, const char *early, size_t early_len)
 {
-    struct upstream *up = req->data;
-    const struct service_config *cfg;
+    const struct service_config *cfg = up->svc->cfg;
     struct resume_session *rs;
     SSL_SESSION *resume = NULL;
     const char *sni;
     enum tls_result r;
     int rc;
 
-    if (up->state == UP_CLOSING)
-        return;
-    cfg = up->svc->cfg;
-    if (status < 0) {
-        char msg[CONFIG_HOST_MAX + 160];
-        snprintf(msg, sizeof(msg), "cannot connect to %s:%u: %s", cfg->upstream_host,
-                 cfg->upstream_port, uv_strerror(status));
-        up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
-        fail(up, msg);
-        return;
-    }
-    uv_tcp_nodelay(&up->tcp, 1);
     /* BRIEF §2.7: a resumed session proves possession of the ticket key, not of the attested
      * key, so sessions are kept and offered only when the operator turned resumption on. */
     rs = &up->svc->resume;
@@ -570,24 +596,197 @@ static void on_tcp_connect(uv_connect_t *req, int status)
         fail(up, "cannot create a TLS connection");
         return;
     }
-    assert(up->state == UP_CONNECTING);
+    assert(up->state == UP_CONNECTING || up->state == UP_PROXYING);
     set_state(up, UP_HANDSHAKING);
-    rc = uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
-    if (rc < 0) {
-        up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
-        fail(up, "cannot read from the upstream socket");
+    if (up->egress != NULL) {
+        /* Through a proxy, connect_timeout is the TLS handshake's alone (the hops before it
+         * had their own timeouts), and the socket is read already. */
+        deadline_set(&up->deadline, cfg->connect_timeout_ms);
+    } else {
+        rc = uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
+        if (rc < 0) {
+            up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
+            fail(up, "cannot read from the upstream socket");
+            return;
+        }
+    }
+    if (early_len > 0 && tls_feed(&up->tls, early, early_len) < 0) {
+        fail(up, "out of memory");
         return;
     }
     r = tls_handshake(&up->tls);
     if (r == TLS_ERROR) {
+        char e[160], msg[192];
+        snprintf(msg, sizeof(msg), "TLS handshake with upstream failed: %s",
+                 tls_error_string(e, sizeof(e)));
         up->fail_result = METRICS_UPSTREAM_TLS_ERROR;
-        fail(up, "TLS handshake could not start");
+        fail(up, msg);
         return;
     }
     if (send_ciphertext(up) < 0) {
         up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
         fail(up, "cannot write to upstream");
     }
+}
+
+/* ---- The proxy hop (egress.h) ---------------------------------------------------------------- */
+
+/* The proxy hop failed before TLS: how, for upstream_proxy_connects_total, and why. */
+static void proxy_fail(struct upstream *up, enum metrics_proxy_result r, const char *msg)
+{
+    up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
+    up->proxy_result = (int)r;
+    fail(up, msg);
+}
+
+static void on_connect_written(uv_write_t *req, int status)
+{
+    struct upstream *up = req->data;
+    char msg[EGRESS_NAME_MAX + 128];
+
+    /* The request carries the proxy credentials: gone once the socket took it. */
+    egress_wipe_request(up->egress);
+    if (up->state == UP_CLOSING || status >= 0)
+        return;
+    snprintf(msg, sizeof(msg), "cannot send CONNECT to the upstream proxy %s: %s",
+             up->egress->proxy, uv_strerror(status));
+    proxy_fail(up, METRICS_PROXY_CONNECT_ERROR, msg);
+}
+
+/* TCP to the proxy is up: CONNECT goes out and its answer is awaited in UP_PROXYING. */
+static void start_proxying(struct upstream *up)
+{
+    struct egress *t = up->egress;
+    uv_buf_t b = uv_buf_init(t->request, (unsigned)t->request_len);
+    int rc;
+
+    set_state(up, UP_PROXYING);
+    deadline_set(&up->deadline, up->svc->cfg->upstream_proxy_timeout_ms);
+    t->write_req.data = up;
+    rc = uv_write(&t->write_req, (uv_stream_t *)&up->tcp, &b, 1, on_connect_written);
+    if (rc == 0)
+        rc = uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
+    else
+        egress_wipe_request(t);
+    if (rc < 0) {
+        char msg[EGRESS_NAME_MAX + 128];
+        snprintf(msg, sizeof(msg), "cannot send CONNECT to the upstream proxy %s: %s", t->proxy,
+                 uv_strerror(rc));
+        proxy_fail(up, METRICS_PROXY_CONNECT_ERROR, msg);
+    }
+}
+
+/* Bytes from the proxy while its answer to CONNECT is awaited. */
+static void proxy_answer(struct upstream *up, const char *data, size_t len)
+{
+    struct egress *t = up->egress;
+    char msg[2 * EGRESS_NAME_MAX + EGRESS_REASON_MAX + 160];
+    size_t used = 0;
+
+    switch (egress_feed(t, data, len, &used)) {
+    case EGRESS_NEED_MORE:
+        return;
+    case EGRESS_ESTABLISHED:
+        up->proxy_result = METRICS_PROXY_OK;
+        metrics_inc_upstream_proxy_connect(up->svc->metrics, METRICS_PROXY_OK);
+        if (log_enabled(LOG_LEVEL_DEBUG)) {
+            char id[24], status[8];
+            snprintf(id, sizeof(id), "%llu", (unsigned long long)up->id);
+            snprintf(status, sizeof(status), "%u", t->status);
+            log_event(LOG_LEVEL_DEBUG, "upstream_tunnel", "service", up->svc->name, "conn", id,
+                      "proxy", t->proxy, "target", t->target, "status", status, NULL);
+        }
+        start_tls(up, data + used, len - used);
+        return;
+    case EGRESS_REFUSED:
+        snprintf(msg, sizeof(msg), "the upstream proxy %s refused CONNECT %s: HTTP %u %s", t->proxy,
+                 t->target, t->status, t->reason);
+        proxy_fail(up, METRICS_PROXY_REFUSED, msg);
+        return;
+    case EGRESS_BAD_RESPONSE:
+    default:
+        snprintf(msg, sizeof(msg), "the upstream proxy %s: %s", t->proxy, t->why);
+        proxy_fail(up, METRICS_PROXY_BAD_RESPONSE, msg);
+        return;
+    }
+}
+
+/* The proxy closed (status UV_EOF) or reset the connection before its answer was complete. */
+static void proxy_closed(struct upstream *up, int status)
+{
+    char msg[2 * EGRESS_NAME_MAX + 160];
+    if (status == UV_EOF)
+        snprintf(msg, sizeof(msg),
+                 "the upstream proxy %s closed the connection before answering "
+                 "CONNECT %s",
+                 up->egress->proxy, up->egress->target);
+    else
+        snprintf(msg, sizeof(msg), "the connection to the upstream proxy %s failed: %s",
+                 up->egress->proxy, uv_strerror(status));
+    proxy_fail(up, METRICS_PROXY_BAD_RESPONSE, msg);
+}
+
+/* The deadline of a proxied connection passed before TLS was done; each hop has its own. */
+static void proxy_timeout(struct upstream *up)
+{
+    const struct service_config *cfg = up->svc->cfg;
+    const struct egress *t = up->egress;
+    char msg[2 * EGRESS_NAME_MAX + 192];
+
+    if (up->state == UP_CONNECTING) {
+        snprintf(msg, sizeof(msg),
+                 "upstream_proxy_connect_timeout (%llu ms) elapsed before the TCP connection to "
+                 "the upstream proxy %s was established",
+                 (unsigned long long)cfg->upstream_proxy_connect_timeout_ms, t->proxy);
+        up->proxy_result = METRICS_PROXY_CONNECT_TIMEOUT;
+    } else if (up->state == UP_PROXYING) {
+        snprintf(msg, sizeof(msg),
+                 "upstream_proxy_timeout (%llu ms) elapsed before the upstream proxy %s answered "
+                 "CONNECT %s",
+                 (unsigned long long)cfg->upstream_proxy_timeout_ms, t->proxy, t->target);
+        up->proxy_result = METRICS_PROXY_TIMEOUT;
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "connect_timeout (%llu ms) elapsed during the TLS handshake through the upstream "
+                 "proxy %s",
+                 (unsigned long long)cfg->connect_timeout_ms, t->proxy);
+    }
+    up->fail_result = METRICS_UPSTREAM_CONNECT_TIMEOUT;
+    fail(up, msg);
+}
+
+/* The name of the first hop, for messages: the enclave's host, or the proxy. */
+static void first_hop(const struct upstream *up, char *out, size_t cap)
+{
+    if (up->egress != NULL)
+        snprintf(out, cap, "the upstream proxy %s", up->egress->proxy);
+    else
+        snprintf(out, cap, "%s", up->svc->cfg->upstream_host);
+}
+
+static void on_tcp_connect(uv_connect_t *req, int status)
+{
+    struct upstream *up = req->data;
+
+    if (up->state == UP_CLOSING)
+        return;
+    if (status < 0) {
+        char msg[CONFIG_HOST_MAX + EGRESS_NAME_MAX + 160];
+        if (up->egress != NULL)
+            snprintf(msg, sizeof(msg), "cannot connect to the upstream proxy %s: %s",
+                     up->egress->proxy, uv_strerror(status));
+        else
+            snprintf(msg, sizeof(msg), "cannot connect to %s:%u: %s", up->svc->cfg->upstream_host,
+                     up->svc->cfg->upstream_port, uv_strerror(status));
+        up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
+        fail(up, msg);
+        return;
+    }
+    uv_tcp_nodelay(&up->tcp, 1);
+    if (up->egress != NULL)
+        start_proxying(up);
+    else
+        start_tls(up, NULL, 0);
 }
 
 static int start_tcp(struct upstream *up, const struct sockaddr *addr)
@@ -608,9 +807,9 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     if (status < 0 || res == NULL) {
-        char msg[CONFIG_HOST_MAX + 160];
-        snprintf(msg, sizeof(msg), "cannot resolve %s: %s", up->svc->cfg->upstream_host,
-                 uv_strerror(status));
+        char msg[CONFIG_HOST_MAX + 160], hop[CONFIG_HOST_MAX + 32];
+        first_hop(up, hop, sizeof(hop));
+        snprintf(msg, sizeof(msg), "cannot resolve %s: %s", hop, uv_strerror(status));
         uv_freeaddrinfo(res);
         up->fail_result = METRICS_UPSTREAM_RESOLVE_ERROR;
         fail(up, msg);
@@ -620,9 +819,9 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     rc = start_tcp(up, res->ai_addr);
     uv_freeaddrinfo(res);
     if (rc < 0) {
-        char msg[CONFIG_HOST_MAX + 160];
-        snprintf(msg, sizeof(msg), "cannot connect to %s: %s", up->svc->cfg->upstream_host,
-                 uv_strerror(rc));
+        char msg[CONFIG_HOST_MAX + 160], hop[CONFIG_HOST_MAX + 32];
+        first_hop(up, hop, sizeof(hop));
+        snprintf(msg, sizeof(msg), "cannot connect to %s: %s", hop, uv_strerror(rc));
         up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
         fail(up, msg);
     }
@@ -635,12 +834,27 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
     uv_loop_t *loop = svc->proxy->env.loop;
     struct upstream *up = calloc(1, sizeof(*up));
     struct sockaddr_storage ss;
+    const char *host = cfg->upstream_host;
+    uint16_t hport = cfg->upstream_port;
+    uint64_t timeout_ms = cfg->connect_timeout_ms;
     char port[8];
     int rc;
 
     *out = NULL;
     if (up == NULL)
         return -ENOMEM;
+    if (cfg->upstream_proxy_host[0] != '\0') {
+        /* The first hop is the proxy: the enclave's name is resolved by the proxy, not here. */
+        up->egress = egress_new(cfg);
+        if (up->egress == NULL) {
+            free(up);
+            return -ENOMEM;
+        }
+        host = cfg->upstream_proxy_host;
+        hport = cfg->upstream_proxy_port;
+        timeout_ms = cfg->upstream_proxy_connect_timeout_ms;
+        up->proxy_result = METRICS_PROXY_CONNECT_ERROR;
+    }
     up->svc = svc;
     up->id = ++svc->proxy->next_id;
     up->h = h;
@@ -650,6 +864,7 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
     up->fail_result = METRICS_UPSTREAM_CONNECT_ERROR;
     rc = uv_tcp_init(loop, &up->tcp);
     if (rc < 0) {
+        egress_free(up->egress);
         free(up);
         return rc;
     }
@@ -664,9 +879,9 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
     pool_note_in_use(svc);
     proxy__object_opened(svc->proxy);
 
-    deadline_set(&up->deadline, cfg->connect_timeout_ms);
-    if (uv_ip4_addr(cfg->upstream_host, cfg->upstream_port, (struct sockaddr_in *)&ss) == 0 ||
-        uv_ip6_addr(cfg->upstream_host, cfg->upstream_port, (struct sockaddr_in6 *)&ss) == 0) {
+    deadline_set(&up->deadline, timeout_ms);
+    if (uv_ip4_addr(host, hport, (struct sockaddr_in *)&ss) == 0 ||
+        uv_ip6_addr(host, hport, (struct sockaddr_in6 *)&ss) == 0) {
         rc = start_tcp(up, (const struct sockaddr *)&ss);
     } else {
         struct addrinfo hints;
@@ -674,9 +889,9 @@ int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h
         hints.ai_family = AF_UNSPEC;
         hints.ai_socktype = SOCK_STREAM;
         hints.ai_flags = AI_ADDRCONFIG;
-        snprintf(port, sizeof(port), "%u", cfg->upstream_port);
+        snprintf(port, sizeof(port), "%u", hport);
         up->gai.data = up;
-        rc = uv_getaddrinfo(loop, &up->gai, on_resolved, cfg->upstream_host, port, &hints);
+        rc = uv_getaddrinfo(loop, &up->gai, on_resolved, host, port, &hints);
         if (rc == 0)
             up->gai_active = true;
     }

@@ -31,6 +31,7 @@
 #include "proxy/tls.h"
 
 struct proxy_service;
+struct egress;
 
 /* Backpressure bounds of the ciphertext queued to the socket. Writers stop feeding above HIGH
  * and are told (on_drain) when the queue is back below LOW. */
@@ -40,8 +41,9 @@ struct proxy_service;
 #define UPSTREAM_STAGE      4096 /* plaintext staged per connection (outbuf) */
 
 enum upstream_state {
-    UP_CONNECTING = 0, /* resolving and TCP connect */
-    UP_HANDSHAKING,    /* TLS handshake */
+    UP_CONNECTING = 0, /* resolving and TCP connect (to the upstream proxy when one is set) */
+    UP_PROXYING,       /* CONNECT sent to the upstream proxy, its answer awaited (egress.h) */
+    UP_HANDSHAKING,    /* TLS handshake (inside the tunnel when proxied) */
     UP_UNVERIFIED,     /* handshake done; may carry nothing until the gate passes */
     UP_ATTESTING,      /* an evidence exchange runs over this connection (attest.c) */
     UP_BUSY,           /* carrying one request/response exchange */
@@ -108,7 +110,11 @@ struct upstream {
     char outbuf[UPSTREAM_STAGE];
 
     int fail_result; /* enum metrics_upstream_result of a failed connect */
-    char fail_msg[CONFIG_HOST_MAX + 256];
+    char fail_msg[2 * CONFIG_HOST_MAX + 256];
+    /* The CONNECT tunnel through the service's upstream_proxy (egress.h), for the connection's
+     * whole life; NULL for a direct connection. */
+    struct egress *egress;
+    int proxy_result; /* enum metrics_proxy_result of the proxy hop */
 
     struct upstream *prev, *next;           /* the service's list */
     struct upstream *pool_prev, *pool_next; /* the pool: linked exactly while UP_IDLE */
@@ -116,8 +122,10 @@ struct upstream {
 
 /**
  * Starts a connection to the service's upstream: resolve, TCP connect, TLS handshake, all
- * within connect_timeout. `h->on_connected` fires exactly once, never from inside this call.
- * Returns 0, or a negative code (nothing was created, no callback fires).
+ * within connect_timeout. With an upstream_proxy: resolve and TCP connect to the proxy within
+ * upstream_proxy_connect_timeout, CONNECT answered within upstream_proxy_timeout, then the TLS
+ * handshake inside the tunnel within connect_timeout. `h->on_connected` fires exactly once, never
+ * from inside this call. Returns 0, or a negative code (nothing was created, no callback fires).
  */
 int upstream_connect(struct proxy_service *svc, const struct upstream_handler *h, void *arg,
                      struct upstream **out);
@@ -186,6 +194,10 @@ const char *upstream_state_name(enum upstream_state s);
 
 /** The message of a failed connect. */
 const char *upstream_failure(const struct upstream *up);
+
+/** The status of a failed connect's upstream proxy when it refused the CONNECT (not 2xx),
+ *  else 0: the exchange answers 502 upstream_proxy_refused instead of upstream_unreachable. */
+unsigned upstream_proxy_refusal(const struct upstream *up);
 
 /* For pool.c only: moves a connection into UP_IDLE (true) or out of it to UP_UNVERIFIED. */
 void upstream__set_idle(struct upstream *up, bool idle);

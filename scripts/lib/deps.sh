@@ -9,6 +9,9 @@ ATTESTPROXY_PACKAGES=(
     python3 python3-pytest python3-pytest-timeout python3-cryptography python3-cbor2
     python3-requests python3-jsonschema python3-prometheus-client python3-websockets
     systemd groff-base procps valgrind strace cppcheck clang-format
+    # The forward proxy of tests/e2e/test_upstream_proxy.py: Debian's tinyproxy binary alone
+    # (the tinyproxy package would also enable a system-wide service on port 8888).
+    tinyproxy-bin
 )
 
 # What scripts/container-test needs on top: podman and what it runs on (see the notes in

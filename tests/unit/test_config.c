@@ -429,6 +429,84 @@ static void test_print_round_trip(void **state)
     free(second);
 }
 
+/* A credentials file holding `content` is refused with `needle` in the message. */
+static void expect_credentials_error(const char *content, const char *needle)
+{
+    char path[256], conf[512];
+    snprintf(path, sizeof(path), "%s", write_file("bad.cred", content));
+    snprintf(conf, sizeof(conf),
+             MINIMAL_SERVICE "upstream_proxy = http://p:1\nupstream_proxy_credentials = %s\n",
+             path);
+    expect_error(conf, 6, needle);
+}
+
+/* upstream_proxy (issue #24): http:// only, credentials from a file, encoded for Basic and
+ * never printed; https:// and the credentials without a proxy are refused. */
+static void test_upstream_proxy(void **state)
+{
+    char cred_line[64], conf[512];
+    const char *cred;
+    struct config *cfg;
+    char *printed;
+    (void)state;
+
+    cfg = load_ok(MINIMAL_SERVICE);
+    assert_string_equal(cfg->services[0].upstream_proxy_host, "");
+    assert_int_equal(cfg->services[0].upstream_proxy_connect_timeout_ms, 5000);
+    assert_int_equal(cfg->services[0].upstream_proxy_timeout_ms, 10000);
+    printed = print_to_string(cfg);
+    assert_non_null(strstr(printed, "# upstream_proxy is not set: direct connections\n"));
+    free(printed);
+    config_free(cfg);
+
+    cred = write_file("proxy.cred", "alice:s3cret pass\n");
+    snprintf(cred_line, sizeof(cred_line), "%s", cred);
+    snprintf(conf, sizeof(conf),
+             MINIMAL_SERVICE "upstream_proxy = http://proxy.corp:3128/\n"
+                             "upstream_proxy_credentials = %s\nupstream_proxy_timeout = 2s\n",
+             cred_line);
+    cfg = load_ok(conf);
+    assert_string_equal(cfg->services[0].upstream_proxy_host, "proxy.corp");
+    assert_int_equal(cfg->services[0].upstream_proxy_port, 3128);
+    assert_int_equal(cfg->services[0].upstream_proxy_timeout_ms, 2000);
+    /* base64("alice:s3cret pass") */
+    assert_string_equal(cfg->services[0].upstream_proxy_auth, "YWxpY2U6czNjcmV0IHBhc3M=");
+    printed = print_to_string(cfg);
+    assert_non_null(strstr(printed, "upstream_proxy = http://proxy.corp:3128\n"));
+    assert_non_null(strstr(printed, cred_line));
+    assert_null(strstr(printed, "s3cret"));
+    assert_null(strstr(printed, "YWxpY2U6czNjcmV0IHBhc3M="));
+    free(printed);
+    config_free(cfg);
+
+    cfg = load_ok(MINIMAL_SERVICE "upstream_proxy = http://[fd00::3]:8080\n");
+    assert_string_equal(cfg->services[0].upstream_proxy_host, "fd00::3");
+    printed = print_to_string(cfg);
+    assert_non_null(strstr(printed, "upstream_proxy = http://[fd00::3]:8080\n"));
+    free(printed);
+    config_free(cfg);
+
+    expect_error(MINIMAL_SERVICE "upstream_proxy = https://proxy.corp:3128\n", 5,
+                 "https:// (TLS to the proxy) is not supported");
+    expect_error(MINIMAL_SERVICE "upstream_proxy = proxy.corp:3128\n", 5, "expected http://");
+    expect_error(MINIMAL_SERVICE "upstream_proxy = http://proxy.corp\n", 5, "HOST:PORT");
+    expect_error(MINIMAL_SERVICE "upstream_proxy = http://u:p@proxy.corp:3128\n", 5,
+                 "upstream_proxy_credentials");
+    expect_error(MINIMAL_SERVICE "upstream_proxy = http://proxy.corp:3128/x\n", 5,
+                 "without user, path");
+    snprintf(conf, sizeof(conf), MINIMAL_SERVICE "upstream_proxy_credentials = %s\n", cred_line);
+    expect_error(conf, 1, "upstream_proxy_credentials is set but upstream_proxy is not");
+    expect_credentials_error("no-colon-here\n", "expected user:password");
+    expect_credentials_error(":no-user\n", "expected user:password");
+    expect_credentials_error("\n", "expected user:password");
+    expect_credentials_error("user:pa\x01ss\n", "control character");
+    snprintf(conf, sizeof(conf),
+             MINIMAL_SERVICE
+             "upstream_proxy = http://p:1\nupstream_proxy_credentials = %s/missing.cred\n",
+             tmpdir);
+    expect_error(conf, 6, "cannot read proxy credentials file");
+}
+
 static void test_reference_lists_every_key(void **state)
 {
     static char *buf;
@@ -490,6 +568,7 @@ int main(void)
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_policy_file),
         cmocka_unit_test(test_print_round_trip),
+        cmocka_unit_test(test_upstream_proxy),
         cmocka_unit_test(test_reference_lists_every_key),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

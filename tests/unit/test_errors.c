@@ -49,6 +49,7 @@ static void test_codes_and_statuses(void **state)
         {PROXY_ERR_HOST_NOT_ALLOWED, "host_not_allowed", 421},
         {PROXY_ERR_UNAUTHORIZED, "unauthorized", 401},
         {PROXY_ERR_TOO_MANY_CONNECTIONS, "too_many_connections", 503},
+        {PROXY_ERR_UPSTREAM_PROXY_REFUSED, "upstream_proxy_refused", 502},
     };
     (void)state;
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {

@@ -21,6 +21,7 @@ static const char *const families[] = {
     "build_info",
     "requests_total",
     "upstream_connections_total",
+    "upstream_proxy_connects_total",
     "upstream_connections_open",
     "pool_reuse_total",
     "attestations_total",
@@ -549,6 +550,38 @@ static void test_bounds_and_null_handles(void **state)
     metrics_free(m);
 }
 
+/* The proxy hop's counter is shown for the services that went through a proxy, every result of
+ * them, and for no other service (which would show zeros forever). */
+static void test_upstream_proxy_connects(void **state)
+{
+    struct metrics *m = metrics_new();
+    struct metrics_service *direct = metrics_service(m, "direct");
+    struct metrics_service *tunnelled = metrics_service(m, "tunnelled");
+    char *text;
+    (void)state;
+
+    metrics_inc_upstream_proxy_connect(tunnelled, METRICS_PROXY_OK);
+    metrics_inc_upstream_proxy_connect(tunnelled, METRICS_PROXY_OK);
+    metrics_inc_upstream_proxy_connect(tunnelled, METRICS_PROXY_REFUSED);
+    metrics_inc_upstream_proxy_connect(tunnelled, METRICS_PROXY_RESULT_COUNT_); /* ignored */
+    metrics_inc_upstream_proxy_connect(NULL, METRICS_PROXY_OK);
+    (void)direct;
+    text = render(m);
+    assert_int_equal(check_exposition(text), N_FAMILIES);
+    expect_series(text,
+                  "attestproxy_upstream_proxy_connects_total{service=\"tunnelled\",result=\"ok\"}",
+                  "2");
+    expect_series(
+        text, "attestproxy_upstream_proxy_connects_total{service=\"tunnelled\",result=\"refused\"}",
+        "1");
+    expect_series(
+        text, "attestproxy_upstream_proxy_connects_total{service=\"tunnelled\",result=\"timeout\"}",
+        "0");
+    assert_null(strstr(text, "attestproxy_upstream_proxy_connects_total{service=\"direct\""));
+    free(text);
+    metrics_free(m);
+}
+
 static void test_label_names(void **state)
 {
     (void)state;
@@ -559,6 +592,10 @@ static void test_label_names(void **state)
                         "connection_closed");
     assert_string_equal(metrics_enforce_reason_name(METRICS_ENFORCE_TTL_LAPSED), "ttl_lapsed");
     assert_string_equal(metrics_verdict_name(METRICS_VERDICT_COUNT_), "other");
+    assert_string_equal(metrics_proxy_result_name(METRICS_PROXY_BAD_RESPONSE), "bad_response");
+    assert_string_equal(metrics_proxy_result_name(METRICS_PROXY_CONNECT_TIMEOUT),
+                        "connect_timeout");
+    assert_string_equal(metrics_proxy_result_name(METRICS_PROXY_RESULT_COUNT_), "other");
 }
 
 int main(void)
@@ -572,6 +609,7 @@ int main(void)
         cmocka_unit_test(test_pin_expiry_relative_to_render_time),
         cmocka_unit_test(test_label_values_are_escaped),
         cmocka_unit_test(test_bounds_and_null_handles),
+        cmocka_unit_test(test_upstream_proxy_connects),
         cmocka_unit_test(test_label_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
