@@ -31,7 +31,8 @@ def test_attest_prints_verified_summary(sim, tmp_path, run_cli):
     assert out["policy_digest"].startswith("sha256:")
     assert "event=attestation" in r.stderr.decode()
     # One connection, one evidence request, and nothing else.
-    assert sim.stats() == {"evidence_requests": 1, "app_requests": 0, "connections": 1}
+    assert sim.stats() == {"evidence_requests": 1, "app_requests": 0, "connections": 1,
+                           "ws_messages": 0}
 
 
 @pytest.mark.parametrize("mode,reason", [

@@ -38,13 +38,15 @@ def test_ready_without_any_request(start_daemon, start_sim, tmp_path):
     assert re.fullmatch(r"READY=1\nSTATUS=ready: [^\n]+", notify.wait_for("READY=1"))
     assert get(admin + "/readyz") == (200, b"ready\n")
     # Exactly one connection and one attestation, and no application request.
-    assert sim.stats() == {"evidence_requests": 1, "app_requests": 0, "connections": 1}
+    assert sim.stats() == {"evidence_requests": 1, "app_requests": 0, "connections": 1,
+                           "ws_messages": 0}
     doc = json.loads(get(admin + "/attestation")[1])
     assert doc["services"]["demo"]["pins"][0]["connections"] == 1  # kept in the pool
     # The first request is warm: it takes that connection and attests nothing.
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/echo", timeout=10) as r:
         assert r.status == 200
-    assert sim.stats() == {"evidence_requests": 1, "app_requests": 1, "connections": 1}
+    assert sim.stats() == {"evidence_requests": 1, "app_requests": 1, "connections": 1,
+                           "ws_messages": 0}
     notify.close()
 
 
