@@ -79,7 +79,10 @@ struct econn {
     size_t plain_off, plain_len;
     struct http1_parser req;
     bool req_paused;  /* after a head (until connected) or a request (until answered) */
-    bool body_paused; /* in a body, while QUEUE_HIGH bytes wait for the application */
+    bool body_paused; /* in a body, while QUEUE_HIGH bytes wait for the application: the
+                       * parser is fed nothing more (on_app_written() resumes) */
+    bool req_kick;    /* resumed: run the parser once even without new bytes, so that a
+                       * request paused after its head completes (a GET has no body bytes) */
 
     /* The exchange in progress. */
     struct app_link *app;
@@ -401,6 +404,8 @@ static int resp_on_body(struct http1_parser *p, const char *at, size_t len)
 {
     struct econn *c = p->data;
     int rc = 0;
+    if (len == 0)
+        return HTTP1_CB_OK; /* never written as a chunk: "0\r\n\r\n" would end the body */
     if (c->resp_framing == HTTP1_FRAMING_CHUNKED) {
         char ch[HTTP1_CHUNK_HEADER_MAX];
         size_t n = http1_chunk_header(len, ch);
@@ -447,6 +452,7 @@ static void response_done(struct econn *c)
     arm(c, c->co->cfg->idle_timeout_ms);
     if (c->req_paused) {
         c->req_paused = false;
+        c->req_kick = true;
         http1_parser_resume(&c->req);
     }
     pump(c);
@@ -562,6 +568,7 @@ static void on_app_connected(uv_connect_t *req, int status)
     update_reading(c);
     if (c->req_paused) {
         c->req_paused = false;
+        c->req_kick = true;
         http1_parser_resume(&c->req);
     }
     pump(c);
@@ -693,6 +700,8 @@ static int req_on_body(struct http1_parser *p, const char *at, size_t len)
     struct econn *c = p->data;
     int rc = 0;
 
+    if (len == 0)
+        return HTTP1_CB_OK; /* an empty span (a parser run without bytes) is no chunk */
     c->body_bytes += len;
     if (c->body_bytes > c->co->cfg->max_body_size)
         return req_refuse(c, PROXY_ERR_PAYLOAD_TOO_LARGE, "the request body is too large");
@@ -708,10 +717,9 @@ static int req_on_body(struct http1_parser *p, const char *at, size_t len)
     }
     if (rc < 0)
         return req_refuse(c, PROXY_ERR_UPSTREAM_UNREACHABLE, "cannot write to the application");
-    if (c->app->queued >= QUEUE_HIGH) {
-        c->body_paused = true; /* resumed by on_app_written() through pump() */
-        return HTTP1_CB_PAUSE;
-    }
+    /* Past QUEUE_HIGH, pump() feeds the parser no more until the application took it. */
+    if (c->app->queued >= QUEUE_HIGH)
+        c->body_paused = true;
     return HTTP1_CB_OK;
 }
 
@@ -786,9 +794,8 @@ static void pump(struct econn *c)
             if (c->app == NULL || c->app->queued >= QUEUE_HIGH)
                 break;
             c->body_paused = false;
-            http1_parser_resume(&c->req);
         }
-        if (c->plain_len == 0) {
+        if (c->plain_len == 0 && !c->req_kick) {
             enum tls_result r;
             size_t got = 0;
             if (c->plain == NULL && (c->plain = malloc(READ_CHUNK)) == NULL) {
@@ -805,11 +812,13 @@ static void pump(struct econn *c)
             }
             c->plain_len = got;
         }
-        if (c->state == ST_IDLE) {
+        c->req_kick = false;
+        if (c->state == ST_IDLE && c->plain_len > 0) {
             set_state(c, ST_HEAD);
             arm(c, c->co->cfg->header_timeout_ms);
         }
-        st = http1_parser_execute(&c->req, c->plain + c->plain_off, c->plain_len, &used);
+        st = http1_parser_execute(&c->req, c->plain != NULL ? c->plain + c->plain_off : "",
+                                  c->plain_len, &used);
         c->plain_off += used;
         c->plain_len -= used;
         if (st == HTTP1_ERROR) {
