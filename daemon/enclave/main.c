@@ -76,6 +76,9 @@ static int run(const struct enclave_config *cfg, bool check_only)
     if (strncmp(cfg->nsm, "test:", 5) == 0) {
         log_event(LOG_LEVEL_WARN, "test_nsm", "message",
                   "documents are signed by a TEST chain, not by the NSM", NULL);
+        for (unsigned i = 0; i < ENCLAVE_PCRS; i++)
+            if ((cfg->test_pcr_mask & (1u << i)) != 0)
+                nsm_backend_set_test_pcr(nsm, i, cfg->test_pcrs[i]);
     }
     if (check_only) {
         nsm_backend_free(nsm);

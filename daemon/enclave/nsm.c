@@ -247,6 +247,13 @@ struct nsm_backend *nsm_backend_open(const char *spec, char *err, size_t cap)
     return &d->base;
 }
 
+int nsm_backend_set_test_pcr(struct nsm_backend *b, unsigned index, const uint8_t pcr[48])
+{
+    if (b->ops != &testing_ops)
+        return -EINVAL;
+    return nsm_test_set_pcr(((struct nsm_testing *)b)->t, index, pcr);
+}
+
 void nsm_backend_free(struct nsm_backend *b)
 {
     if (b != NULL)

@@ -63,6 +63,10 @@ struct nsm_backend {
 struct nsm_backend *nsm_backend_open(const char *spec, char *err, size_t cap);
 void nsm_backend_free(struct nsm_backend *b);
 
+/** Sets PCR `index` (0..15) of the documents a test backend makes. Returns 0, or -EINVAL for
+ *  the device backend (its PCRs are the enclave's) or a bad index. */
+int nsm_backend_set_test_pcr(struct nsm_backend *b, unsigned index, const uint8_t pcr[48]);
+
 /** The backend's get_document() (see struct nsm_backend_ops). */
 int nsm_get_document(struct nsm_backend *b, const uint8_t *user_data, size_t user_data_len,
                      const uint8_t *nonce, size_t nonce_len, uint8_t *out, size_t cap, char *err,

@@ -482,3 +482,13 @@ def test_evidence_over_vsock_loopback(start_companion, app):
     s2.connect((1, port))
     status, _, body, _, _ = tls_get(None, "/hello", sock=s2)
     assert status == 200 and json.loads(body)["path"] == "/hello"
+
+
+def test_test_pcr_sets_the_documents_measurements(chain, start_companion):
+    """The measurement a daemon is configured with must be the one the documents carry."""
+    other = "ab" * 48
+    comp = start_companion(extra=f"test_pcr = 0={other}\n")
+    url, _, daemon = chain(companion=comp, pcrs={0: other, 1: PCRS[1], 2: PCRS[2]})
+    with session() as s:
+        assert s.get(url + "/hello", timeout=30).status_code == 200
+    assert "verdict=verified" in daemon.log()
