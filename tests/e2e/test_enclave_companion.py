@@ -148,6 +148,15 @@ class Companion(Daemon):
         return self.proc.returncode
 
 
+def preload_env(chain_dir, **extra):
+    """The environment that puts the fake /dev/nsm under the companion. In a sanitizer build
+    the shim is preloaded before the ASan runtime, which ASan must be told to accept."""
+    env = {"LD_PRELOAD": str(FAKE_NSM), "FAKE_NSM_CHAIN": str(chain_dir), **extra}
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "verify_asan_link_order=0"
+    return env
+
+
 def companion_conf(port, app_port, nsm, extra=""):
     return (f"[enclave]\nlog_level = debug\nlisten = 127.0.0.1:{port}\n"
             f"app = 127.0.0.1:{app_port}\nnsm = {nsm}\n" + extra)
@@ -396,9 +405,7 @@ def test_missing_nsm_device_refuses_to_start(start_companion):
 def test_nsm_ioctl_path_through_the_fake_device(chain, start_companion, chain_dir, tmp_path):
     assert FAKE_NSM.exists(), f"{FAKE_NSM} is not built"
     nsm_log = tmp_path / "fake_nsm.log"
-    comp = start_companion(nsm="/dev/nsm", env={
-        "LD_PRELOAD": str(FAKE_NSM), "FAKE_NSM_CHAIN": str(chain_dir),
-        "FAKE_NSM_LOG": str(nsm_log)})
+    comp = start_companion(nsm="/dev/nsm", env=preload_env(chain_dir, FAKE_NSM_LOG=str(nsm_log)))
     assert "nsm=device" in comp.log()
     url, _, daemon = chain(companion=comp)
     with session() as s:
@@ -416,9 +423,7 @@ def test_nsm_ioctl_path_through_the_fake_device(chain, start_companion, chain_di
 def test_nsm_errors_become_503(start_companion, chain_dir):
     for mode, why in (("error", "InternalError"), ("garbage", "not one CBOR item"),
                       ("emsgsize", "ioctl failed")):
-        comp = start_companion(nsm="/dev/nsm", env={
-            "LD_PRELOAD": str(FAKE_NSM), "FAKE_NSM_CHAIN": str(chain_dir),
-            "FAKE_NSM_MODE": mode})
+        comp = start_companion(nsm="/dev/nsm", env=preload_env(chain_dir, FAKE_NSM_MODE=mode))
         status, headers, body, _, _ = tls_get(
             comp.port, "/.well-known/nitro-attestation?nonce=" + "00" * 32)
         assert status == 503, mode
