@@ -25,6 +25,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+
 #include "base/hex.h"
 #include "base/log.h"
 #include "enclave/wellknown.h"
@@ -165,6 +167,7 @@ static void exchange_end(struct econn *c)
     free(c->head_out);
     c->head_out = NULL;
     c->evidence = false;
+    c->body_paused = false; /* a body that ended paused must not hold the next request */
     c->req_done = c->resp_started = c->resp_done = false;
     c->body_bytes = 0;
     c->status = 0;
@@ -803,10 +806,20 @@ static void pump(struct econn *c)
                 return;
             }
             c->plain_off = 0;
+            /* SSL_get_error() reads this thread's error queue: a stale entry from any earlier
+             * OpenSSL call (a PEM decoder, the document signer) would turn "want more" into a
+             * fatal error and cut a healthy connection. */
+            ERR_clear_error();
             r = tls_read(&c->tls, c->plain, READ_CHUNK, &got);
             if (r == TLS_WANT)
                 break;
             if (r != TLS_OK) {
+                if (r == TLS_ERROR && log_enabled(LOG_LEVEL_DEBUG)) {
+                    char id[24], e[256];
+                    snprintf(id, sizeof(id), "%llu", c->id);
+                    log_event(LOG_LEVEL_DEBUG, "tls_read_failed", "conn", id, "reason",
+                              tls_error_string(e, sizeof(e)), NULL);
+                }
                 c->client_eof = true;
                 break;
             }
@@ -878,7 +891,9 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     free(buf->base);
     if (!c->handshake_done) {
-        enum tls_result r = tls_handshake(&c->tls);
+        enum tls_result r;
+        ERR_clear_error();
+        r = tls_handshake(&c->tls);
         if (r == TLS_WANT) {
             flush_client(c);
             return;

@@ -57,8 +57,9 @@ class App(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _body(self):
-        """Reads the body as it streams (Content-Length or chunked) and hashes it."""
+    def _body(self, slow=False):
+        """Reads the body as it streams (Content-Length or chunked) and hashes it; `slow` reads
+        32 KiB every 2 ms, so that what the companion sends it keeps piling up."""
         h, n = hashlib.sha256(), 0
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             while True:
@@ -74,7 +75,9 @@ class App(BaseHTTPRequestHandler):
         else:
             left = int(self.headers.get("Content-Length", "0"))
             while left > 0:
-                data = self.rfile.read(min(left, 65536))
+                if slow:
+                    time.sleep(0.002)
+                data = self.rfile.read(min(left, 32768 if slow else 65536))
                 if not data:
                     break
                 h.update(data)
@@ -103,7 +106,7 @@ class App(BaseHTTPRequestHandler):
 
     def do_POST(self):
         App.requests_seen.append((self.command, self.path))
-        n, digest = self._body()
+        n, digest = self._body(slow=self.path.startswith("/slow-reader"))
         self._json({"bytes": n, "sha256": digest})
 
 
@@ -497,3 +500,38 @@ def test_test_pcr_sets_the_documents_measurements(chain, start_companion):
     with session() as s:
         assert s.get(url + "/hello", timeout=30).status_code == 200
     assert "verdict=verified" in daemon.log()
+
+
+def read_response(s):
+    """One Content-Length response from a TLS socket: (status, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        chunk = s.recv(65536)
+        assert chunk
+        body += chunk
+    return int(head.split()[1]), body
+
+
+def test_keep_alive_after_a_body_that_filled_the_app_queue(start_companion, app):
+    """A body that ends while more than the backpressure threshold waits for the application
+    must not hold back the next request on the connection (it once stalled until idle_timeout)."""
+    comp = start_companion()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    body = os.urandom(12 << 20)
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", comp.port), timeout=10)) as s:
+        s.sendall(b"POST /slow-reader HTTP/1.1\r\nHost: e\r\nContent-Length: %d\r\n\r\n"
+                  % len(body) + body)
+        status, answer = read_response(s)
+        assert status == 200
+        assert json.loads(answer) == {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+        s.sendall(b"GET /after HTTP/1.1\r\nHost: e\r\n\r\n")
+        status, answer = read_response(s)
+        assert status == 200 and json.loads(answer)["path"] == "/after"
