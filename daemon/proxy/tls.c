@@ -244,6 +244,28 @@ fail_ssl:
     return -EINVAL;
 }
 
+int tls_conn_init_server(struct tls_conn *t, SSL_CTX *ctx)
+{
+    BIO *bio;
+
+    memset(t, 0, sizeof(*t));
+    if (queue_bio_method() == NULL || (t->ssl = SSL_new(ctx)) == NULL)
+        goto fail;
+    bio = BIO_new(queue_method);
+    if (bio == NULL)
+        goto fail;
+    BIO_set_data(bio, t);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(t->ssl, bio, bio);
+    SSL_set_accept_state(t->ssl);
+    SSL_set_app_data(t->ssl, t);
+    return 0;
+fail:
+    SSL_free(t->ssl);
+    memset(t, 0, sizeof(*t));
+    return -ENOMEM;
+}
+
 void tls_conn_free(struct tls_conn *t)
 {
     if (t->ssl != NULL) {

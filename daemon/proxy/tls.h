@@ -60,6 +60,13 @@ int tls_conn_init(struct tls_conn *t, SSL_CTX *ctx, const char *sni, SSL_SESSION
                   bool (*on_session)(void *arg, SSL_SESSION *s), void *arg);
 void tls_conn_free(struct tls_conn *t);
 
+/**
+ * Prepares a server connection on `ctx` (a server context of the caller's, e.g. the enclave
+ * companion's), over the same ciphertext queues: the owner feeds, reads, writes and sends
+ * exactly as for a client connection. Returns 0 or -ENOMEM. Free with tls_conn_free().
+ */
+int tls_conn_init_server(struct tls_conn *t, SSL_CTX *ctx);
+
 /** Hands ciphertext from the socket to OpenSSL. Returns 0 or -ENOMEM. */
 int tls_feed(struct tls_conn *t, const char *data, size_t len);
 

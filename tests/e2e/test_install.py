@@ -26,6 +26,10 @@ EXPECTED = {
     "usr/share/man/man8/attestproxy.8",
     "usr/share/man/man5/attestproxy.conf.5",
     "etc/attestproxy/attestproxy.conf.example",
+    # The enclave companion (docs/enclave.md), built from the same tree.
+    "usr/sbin/attestproxy-enclave",
+    "usr/share/man/man8/attestproxy-enclave.8",
+    "etc/attestproxy/enclave.conf.example",
 }
 
 
@@ -70,6 +74,12 @@ def check_layout(dest):
     page = (dest / "usr/share/man/man8/attestproxy.8").read_text()
     assert ".I /etc/attestproxy/attestproxy.conf\n" in page
     assert "@" + "VERSION@" not in page and '"attestproxy 0.' in page
+
+    companion = dest / "usr/sbin/attestproxy-enclave"
+    assert run(str(companion), "--version").stdout.startswith("attestproxy-enclave ")
+    assert "(default /etc/attestproxy/enclave.conf)" in run(str(companion), "--help").stdout
+    assert (dest / "etc/attestproxy/enclave.conf.example").read_text() == \
+        (ROOT / "config" / "enclave.conf").read_text()
 
     # The example configuration is the repository's, and it is valid as installed.
     example = dest / "etc/attestproxy/attestproxy.conf.example"

@@ -3,6 +3,7 @@ and option of `attestproxy --help` (and of each command's help) is in attestprox
 key of `attestproxy check-config --reference`, with its default and range, is in
 attestproxy.conf(5) — and nothing else is."""
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ def roff(s):
 
 
 @pytest.mark.parametrize("width", [80, 100])
-@pytest.mark.parametrize("name", ["attestproxy.8", "attestproxy.conf.5"])
+@pytest.mark.parametrize("name", ["attestproxy.8", "attestproxy.conf.5", "attestproxy-enclave.8"])
 def test_pages_format_without_warnings(tmp_path, name, width):
     """No groff warning at all (a table wider than the line, a line that cannot be adjusted)
     on an 80-column terminal as on a wide one."""
@@ -163,3 +164,28 @@ def test_every_key_default_and_range_is_documented(run_cli):
             elif "Range:" in flat:
                 problems.append(f"{section} {key}: has a range the program does not")
     assert not problems, "\n".join(problems)
+
+
+COMPANION = pathlib.Path(os.environ.get("ATTESTPROXY_BUILD", ROOT / "build")) / "daemon" / \
+    "enclave" / "attestproxy-enclave"
+
+
+def test_companion_page_matches_its_help():
+    """attestproxy-enclave(8): every option of --help, the exit codes, and every configuration
+    key of config/enclave.conf."""
+    if not COMPANION.exists():
+        pytest.skip(f"{COMPANION} is not built")
+    page = rendered("attestproxy-enclave.8")
+    top = subprocess.run([str(COMPANION), "--help"], capture_output=True, text=True,
+                         timeout=30).stdout
+    opts = re.findall(r"(?<![\w-])(--?[a-zA-Z][a-z-]*)", "\n".join(help_section(top, "Options:")))
+    assert "--config" in opts and "--check" in opts
+    missing = [o for o in opts if roff(o) not in page]
+    assert not missing, f"attestproxy-enclave.8 does not document: {missing}"
+    for code in ("0", "1", "2"):
+        assert f"\n.B {code}\n" in page
+    assert "SIGTERM" in top and "SIGTERM" in page
+    keys = re.findall(r"^;? ?([a-z_]+) =", (ROOT / "config" / "enclave.conf").read_text(), re.M)
+    assert len(keys) >= 15
+    missing = [k for k in keys if roff(k) not in page]
+    assert not missing, f"attestproxy-enclave.8 does not document: {missing}"
