@@ -96,3 +96,23 @@ def test_a_point_whose_answers_were_not_all_200_is_an_error_not_a_figure(bench, 
     runs = [{"req_s": 9000.0, "error": "3 answers were not 200"}, {"req_s": 100.0},
             {"req_s": 110.0}]
     assert bench.median_run(runs)["rounds_req_s"] == [100, 110]
+
+
+def test_websocket_reports_what_the_daemon_adds_over_direct(bench):
+    direct = {"messages": 2000, "size": 64, "msg_s": 4000.0, "p50_us": 100.0, "p99_us": 900.0,
+              "uri": "wss://127.0.0.1:1/ws/echo"}
+    through = {"messages": 2000, "size": 64, "msg_s": 2000.0, "p50_us": 112.5, "p99_us": 1500.0,
+               "uri": "ws://127.0.0.1:2/ws/echo", "proxy_cpu_us_per_msg": 30.0,
+               "idle": {"tunnels": 1000, "rss_before_kib": 9000, "rss_with_idle_kib": 38000,
+                        "kib_per_idle_tunnel": 29.59}}
+    added = bench.websocket_added(direct, through)
+    assert added == {"p50_us": 12.5, "p99_us": 600.0, "msg_s_ratio": 0.5}
+    assert bench.websocket_added(direct, {"error": "attestproxy did not start"}) is None
+    assert bench.websocket_added(None, through) is None
+    line = bench.websocket_line("attestproxy", dict(through, added_vs_direct=added))
+    assert "2000 msg/s, round trip p50 112.5 µs, p99 1500.0 µs" in line
+    assert "Python enclave simulator" in line  # what bounds msg/s, said on the line
+    assert "added vs direct: p50 +12.5 µs" in line
+    assert "29.59 KiB per idle tunnel (1000 tunnels, RSS 9000 → 38000 KiB)" in line
+    assert bench.websocket_line("nginx", {"skipped": "x"}) == '- nginx: {"skipped": "x"}'
+    assert "websocket" in bench.SCENARIOS and "websocket" in bench.UNTIMED
