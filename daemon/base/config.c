@@ -347,8 +347,8 @@ static void finish_service(struct load_ctx *ctx, struct service_config *svc)
     {
         bool v6 = strchr(svc->upstream_host, ':') != NULL;
         if (svc->upstream_port == 443)
-            snprintf(svc->upstream_authority, sizeof(svc->upstream_authority),
-                     v6 ? "[%s]" : "%s", svc->upstream_host);
+            snprintf(svc->upstream_authority, sizeof(svc->upstream_authority), v6 ? "[%s]" : "%s",
+                     svc->upstream_host);
         else
             snprintf(svc->upstream_authority, sizeof(svc->upstream_authority),
                      v6 ? "[%s]:%u" : "%s:%u", svc->upstream_host, svc->upstream_port);

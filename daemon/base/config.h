@@ -131,15 +131,15 @@ struct service_config {
     enum binding_mode binding;
     uint64_t attestation_timeout_ms;
     uint64_t attestation_ttl_ms;
-    uint64_t refresh_before_ms;        /* re-attest this long before a pin expires */
-    uint64_t cert_margin_ms;           /* a pin expires this long before the leaf certificate */
-    uint64_t negative_cache_ms;        /* how long a failed pin is refused without retrying */
-    bool warm_attestation; /* attest at start and keep a fresh pin without traffic (warm.c) */
-    char policy_file[CONFIG_PATH_MAX]; /* "" = measurement sets are inline */
+    uint64_t refresh_before_ms; /* re-attest this long before a pin expires */
+    uint64_t cert_margin_ms;    /* a pin expires this long before the leaf certificate */
+    uint64_t negative_cache_ms; /* how long a failed pin is refused without retrying */
+    bool warm_attestation;      /* attest at start and keep a fresh pin without traffic (warm.c) */
+    char policy_file[CONFIG_PATH_MAX];   /* "" = measurement sets are inline */
     char policy_bundle[CONFIG_PATH_MAX]; /* "" = no signed bundle (docs/policy-bundles.md) */
     uint64_t policy_expiry_grace_ms;     /* attestations continue this long past expires */
     bool watch_policy;                   /* reload when policy_file or policy_bundle changes */
-    struct policy policy;              /* measurement sets, allow_debug, max_age, skew */
+    struct policy policy;                /* measurement sets, allow_debug, max_age, skew */
     /* Where the policy came from when policy_bundle is set: filled by the daemon
      * (app/bundles.c) after the bundle was accepted, not by config_load(). */
     struct policy_bundle_info bundle;
@@ -153,8 +153,8 @@ struct daemon_config {
     bool admin_enabled;
     uint64_t shutdown_timeout_ms;
     bool ready_requires_attestation;
-    uint32_t batch_wait_us; /* see proxy.c on_loop_pass() */
-    uint32_t busy_poll_us;  /* see proxy.c on_loop_pass() */
+    uint32_t batch_wait_us;                         /* see proxy.c on_loop_pass() */
+    uint32_t busy_poll_us;                          /* see proxy.c on_loop_pass() */
     struct policy_key policy_keys[POLICY_MAX_KEYS]; /* keys trusted to sign policy bundles */
     size_t n_policy_keys;
     char state_dir[CONFIG_PATH_MAX]; /* the last accepted bundle of each service */

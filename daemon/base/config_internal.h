@@ -36,13 +36,13 @@ enum value_type {
     T_PROFILE,
     T_BINDING,
     T_NONCE,
-    T_UPSTREAM,    /* host:port */
-    T_MEASUREMENT, /* repeatable measurement set */
-    T_TOKEN_FILE,  /* reads the token from a file */
-    T_POLICY_KEY,  /* repeatable NAME:KEY, into daemon_config.policy_keys */
-    T_AUDIT_FSYNC, /* record | interval | none */
-    T_UPGRADE,     /* allow_upgrade: websocket | none */
-    T_ORIGINS,     /* list of origins (scheme://host[:port]) */
+    T_UPSTREAM,          /* host:port */
+    T_MEASUREMENT,       /* repeatable measurement set */
+    T_TOKEN_FILE,        /* reads the token from a file */
+    T_POLICY_KEY,        /* repeatable NAME:KEY, into daemon_config.policy_keys */
+    T_AUDIT_FSYNC,       /* record | interval | none */
+    T_UPGRADE,           /* allow_upgrade: websocket | none */
+    T_ORIGINS,           /* list of origins (scheme://host[:port]) */
     T_PROXY_URL,         /* http://host:port of an upstream proxy */
     T_PROXY_CREDENTIALS, /* reads user:password for the upstream proxy from a file */
 };

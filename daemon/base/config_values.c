@@ -386,7 +386,6 @@ int config_parse_policy_key(const char *s, struct policy_key *out, char *why, si
     return read_pem_key(key, out->pub, why, cap);
 }
 
-
 /* "http://HOST:PORT" (a trailing '/' allowed). https:// is refused: TLS to the proxy would put
  * a second TLS layer under the enclave's in every read and write of the relay, for a hop that
  * carries only ciphertext and the CONNECT line (docs/security.md, "Upstream proxy"). */

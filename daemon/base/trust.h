@@ -10,9 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define NITRO_PCR_COUNT 32
-#define NITRO_PCR_LEN   48
-#define POLICY_MAX_SETS 64
+#define NITRO_PCR_COUNT     32
+#define NITRO_PCR_LEN       48
+#define POLICY_MAX_SETS     64
 #define POLICY_MAX_KEYS     16 /* policy_key entries in [daemon] */
 #define POLICY_KEY_NAME_MAX 64
 #define POLICY_KEY_LEN      32 /* an Ed25519 public key */

@@ -249,4 +249,3 @@ void sdnotify_close(struct sdnotify *sn, sdnotify_close_cb done)
     }
     uv_close((uv_handle_t *)&sn->watchdog_timer, on_timer_closed);
 }
-

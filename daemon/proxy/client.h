@@ -29,7 +29,7 @@
 
 #include <uv.h>
 
-#define CLIENT_INPUT_MAX    (64 * 1024)
+#define CLIENT_INPUT_MAX (64 * 1024)
 /* One read takes at most this much: an upload's body then goes to the enclave in writes of
  * two TLS records, which it starts decrypting while the next piece is read, instead of 64 KiB
  * writes that loopback TCP splits at its MSS (docs/benchmarks.md, "Upload write size"). */

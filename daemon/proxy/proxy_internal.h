@@ -63,13 +63,13 @@ enum warm_state {
 
 struct warm {
     enum warm_state state;
-    bool enabled;           /* the service serves clients (not `attestproxy attest`) */
-    uv_timer_t timer;       /* the back-off */
-    struct upstream *up;    /* the attempt's connection while CONNECTING or ATTESTING */
-    uint64_t backoff_ms;    /* the delay after the next failure */
-    uint64_t not_before;    /* monotonic ms: no attempt starts earlier */
-    unsigned failures;      /* consecutive failed attempts */
-    char last_error[320];   /* why the last attempt failed; "" after a success */
+    bool enabled;         /* the service serves clients (not `attestproxy attest`) */
+    uv_timer_t timer;     /* the back-off */
+    struct upstream *up;  /* the attempt's connection while CONNECTING or ATTESTING */
+    uint64_t backoff_ms;  /* the delay after the next failure */
+    uint64_t not_before;  /* monotonic ms: no attempt starts earlier */
+    unsigned failures;    /* consecutive failed attempts */
+    char last_error[320]; /* why the last attempt failed; "" after a success */
 };
 
 struct proxy_service {
@@ -103,7 +103,7 @@ struct proxy_service {
 
 struct proxy {
     struct proxy_env env; /* the loop, the live configuration and verifier, callbacks */
-    SSL_CTX *ssl_ctx; /* client context shared by every upstream connection */
+    SSL_CTX *ssl_ctx;     /* client context shared by every upstream connection */
     struct proxy_service *services;
     /* Listeners a reload bound before it swapped the configuration (proxy_prepare_reload),
      * each waiting for the service named in its staged_for; attached by proxy_reload(). */

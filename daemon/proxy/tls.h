@@ -2,8 +2,9 @@
  * TLS for upstream connections: the client SSL_CTX and a BIO bridge between OpenSSL and
  * libuv. The connection owner moves ciphertext: bytes read from the socket go in with
  * tls_feed(); bytes OpenSSL wants sent wait in the connection's output queue, read in place
- * with tls_out_peek() and tls_out_consume() after every operation. The BIO is this module's own: two byte queues that OpenSSL reads and appends to,
- * with none of a memory BIO's generality (docs/benchmarks.md, "Instructions per request").
+ * with tls_out_peek() and tls_out_consume() after every operation. The BIO is this module's own:
+ * two byte queues that OpenSSL reads and appends to, with none of a memory BIO's generality
+ * (docs/benchmarks.md, "Instructions per request").
  *
  * The upstream certificate is NOT verified against any CA: an enclave's TLS certificate is
  * self-signed, and trust comes from attestation instead. The handshake therefore accepts any

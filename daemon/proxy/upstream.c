@@ -916,8 +916,8 @@ enum gate_verdict upstream_begin_exchange(struct upstream *up, uint64_t *retry_a
         return GATE_BAD_STATE;
     if (up->gen != up->svc->upstream_gen)
         return GATE_STALE;
-    switch (pinset_lookup_fresh(&up->svc->pins, up->pin, uv_now(up->tcp.loop), retry_after_ms,
-                                &e)) {
+    switch (
+        pinset_lookup_fresh(&up->svc->pins, up->pin, uv_now(up->tcp.loop), retry_after_ms, &e)) {
     case PIN_FRESH:
         break;
     case PIN_UNKNOWN:

@@ -1,6 +1,6 @@
 /*
- * One upstream connection: TCP to the enclave, TLS over in-memory queues (tls.h), and the gate that decides
- * whether it may carry requests.
+ * One upstream connection: TCP to the enclave, TLS over in-memory queues (tls.h), and the gate that
+ * decides whether it may carry requests.
  *
  * THE PIN CHECK. After every handshake (new or resumed) the connection's pin — SHA-256 of the
  * peer's SubjectPublicKeyInfo, or of its certificate for the bindings that hash the
@@ -91,9 +91,9 @@ struct upstream {
     struct pin_info info; /* facts of the attestation that admitted the last exchange */
     bool has_info;
     uint64_t info_serial; /* the pin entry's serial `info` was copied from */
-    bool reused;        /* was taken from the pool */
-    uint64_t gen;       /* svc->upstream_gen when it was opened: see upstream_begin_exchange() */
-    unsigned exchanges; /* exchanges carried so far */
+    bool reused;          /* was taken from the pool */
+    uint64_t gen;         /* svc->upstream_gen when it was opened: see upstream_begin_exchange() */
+    unsigned exchanges;   /* exchanges carried so far */
 
     const struct upstream_handler *h;
     void *arg;

@@ -215,8 +215,7 @@ static void test_upstream_authority(void **state)
         char text[256];
         struct config *cfg;
         snprintf(text, sizeof(text),
-                 "[service a]\nlisten = 127.0.0.1:1\nupstream = %s\nmeasurement = pcr0=" PCR_A
-                 "\n",
+                 "[service a]\nlisten = 127.0.0.1:1\nupstream = %s\nmeasurement = pcr0=" PCR_A "\n",
                  cases[i].upstream);
         cfg = load_ok(text);
         assert_string_equal(cfg->services[0].upstream_authority, cases[i].authority);

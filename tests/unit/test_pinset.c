@@ -146,8 +146,7 @@ static void test_renewal_resets_refresh_bookkeeping(void **state)
     e->refreshing = true;
     e->refresh_not_before_mono_ms = 9 * MIN_MS;
     /* ...and a successful attestation renews the entry and starts its bookkeeping afresh. */
-    assert_int_equal(pinset_add(ps, pin, &info, 5 * MIN_MS, WALL + 5 * MIN_MS, 10 * MIN_MS,
-                                MIN_MS),
+    assert_int_equal(pinset_add(ps, pin, &info, 5 * MIN_MS, WALL + 5 * MIN_MS, 10 * MIN_MS, MIN_MS),
                      0);
     e = pinset_entry(ps, pin);
     assert_ptr_equal(e, pinset_find(ps, pin));

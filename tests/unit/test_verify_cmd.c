@@ -282,10 +282,8 @@ static void test_stdin_and_base64(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_time),
-        cmocka_unit_test(test_utf8_whole),
-        cmocka_unit_test(test_exit_codes),
-        cmocka_unit_test(test_json_report),
+        cmocka_unit_test(test_parse_time),       cmocka_unit_test(test_utf8_whole),
+        cmocka_unit_test(test_exit_codes),       cmocka_unit_test(test_json_report),
         cmocka_unit_test(test_stdin_and_base64),
     };
     log_configure(LOG_LEVEL_ERROR, LOG_FORMAT_LOGFMT, NULL);
