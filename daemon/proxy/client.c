@@ -48,6 +48,7 @@ static const char *const state_names[] = {
 /* The legal transitions (client.h): a request goes head -> connecting -> relaying and back to
  * head, or on to flushing -> linger; a retry goes relaying -> connecting; the proxy may answer
  * (to head or flushing) in head, connecting and relaying; anything but closing may close. */
+#ifndef NDEBUG /* read by assert() only */
 #define TO(s) (1u << (s))
 static const unsigned legal_next[] = {
     [CLIENT_HEAD] = TO(CLIENT_CONNECTING) | TO(CLIENT_FLUSHING) | TO(CLIENT_CLOSING),
@@ -61,6 +62,7 @@ static const unsigned legal_next[] = {
     [CLIENT_CLOSING] = 0,
 };
 #undef TO
+#endif
 
 void client__log_transition(const struct client *c, const char *event, const char *from,
                             const char *to)

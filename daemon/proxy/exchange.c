@@ -33,11 +33,13 @@ static const char *const req_phase_names[] = {
     [REQ_BODY] = "body",
     [REQ_DONE] = "done",
 };
+#ifndef NDEBUG /* read by assert() only */
 static const unsigned req_phase_next[] = {
     [REQ_HEAD] = TO(REQ_BODY) | TO(REQ_DONE),
     [REQ_BODY] = TO(REQ_DONE),
     [REQ_DONE] = 0,
 };
+#endif
 
 static const char *const resp_phase_names[] = {
     [RESP_NONE] = "none",
@@ -45,23 +47,27 @@ static const char *const resp_phase_names[] = {
     [RESP_BODY] = "body",
     [RESP_DONE] = "done",
 };
+#ifndef NDEBUG /* read by assert() only */
 static const unsigned resp_phase_next[] = {
     [RESP_NONE] = TO(RESP_HEAD),
     [RESP_HEAD] = TO(RESP_BODY),
     [RESP_BODY] = TO(RESP_DONE),
     [RESP_DONE] = 0,
 };
+#endif
 
 static const char *const acquire_names[] = {
     [ACQUIRE_DUE] = "due",
     [ACQUIRE_STARTED] = "started",
     [ACQUIRE_WAITING_WARM] = "waiting_warm",
 };
+#ifndef NDEBUG /* read by assert() only */
 static const unsigned acquire_next[] = {
     [ACQUIRE_DUE] = TO(ACQUIRE_STARTED),
     [ACQUIRE_STARTED] = TO(ACQUIRE_DUE) | TO(ACQUIRE_WAITING_WARM),
     [ACQUIRE_WAITING_WARM] = TO(ACQUIRE_DUE),
 };
+#endif
 
 #undef TO
 

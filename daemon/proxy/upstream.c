@@ -41,6 +41,7 @@ const char *upstream_state_name(enum upstream_state s)
  * CONNECT) between TCP and TLS, a direct one skips it; the gate is the only way into UP_BUSY,
  * attest.c's begin/end the only way through UP_ATTESTING, the pool the only way through UP_IDLE,
  * and each of them starts from UP_UNVERIFIED; nothing leaves UP_CLOSING. */
+#ifndef NDEBUG /* read by assert() only */
 #define TO(s) (1u << (s))
 static const unsigned legal_next[] = {
     [UP_CONNECTING] = TO(UP_PROXYING) | TO(UP_HANDSHAKING) | TO(UP_CLOSING),
@@ -53,6 +54,7 @@ static const unsigned legal_next[] = {
     [UP_CLOSING] = 0,
 };
 #undef TO
+#endif
 
 static void set_state(struct upstream *up, enum upstream_state to)
 {

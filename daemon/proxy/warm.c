@@ -23,6 +23,7 @@ static const char *const state_names[] = {
 /* The legal transitions: an attempt goes idle -> connecting -> attesting and ends in idle
  * (success, or nothing more wanted) or backoff (failure); a back-off ends in idle; idle may
  * wait in backoff before an attempt (not_before). */
+#ifndef NDEBUG /* read by assert() only */
 #define TO(s) (1u << (s))
 static const unsigned legal_next[] = {
     [WARM_IDLE] = TO(WARM_CONNECTING) | TO(WARM_BACKOFF),
@@ -31,6 +32,7 @@ static const unsigned legal_next[] = {
     [WARM_BACKOFF] = TO(WARM_IDLE),
 };
 #undef TO
+#endif
 
 static void set_state(struct proxy_service *svc, enum warm_state to)
 {

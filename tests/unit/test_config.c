@@ -443,7 +443,7 @@ static void expect_credentials_error(const char *content, const char *needle)
  * never printed; https:// and the credentials without a proxy are refused. */
 static void test_upstream_proxy(void **state)
 {
-    char cred_line[64], conf[512];
+    char cred_line[256], conf[768];
     const char *cred;
     struct config *cfg;
     char *printed;
