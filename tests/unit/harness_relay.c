@@ -868,3 +868,20 @@ void hr_stop(struct hr *h)
     rmdir(h->dir);
     free(h);
 }
+
+struct hr_pki *hr_group_pki;
+
+int hr_group_setup(void **state)
+{
+    (void)state;
+    hr_group_pki = hr_pki_new();
+    return 0;
+}
+
+int hr_group_teardown(void **state)
+{
+    (void)state;
+    hr_pki_free(hr_group_pki);
+    hr_group_pki = NULL;
+    return 0;
+}

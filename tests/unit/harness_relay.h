@@ -71,6 +71,11 @@ struct hr_pki;
 
 struct hr_pki *hr_pki_new(void);
 void hr_pki_free(struct hr_pki *pki);
+/* The test program's one PKI, made by hr_group_setup() and freed by hr_group_teardown(): pass
+ * both to cmocka_run_group_tests(). */
+extern struct hr_pki *hr_group_pki;
+int hr_group_setup(void **state);
+int hr_group_teardown(void **state);
 /* Writes the root as PEM into `path` (for verifier_new()). */
 void hr_pki_write_root(const struct hr_pki *pki, const char *path);
 

@@ -32,22 +32,6 @@
     "{\"error\":{\"code\":\"attestation_failed\",\"message\":\"attestation failed: policy: pcrs "  \
     "match no measurement set (pcr0)\",\"service\":\"demo\"}}\n"
 
-static struct hr_pki *pki;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    pki = hr_pki_new();
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    hr_pki_free(pki);
-    return 0;
-}
-
 /* A new connection whose evidence fails: the enclave saw the evidence request and nothing
  * else (the request, and its body, never left the proxy), and the connection was closed. */
 static void new_connection_refused(enum hr_evidence ev, const char *client_in, const char *want,
@@ -57,7 +41,7 @@ static void new_connection_refused(enum hr_evidence ev, const char *client_in, c
         {{EVIDENCE(HR_EV_WRONG_PCR)}},
         {{EVIDENCE(HR_EV_WRONG_BINDING)}},
     };
-    struct hr *h = hr_start(pki, "");
+    struct hr *h = hr_start(hr_group_pki, "");
     const struct hr_script *scripts[] = {&bad[ev == HR_EV_WRONG_PCR ? 0 : 1], NULL};
     size_t c;
 
@@ -102,7 +86,7 @@ static void test_negative_cached_key_gets_no_byte_at_all(void **state)
     static const struct hr_script bad = {{EVIDENCE(HR_EV_WRONG_PCR)}};
     static const struct hr_script silent = {{{0}}};
     const struct hr_script *scripts[] = {&bad, &silent, NULL};
-    struct hr *h = hr_start(pki, "negative_cache = 30s");
+    struct hr *h = hr_start(hr_group_pki, "negative_cache = 30s");
     size_t c;
     (void)state;
 
@@ -136,7 +120,7 @@ static void test_pooled_connection_with_expired_pin_is_attested_first(void **sta
     static const struct hr_script script = {
         {EVIDENCE(HR_EV_GOOD), EXPECT(GET_A_UP), SEND(RESP_A), EVIDENCE(HR_EV_WRONG_PCR)}};
     const struct hr_script *scripts[] = {&script, NULL};
-    struct hr *h = hr_start(pki, "attestation_ttl = 1s\nrefresh_before = 0");
+    struct hr *h = hr_start(hr_group_pki, "attestation_ttl = 1s\nrefresh_before = 0");
     size_t c;
     (void)state;
 
@@ -162,7 +146,7 @@ static void test_policy_reload_drops_pin_and_nothing_leaks(void **state)
     static const struct hr_script first = {{EVIDENCE(HR_EV_GOOD), EXPECT(GET_A_UP), SEND(RESP_A)}};
     static const struct hr_script second = {{EVIDENCE(HR_EV_GOOD)}};
     const struct hr_script *scripts[] = {&first, &second, NULL};
-    struct hr *h = hr_start(pki, "");
+    struct hr *h = hr_start(hr_group_pki, "");
     size_t c;
     (void)state;
 
@@ -190,5 +174,5 @@ int main(void)
         cmocka_unit_test(test_pooled_connection_with_expired_pin_is_attested_first),
         cmocka_unit_test(test_policy_reload_drops_pin_and_nothing_leaks),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, hr_group_setup, hr_group_teardown);
 }

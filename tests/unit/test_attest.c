@@ -20,28 +20,12 @@
 #define RESP_A   "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA"
 #define EVIL     "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
 
-static struct hr_pki *pki;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    pki = hr_pki_new();
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    hr_pki_free(pki);
-    return 0;
-}
-
 /* One connection: the evidence request, then the request, over it. */
 static void test_evidence_over_the_same_connection(void **state)
 {
     static const struct hr_script script = {{EVIDENCE(HR_EV_GOOD), EXPECT(GET_A_UP), SEND(RESP_A)}};
     const struct hr_script *scripts[] = {&script, NULL};
-    struct hr *h = hr_start(pki, "");
+    struct hr *h = hr_start(hr_group_pki, "");
     const struct hr_conn *k;
     const char *prefix = "GET /.well-known/nitro-attestation?nonce=";
     char want[CONFIG_HOST_MAX + 64];
@@ -74,7 +58,7 @@ static void test_evidence_larger_than_64k_is_refused(void **state)
 {
     static const struct hr_script script = {{EVIDENCE(HR_EV_TOO_LARGE)}};
     const struct hr_script *scripts[] = {&script, NULL};
-    struct hr *h = hr_start(pki, "");
+    struct hr *h = hr_start(hr_group_pki, "");
     size_t c;
     (void)state;
 
@@ -102,7 +86,7 @@ static void trailing(const struct hr_script *first)
 {
     static const struct hr_script second = {{EXPECT(GET_A_UP), SEND(RESP_A)}};
     const struct hr_script *scripts[] = {first, &second, NULL};
-    struct hr *h = hr_start(pki, "");
+    struct hr *h = hr_start(hr_group_pki, "");
     size_t c;
 
     hr_enclave_script(h, scripts);
@@ -133,5 +117,5 @@ int main(void)
         cmocka_unit_test(test_evidence_larger_than_64k_is_refused),
         cmocka_unit_test(test_bytes_after_evidence_make_the_connection_unfit),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, hr_group_setup, hr_group_teardown);
 }

@@ -134,25 +134,9 @@ static const struct relay_case cases[] = {
     },
 };
 
-static struct hr_pki *pki;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    pki = hr_pki_new();
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    hr_pki_free(pki);
-    return 0;
-}
-
 static void run_case(const struct relay_case *rc)
 {
-    struct hr *h = hr_start(pki, rc->config != NULL ? rc->config : "");
+    struct hr *h = hr_start(hr_group_pki, rc->config != NULL ? rc->config : "");
     const struct hr_script *scripts[CONNS + 1] = {NULL};
     size_t n = 0, client;
 
@@ -187,5 +171,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_transcripts),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, hr_group_setup, hr_group_teardown);
 }

@@ -19,22 +19,6 @@
 #define RESP(b)   "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n" b
 #define EVIL      "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
 
-static struct hr_pki *pki;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    pki = hr_pki_new();
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    hr_pki_free(pki);
-    return 0;
-}
-
 static bool at_wait(struct hr *h, void *arg)
 {
     size_t i = *(size_t *)arg;
@@ -51,7 +35,7 @@ static void test_lifo_reuse(void **state)
     /* The key is attested by then: the second connection passes the gate without evidence. */
     static const struct hr_script second = {{EXPECT(GET_UP("/b")), SEND(RESP("B"))}};
     const struct hr_script *scripts[] = {&first, &second, NULL};
-    struct hr *h = hr_start(pki, "");
+    struct hr *h = hr_start(hr_group_pki, "");
     size_t a, b, zero = 0;
     (void)state;
 
@@ -82,7 +66,7 @@ static void test_idle_connection_with_data_is_closed(void **state)
         {EVIDENCE(HR_EV_GOOD), EXPECT(GET_UP("/a")), SEND(RESP("A")), WAIT(0), SEND(EVIL)}};
     static const struct hr_script second = {{EXPECT(GET_UP("/b")), SEND(RESP("B"))}};
     const struct hr_script *scripts[] = {&first, &second, NULL};
-    struct hr *h = hr_start(pki, "");
+    struct hr *h = hr_start(hr_group_pki, "");
     size_t c;
     (void)state;
 
@@ -109,7 +93,7 @@ static void test_bytes_after_response_are_not_reused(void **state)
         {EVIDENCE(HR_EV_GOOD), EXPECT(GET_UP("/a")), SEND(RESP("A") EVIL)}};
     static const struct hr_script second = {{EXPECT(GET_UP("/b")), SEND(RESP("B"))}};
     const struct hr_script *scripts[] = {&first, &second, NULL};
-    struct hr *h = hr_start(pki, "");
+    struct hr *h = hr_start(hr_group_pki, "");
     size_t c;
     (void)state;
 
@@ -134,5 +118,5 @@ int main(void)
         cmocka_unit_test(test_idle_connection_with_data_is_closed),
         cmocka_unit_test(test_bytes_after_response_are_not_reused),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, hr_group_setup, hr_group_teardown);
 }
