@@ -18,11 +18,20 @@ BIN = os.environ.get("ATTESTPROXY_BIN", str(ROOT / "build" / "daemon" / "attestp
 PCR_A = "00" * 47 + "01"
 
 
+_handed_out = set()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago, and never handed out before in this
+    run: the kernel may give the same ephemeral port to two binds in a row, and a test that asks
+    for two ports needs two (a CI rehearsal failed once on it)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def minimal_config(port=None, extra_daemon="", extra_service=""):

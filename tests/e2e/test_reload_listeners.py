@@ -222,14 +222,13 @@ def test_listen_address_moves_and_the_old_one_closes(start_daemon, start_sim):
 
 def test_address_handed_from_one_service_to_another(start_daemon, start_sim):
     sim = start_sim()
-    p1, p2 = free_port(), free_port()
+    p1, p2, p3 = free_port(), free_port(), free_port()
     two = (service_config(sim, p1) + "\n" +
            service_config(sim, p2, name="other").split("\n", 3)[3])
     d = start_daemon(two)
     wait_listening(p1)
     wait_listening(p2)
     # p1 goes from service demo to service other; demo keeps only a new port.
-    p3 = free_port()
     swapped = (service_config(sim, p3) + "\n" +
                service_config(sim, p2, name="other").split("\n", 3)[3]
                .replace(f"listen = 127.0.0.1:{p2}", f"listen = 127.0.0.1:{p2}\nlisten = 127.0.0.1:{p1}"))
