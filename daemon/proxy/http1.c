@@ -1,10 +1,17 @@
 /*
- * The HTTP/1 parser: llhttp (no leniency flag) driven through one shared set of callbacks, the
- * bounded head storage those callbacks fill (request target or reason phrase, header names and
- * values, each name classified as it completes), execute/resume/finish, the look-ahead copy
- * (http1_parser_check_ahead()) and the storage hand-over between messages. Before llhttp sees
- * a byte of a head, http1__scan_head() (http1_scan.c) checks it; the rewriting of a parsed head
- * is in http1_rewrite.c.
+ * The HTTP/1 parser: llhttp (no leniency flag) driven through shared callbacks, the bounded
+ * head storage, execute/resume/finish, the look-ahead copy (http1_parser_check_ahead()) and the
+ * storage hand-over between messages. Before llhttp sees a byte of a head, http1__scan_head()
+ * (http1_scan.c) checks it; the rewriting of a parsed head is in http1_rewrite.c.
+ *
+ * The head storage holds the head's raw bytes, appended as the scanner passes them, and is
+ * indexed once the head is complete (index_head(), from llhttp's on_headers_complete): each
+ * header's name and value are located in place and NUL-terminated there (the ':' after a name,
+ * the byte after a value's last one), and each name is classified. llhttp validates the same
+ * bytes and reports only the request target or reason phrase while in a head: it calls no
+ * per-header callback, which cost more than the indexing (docs/benchmarks.md, "Where a request's
+ * instructions go"). Trailers switch llhttp to a second table whose header callbacks only count
+ * them against the head limits; trailers are parsed and dropped.
  */
 #include "proxy/http1_internal.h"
 
@@ -71,7 +78,6 @@ static int head_new_header(struct http1_head *h)
         h->cap_n = cap;
     }
     memset(&h->hdrs[h->n], 0, sizeof(h->hdrs[h->n]));
-    h->hdrs[h->n].name_off = (uint32_t)h->len;
     h->n++;
     return 0;
 }
@@ -108,6 +114,8 @@ size_t http1_head_count(const struct http1_head *h, enum http1_field field)
 
 /* ---- llhttp callbacks --------------------------------------------------------------------- */
 
+static const llhttp_settings_t settings_head, settings_body; /* defined after the callbacks */
+
 void http1_parser_fail(struct http1_parser *p, enum http1_fail fail, const char *msg)
 {
     if (p->fail != HTTP1_FAIL_NONE)
@@ -128,7 +136,8 @@ static int storage_error(struct http1_parser *p, int rc)
 static int on_message_begin(llhttp_t *ll)
 {
     struct http1_parser *p = ll->data;
-    head_reset(&p->head);
+    /* The head storage was reset by http1_parser_execute() when the head's first byte came,
+     * before llhttp saw it: it already holds the bytes llhttp is parsing. */
     p->in_trailers = false;
     p->field_open = false;
     p->value_open = false;
@@ -174,15 +183,13 @@ static int on_chunk_extension(llhttp_t *ll, const char *at, size_t len)
     return 0;
 }
 
+/* The request target or reason phrase lies in the raw head storage: a span llhttp reports is
+ * found there by its place in the bytes http1_parser_execute() appended last. */
 static int on_target(llhttp_t *ll, const char *at, size_t len)
 {
     struct http1_parser *p = ll->data;
-    int rc;
     if (p->head.target_len == 0)
-        p->head.target_off = (uint32_t)p->head.len;
-    rc = head_append(&p->head, at, len);
-    if (rc < 0)
-        return storage_error(p, rc);
+        p->head.target_off = (uint32_t)(p->exec_head_off + (size_t)(at - p->exec_head_base));
     p->head.target_len += (uint32_t)len;
     return 0;
 }
@@ -190,95 +197,118 @@ static int on_target(llhttp_t *ll, const char *at, size_t len)
 static int on_target_complete(llhttp_t *ll)
 {
     struct http1_parser *p = ll->data;
-    int rc = head_append(&p->head, "", 1); /* NUL-terminate for the rewrite */
-    if (rc < 0)
-        return storage_error(p, rc);
+    /* NUL-terminated in place: the byte after it (the space before the version, or the CR of
+     * the status line) is in the storage already, and llhttp parses its own input, not this. */
+    if (p->head.target_len > 0)
+        p->head.buf[p->head.target_off + p->head.target_len] = '\0';
     return 0;
 }
 
-static int on_header_field(llhttp_t *ll, const char *at, size_t len)
+/* Trailer fields (the table of a body, settings_body): counted against the head limits. */
+static int on_trailer_field(llhttp_t *ll, const char *at, size_t len)
 {
     struct http1_parser *p = ll->data;
     int rc;
-    if (p->in_trailers) { /* trailers are not forwarded (docs/architecture.md) */
-        rc = count_trailer(p, len, !p->field_open);
-        p->field_open = true;
-        return rc;
-    }
-    if (!p->field_open) {
-        rc = head_new_header(&p->head);
-        if (rc == -E2BIG) {
-            http1_parser_fail(p, HTTP1_FAIL_TOO_LARGE, "too many header fields");
-            return HPE_USER;
-        }
-        if (rc < 0)
-            return storage_error(p, rc);
-        p->field_open = true;
-    }
-    rc = head_append(&p->head, at, len);
-    if (rc < 0)
-        return storage_error(p, rc);
-    p->head.hdrs[p->head.n - 1].name_len += (uint32_t)len;
-    return 0;
+    (void)at;
+    rc = count_trailer(p, len, !p->field_open);
+    p->field_open = true;
+    return rc;
 }
 
-static int on_header_field_complete(llhttp_t *ll)
+static int on_trailer_field_complete(llhttp_t *ll)
 {
     struct http1_parser *p = ll->data;
-    int rc;
     p->field_open = false;
-    if (p->in_trailers)
-        return 0;
-    rc = head_append(&p->head, "", 1);
-    if (rc < 0)
-        return storage_error(p, rc);
-    http1__classify(&p->head.hdrs[p->head.n - 1], p->head.buf);
-    p->head.hdrs[p->head.n - 1].value_off = (uint32_t)p->head.len;
-    p->value_open = true;
     return 0;
 }
 
-static int on_header_value(llhttp_t *ll, const char *at, size_t len)
+static int on_trailer_value(llhttp_t *ll, const char *at, size_t len)
 {
     struct http1_parser *p = ll->data;
-    int rc;
-    if (p->in_trailers)
-        return count_trailer(p, len, false);
-    if (!p->value_open)
-        return 0;
-    rc = head_append(&p->head, at, len);
-    if (rc < 0)
-        return storage_error(p, rc);
-    p->head.hdrs[p->head.n - 1].value_len += (uint32_t)len;
-    return 0;
+    (void)at;
+    return count_trailer(p, len, false);
 }
 
-static int on_header_value_complete(llhttp_t *ll)
+static inline bool is_ows(char c)
 {
-    struct http1_parser *p = ll->data;
-    struct http1_header *hd;
-    int rc;
-    if (p->in_trailers || !p->value_open)
-        return 0;
-    p->value_open = false;
-    rc = head_append(&p->head, "", 1);
-    if (rc < 0)
-        return storage_error(p, rc);
-    /* llhttp keeps trailing whitespace of a value; it is not part of the value (RFC 9110 5.5). */
-    hd = &p->head.hdrs[p->head.n - 1];
-    while (hd->value_len > 0 && (p->head.buf[hd->value_off + hd->value_len - 1] == ' ' ||
-                                 p->head.buf[hd->value_off + hd->value_len - 1] == '\t')) {
-        hd->value_len--;
-        p->head.buf[hd->value_off + hd->value_len] = '\0';
+    return c == ' ' || c == '\t';
+}
+
+/*
+ * Indexes the complete raw head in the storage: every header line after the start line gets a
+ * struct http1_header, its name NUL-terminated at the ':', its value stripped of leading and
+ * trailing whitespace (RFC 9110 5.5) and NUL-terminated after its last byte. The scanner has
+ * checked the line structure (CRLF ends, no obs-fold, a name without whitespace before ':')
+ * and llhttp the bytes of each line before on_headers_complete, so every line between the
+ * start line and the empty line is "name:value". An empty request target or reason phrase is
+ * pointed at a NUL (the CR of the empty line ending the head).
+ */
+static int index_head(struct http1_parser *p)
+{
+    struct http1_head *h = &p->head;
+    char *b = h->buf;
+    size_t len = h->len, i = 0;
+    const char *lf;
+
+    h->n = 0;
+    if (b == NULL || len < 2)
+        goto malformed;
+    while (i + 1 < len && b[i] == '\r' && b[i + 1] == '\n')
+        i += 2; /* empty lines before the start line (RFC 9112 2.2) */
+    lf = memchr(b + i, '\n', len - i);
+    if (lf == NULL)
+        goto malformed;
+    i = (size_t)(lf - b) + 1;
+    while (i < len) {
+        char *line = b + i, *colon, *v, *end;
+        struct http1_header *hd;
+        lf = memchr(line, '\n', len - i);
+        if (lf == NULL || lf == line)
+            goto malformed;
+        if (lf - line == 1)
+            break; /* the empty line: the end of the head */
+        end = (char *)lf - 1; /* the CR */
+        colon = memchr(line, ':', (size_t)(end - line));
+        if (colon == NULL || colon == line)
+            goto malformed;
+        if (head_new_header(h) < 0) {
+            http1_parser_fail(p, HTTP1_FAIL_TOO_LARGE, "too many header fields");
+            return -1;
+        }
+        hd = &h->hdrs[h->n - 1];
+        hd->name_off = (uint32_t)(line - b);
+        hd->name_len = (uint32_t)(colon - line);
+        *colon = '\0';
+        v = colon + 1;
+        while (v < end && is_ows(*v))
+            v++;
+        while (end > v && is_ows(end[-1]))
+            end--;
+        hd->value_off = (uint32_t)(v - b);
+        hd->value_len = (uint32_t)(end - v);
+        *end = '\0';
+        http1__classify(hd, b);
+        i = (size_t)(lf - b) + 1;
+    }
+    if (h->target_len == 0) {
+        b[len - 2] = '\0';
+        h->target_off = (uint32_t)(len - 2);
     }
     return 0;
+malformed:
+    /* Not reached for a head llhttp accepted; kept so that no index is ever made of one. */
+    http1_parser_fail(p, HTTP1_FAIL_BAD_MESSAGE, "malformed message: invalid header line");
+    return -1;
 }
 
 static int on_headers_complete(llhttp_t *ll)
 {
     struct http1_parser *p = ll->data;
     int rc;
+    if (index_head(p) < 0)
+        return -1;
     p->in_trailers = true;
+    ll->settings = (void *)&settings_body;
     http1__mark_connection_names(&p->head);
     /* Protocol upgrades are not relayed: Upgrade is removed as a hop-by-hop header and the
      * request goes on as an ordinary one, so llhttp must not stop at its end. */
@@ -326,6 +356,7 @@ static int on_message_complete(llhttp_t *ll)
 {
     struct http1_parser *p = ll->data;
     int rc = p->cb->on_complete ? p->cb->on_complete(p) : HTTP1_CB_OK;
+    ll->settings = (void *)&settings_head;
     p->in_head = true;
     p->head_bytes = 0;
     p->seen_start_line = false;
@@ -342,33 +373,33 @@ static int on_message_complete(llhttp_t *ll)
     return HPE_PAUSED;
 }
 
-/* One set of llhttp callbacks serves every parser (llhttp keeps a pointer to it), instead of
- * a copy in each: it is a few hundred bytes per connection, which idle connections pay too.
- * Members left out are NULL, as llhttp_settings_init() would leave them. */
-static const llhttp_settings_t settings = {
-    .on_message_begin = on_message_begin,
-    .on_method_complete = on_method_complete,
-    .on_url = on_target,
-    .on_url_complete = on_target_complete,
-    .on_status = on_target,
-    .on_status_complete = on_target_complete,
-    .on_header_field = on_header_field,
-    .on_header_field_complete = on_header_field_complete,
-    .on_header_value = on_header_value,
-    .on_header_value_complete = on_header_value_complete,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_chunk_header = on_chunk_header,
-    .on_chunk_extension_name = on_chunk_extension,
-    .on_chunk_extension_value = on_chunk_extension,
-    .on_message_complete = on_message_complete,
+/* Two tables of llhttp callbacks serve every parser (llhttp keeps a pointer to the one in
+ * use), instead of a copy in each: a few hundred bytes per connection, which idle connections
+ * would pay too. settings_head is in use from a message's start to the end of its head (no
+ * per-header callback: index_head() finds the headers), settings_body from there to its end
+ * (trailer fields counted). Members left out are NULL, as llhttp_settings_init() leaves them. */
+#define HTTP1_COMMON_CALLBACKS                                                                   \
+    .on_message_begin = on_message_begin, .on_method_complete = on_method_complete,             \
+    .on_url = on_target, .on_url_complete = on_target_complete, .on_status = on_target,         \
+    .on_status_complete = on_target_complete, .on_headers_complete = on_headers_complete,       \
+    .on_body = on_body, .on_chunk_header = on_chunk_header,                                     \
+    .on_chunk_extension_name = on_chunk_extension,                                              \
+    .on_chunk_extension_value = on_chunk_extension, .on_message_complete = on_message_complete
+
+static const llhttp_settings_t settings_head = {HTTP1_COMMON_CALLBACKS};
+
+static const llhttp_settings_t settings_body = {
+    HTTP1_COMMON_CALLBACKS,
+    .on_header_field = on_trailer_field,
+    .on_header_field_complete = on_trailer_field_complete,
+    .on_header_value = on_trailer_value,
 };
 
 int http1_parser_init(struct http1_parser *p, llhttp_type_t type, size_t head_limit,
                       size_t max_headers, const struct http1_callbacks *cb, void *data)
 {
     memset(p, 0, sizeof(*p));
-    llhttp_init(&p->ll, type, &settings);
+    llhttp_init(&p->ll, type, &settings_head);
     /* Strict parsing: no leniency flag is ever set (they all default to off). */
     p->ll.data = p;
     p->cb = cb;
@@ -385,7 +416,8 @@ bool http1_parser_release(struct http1_parser *p, struct http1_storage *s)
 {
     struct http1_head *h = &p->head;
     /* Only between messages: waiting for a head of which no byte has come yet. */
-    if (!p->in_head || p->message_begun || (h->buf == NULL && h->hdrs == NULL))
+    if (!p->in_head || p->message_begun || p->head_bytes > 0 ||
+        (h->buf == NULL && h->hdrs == NULL))
         return false;
     head_reset(h);
     if (h->cap != HEAD_INITIAL || h->cap_n != HDRS_INITIAL) {
@@ -455,9 +487,22 @@ enum http1_status http1_parser_execute(struct http1_parser *p, const char *data,
         size_t end = len, used = 0;
         llhttp_errno_t err;
         if (p->in_head && off < len) {
-            int r = http1__scan_head(p, data + off, len - off, &used);
+            int r, rc;
+            if (p->head_bytes == 0)
+                head_reset(&p->head); /* a new head: its first bytes */
+            r = http1__scan_head(p, data + off, len - off, &used);
             if (r < 0) {
                 *consumed = off + used;
+                return HTTP1_ERROR;
+            }
+            /* The scanned bytes go to the storage as they are; llhttp parses them next, and
+             * on_target() finds its spans there by their place in data + off. */
+            p->exec_head_base = data + off;
+            p->exec_head_off = p->head.len;
+            rc = head_append(&p->head, data + off, used);
+            if (rc < 0) {
+                storage_error(p, rc);
+                *consumed = off;
                 return HTTP1_ERROR;
             }
             end = off + used;

@@ -6,8 +6,9 @@
  * error), a header line may not start with whitespace (obs-fold), the head is limited in bytes
  * and in header count. llhttp itself refuses Content-Length with Transfer-Encoding, a repeated
  * Content-Length, a Transfer-Encoding whose last coding is not chunked, bad chunk sizes and
- * NUL/CTL bytes in names. The head (request target or reason phrase, header names and values)
- * is collected into one bounded buffer; bodies are handed on as they arrive, never stored.
+ * NUL/CTL bytes in names. The head's raw bytes are kept in one bounded buffer and indexed in
+ * place when the head is complete (request target or reason phrase, header names and values,
+ * each NUL-terminated); bodies are handed on as they arrive, never stored.
  *
  * The rewrite functions are pure: they turn a parsed head into the bytes sent on (hop-by-hop
  * headers and those named in Connection removed, Host replaced by the upstream authority,
@@ -83,7 +84,8 @@ struct http1_header {
     uint8_t flags; /* HTTP1_HDR_* */
 };
 
-/* The collected head: every string lives in `buf` (bounded by the head limit). */
+/* The collected head: its raw bytes in `buf` (bounded by the head limit), every string of it
+ * NUL-terminated in place once the head is complete. */
 struct http1_head {
     char *buf;
     size_t len, cap, max;
@@ -125,6 +127,10 @@ struct http1_parser {
     uint64_t chunk_left;
     unsigned crlf_left; /* bytes of the CRLF after a chunk still to check */
     const char *exec_end;
+    /* The head bytes given to llhttp last: where they start in the caller's data, and where
+     * their copy starts in head.buf (on_target() maps llhttp's spans with these). */
+    const char *exec_head_base;
+    size_t exec_head_off;
 
     /* Header collection. Trailers are not collected, only counted against the head limits. */
     bool in_trailers;
