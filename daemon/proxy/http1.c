@@ -266,7 +266,7 @@ static int index_head(struct http1_parser *p)
         if (lf == NULL || lf == line)
             goto malformed;
         if (lf - line == 1)
-            break; /* the empty line: the end of the head */
+            break;            /* the empty line: the end of the head */
         end = (char *)lf - 1; /* the CR */
         colon = memchr(line, ':', (size_t)(end - line));
         if (colon == NULL || colon == line)
@@ -378,13 +378,13 @@ static int on_message_complete(llhttp_t *ll)
  * would pay too. settings_head is in use from a message's start to the end of its head (no
  * per-header callback: index_head() finds the headers), settings_body from there to its end
  * (trailer fields counted). Members left out are NULL, as llhttp_settings_init() leaves them. */
-#define HTTP1_COMMON_CALLBACKS                                                                   \
-    .on_message_begin = on_message_begin, .on_method_complete = on_method_complete,             \
-    .on_url = on_target, .on_url_complete = on_target_complete, .on_status = on_target,         \
-    .on_status_complete = on_target_complete, .on_headers_complete = on_headers_complete,       \
-    .on_body = on_body, .on_chunk_header = on_chunk_header,                                     \
-    .on_chunk_extension_name = on_chunk_extension,                                              \
-    .on_chunk_extension_value = on_chunk_extension, .on_message_complete = on_message_complete
+#define HTTP1_COMMON_CALLBACKS                                                                     \
+    .on_message_begin = on_message_begin, .on_method_complete = on_method_complete,                \
+    .on_url = on_target, .on_url_complete = on_target_complete, .on_status = on_target,            \
+    .on_status_complete = on_target_complete, .on_headers_complete = on_headers_complete,          \
+    .on_body = on_body, .on_chunk_header = on_chunk_header,                                        \
+    .on_chunk_extension_name = on_chunk_extension, .on_chunk_extension_value = on_chunk_extension, \
+    .on_message_complete = on_message_complete
 
 static const llhttp_settings_t settings_head = {HTTP1_COMMON_CALLBACKS};
 
@@ -416,8 +416,7 @@ bool http1_parser_release(struct http1_parser *p, struct http1_storage *s)
 {
     struct http1_head *h = &p->head;
     /* Only between messages: waiting for a head of which no byte has come yet. */
-    if (!p->in_head || p->message_begun || p->head_bytes > 0 ||
-        (h->buf == NULL && h->hdrs == NULL))
+    if (!p->in_head || p->message_begun || p->head_bytes > 0 || (h->buf == NULL && h->hdrs == NULL))
         return false;
     head_reset(h);
     if (h->cap != HEAD_INITIAL || h->cap_n != HDRS_INITIAL) {
