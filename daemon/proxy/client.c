@@ -164,8 +164,6 @@ static void on_closed(uv_handle_t *handle)
     proxy__object_closed(p);
 }
 
-static void drop_deferred(struct client *c);
-
 void client_close(struct client *c, const char *why)
 {
     if (c->state == CLIENT_CLOSING)
@@ -178,7 +176,6 @@ void client_close(struct client *c, const char *why)
     }
     tunnel__client_closing(c, why);
     acquire__release(c, "client connection closed");
-    drop_deferred(c);
     client__set_state(c, CLIENT_CLOSING);
     c->pending_closes = 2;
     uv_close(&c->h.handle, on_closed);
@@ -189,10 +186,20 @@ void client_close(struct client *c, const char *why)
 
 static void start_linger(struct client *c);
 
-/* Bytes were written to the client (by a uv_write, or by a flush of deferred writes): what
- * waited for its output to drain goes on. */
-static void after_write(struct client *c)
+static void on_written(uv_write_t *req, int status)
 {
+    struct client_write *w = (struct client_write *)req;
+    struct client *c = w->c;
+
+    assert(c->write_queued >= w->len);
+    c->write_queued -= w->len;
+    free(w);
+    if (c->state == CLIENT_CLOSING)
+        return;
+    if (status < 0) {
+        client_close(c, "write to client failed");
+        return;
+    }
     if (c->state == CLIENT_FLUSHING) {
         if (c->write_queued == 0)
             start_linger(c);
@@ -218,176 +225,21 @@ static void after_write(struct client *c)
     }
 }
 
-static void on_written(uv_write_t *req, int status)
-{
-    struct client_write *w = (struct client_write *)req;
-    struct client *c = w->c;
-
-    assert(c->write_queued >= w->len);
-    c->write_queued -= w->len;
-    free(w);
-    if (c->state == CLIENT_CLOSING)
-        return;
-    if (status < 0) {
-        client_close(c, "write to client failed");
-        return;
-    }
-    after_write(c);
-}
-
-/* Queues what the socket did not take of `all` (the first `done` bytes were written): copied,
- * in order, into one uv_write. Returns 0, or closes the client. */
-static int queue_rest(struct client *c, const uv_buf_t *all, size_t m, size_t done, size_t total)
-{
-    struct client_write *w = malloc(sizeof(*w) + (total - done));
-    size_t off = 0;
-    uv_buf_t b;
-    int rc;
-
-    if (w == NULL) {
-        client_close(c, "out of memory");
-        return -ENOMEM;
-    }
-    for (size_t i = 0, skip = done; i < m; i++) {
-        size_t take = all[i].len;
-        const char *from = all[i].base;
-        if (skip >= take) {
-            skip -= take;
-            continue;
-        }
-        from += skip;
-        take -= skip;
-        skip = 0;
-        memcpy(w->data + off, from, take);
-        off += take;
-    }
-    w->c = c;
-    w->len = off;
-    b = uv_buf_init(w->data, (unsigned)off);
-    rc = uv_write(&w->req, &c->h.stream, &b, 1, on_written);
-    if (rc < 0) {
-        free(w);
-        client_close(c, "write to client failed");
-        return rc;
-    }
-    c->write_queued += off;
-    return 0;
-}
-
-/* Writes `all` at once when nothing is queued (uv_try_write: no request, no copy, no poll
- * change); only what the socket does not take is copied and queued. Returns 0, or closes the
- * client. */
-static int write_now(struct client *c, const uv_buf_t *all, size_t m, size_t total)
-{
-    size_t done = 0;
-    if (c->write_queued == 0) {
-        int rc = uv_try_write(&c->h.stream, all, (unsigned)m);
-        if (rc >= 0) {
-            done = (size_t)rc;
-        } else if (rc != UV_EAGAIN && rc != UV_ENOSYS) {
-            client_close(c, "write to client failed");
-            return rc;
-        }
-    }
-    return done == total ? 0 : queue_rest(c, all, m, done, total);
-}
-
-/*
- * Deferred writes. Under load one loop pass delivers many responses; written as each comes,
- * every write to a client that is asleep wakes it on the other core, at a cost to this core (the
- * wake-up runs in the writer's system call). Small writes of a pass are copied aside instead and
- * written together when the pass's events are handled (the proxy's check handle calls
- * client_flush_deferred()), so that a client woken by the first finds the rest already queued.
- * A lone request's pass ends right after its response: nothing waits longer than the pass
- * (docs/benchmarks.md, "Deferred client writes"). Deferred bytes count in write_queued, so every
- * rule that waits for the output to drain (flushing, backpressure, the next pipelined request)
- * waits for them too. Only a connection with nothing in a uv_write defers (order is kept), and
- * never a tunnel's frames.
- */
-static bool defer_write(struct client *c, const uv_buf_t *all, size_t m, size_t total)
-{
-    struct proxy *p = c->svc->proxy;
-    struct deferred_write *d;
-    if (c->state == CLIENT_TUNNEL || c->write_queued != c->deferred_bytes ||
-        total > CLIENT_DEFER_WRITE_MAX || c->n_deferred == CLIENT_DEFER_PER_CLIENT ||
-        p->n_defer == CLIENT_DEFER_SLOTS || total > CLIENT_DEFER_BYTES - p->defer_len)
-        return false;
-    d = &p->defer[p->n_defer++];
-    d->c = c;
-    d->off = (uint32_t)p->defer_len;
-    d->len = (uint32_t)total;
-    for (size_t i = 0; i < m; i++) {
-        if (all[i].len == 0)
-            continue;
-        memcpy(p->defer_buf + p->defer_len, all[i].base, all[i].len);
-        p->defer_len += all[i].len;
-    }
-    c->n_deferred++;
-    c->deferred_bytes += total;
-    c->write_queued += total;
-    return true;
-}
-
-/* Writes the client's deferred bytes, in order. Returns 0, or closes the client. */
-static int flush_client(struct client *c)
-{
-    struct proxy *p = c->svc->proxy;
-    uv_buf_t all[CLIENT_DEFER_PER_CLIENT];
-    size_t m = 0, total = c->deferred_bytes;
-
-    for (size_t i = 0; i < p->n_defer && m < c->n_deferred; i++) {
-        if (p->defer[i].c == c) {
-            all[m++] = uv_buf_init(p->defer_buf + p->defer[i].off, p->defer[i].len);
-            p->defer[i].c = NULL;
-        }
-    }
-    assert(m == c->n_deferred && c->write_queued == total);
-    c->n_deferred = 0;
-    c->deferred_bytes = 0;
-    c->write_queued = 0;
-    return write_now(c, all, m, total);
-}
-
-/* A closing client's deferred bytes are dropped, as its queued writes are cancelled. */
-static void drop_deferred(struct client *c)
-{
-    struct proxy *p = c->svc->proxy;
-    for (size_t i = 0; i < p->n_defer && c->n_deferred > 0; i++) {
-        if (p->defer[i].c == c) {
-            p->defer[i].c = NULL;
-            c->n_deferred--;
-        }
-    }
-    assert(c->n_deferred == 0 && c->write_queued >= c->deferred_bytes);
-    c->write_queued -= c->deferred_bytes;
-    c->deferred_bytes = 0;
-}
-
-void client_flush_deferred(struct proxy *p)
-{
-    /* Writing may run what waited for it (after_write()), and that may defer more: those
-     * writes are taken in the same loop. */
-    for (size_t i = 0; i < p->n_defer; i++) {
-        struct client *c = p->defer[i].c;
-        if (c != NULL && flush_client(c) == 0)
-            after_write(c);
-    }
-    p->n_defer = 0;
-    p->defer_len = 0;
-}
-
 /*
  * Writes the concatenation of `parts` (at most 3), after the response head held back by
  * resp_on_head() if there is one, so that a head and the body bytes that came with it leave in
- * one write: deferred to the end of the pass when small (defer_write()), else at once after any
- * bytes this client deferred before. Returns 0, or closes the client.
+ * one write. When nothing is queued the bytes are written at once (uv_try_write: no request,
+ * no copy, no poll change); only what the socket does not take is copied and queued. Returns
+ * 0, or closes the client.
  */
 int client__write_parts(struct client *c, const uv_buf_t *parts, size_t n)
 {
+    struct client_write *w;
     uv_buf_t all[4];
-    size_t m = 0, total = 0;
+    size_t m = 0, total = 0, done = 0, off = 0;
     char *held = c->ex.held;
-    int rc = 0;
+    uv_buf_t b;
+    int rc;
 
     assert(n <= 3);
     /* Nothing is written once the write side is shut (linger) or the connection closes. */
@@ -404,18 +256,56 @@ int client__write_parts(struct client *c, const uv_buf_t *parts, size_t n)
         free(held);
         return 0;
     }
+    if (c->write_queued == 0) {
+        rc = uv_try_write(&c->h.stream, all, (unsigned)m);
+        if (rc >= 0) {
+            done = (size_t)rc;
+        } else if (rc != UV_EAGAIN && rc != UV_ENOSYS) {
+            free(held);
+            client_close(c, "write to client failed");
+            return rc;
+        }
+    }
     c->ex.bytes_down += total;
     metrics_add_bytes(c->svc->metrics, METRICS_DIR_TO_CLIENT, total);
-    if (!defer_write(c, all, m, total)) {
-        if (c->deferred_bytes > 0)
-            rc = flush_client(c);
-        if (rc == 0)
-            rc = write_now(c, all, m, total);
+    if (done == total) {
+        free(held);
+        if (c->state == CLIENT_RELAYING)
+            client__touch_stream(c);
+        return 0;
+    }
+    w = malloc(sizeof(*w) + (total - done));
+    if (w == NULL) {
+        free(held);
+        client_close(c, "out of memory");
+        return -ENOMEM;
+    }
+    /* What the socket did not take: the rest of the parts, in order. */
+    for (size_t i = 0, skip = done; i < m; i++) {
+        size_t take = all[i].len;
+        const char *from = all[i].base;
+        if (skip >= take) {
+            skip -= take;
+            continue;
+        }
+        from += skip;
+        take -= skip;
+        skip = 0;
+        memcpy(w->data + off, from, take);
+        off += take;
     }
     free(held);
-    if (rc == 0 && c->state == CLIENT_RELAYING)
-        client__touch_stream(c);
-    return rc;
+    w->c = c;
+    w->len = off;
+    b = uv_buf_init(w->data, (unsigned)off);
+    rc = uv_write(&w->req, &c->h.stream, &b, 1, on_written);
+    if (rc < 0) {
+        free(w);
+        client_close(c, "write to client failed");
+        return rc;
+    }
+    c->write_queued += off;
+    return 0;
 }
 
 /* Sends the held response head on its own (no body bytes came with it). */

@@ -29,8 +29,6 @@
 
 #include <uv.h>
 
-struct proxy;
-
 #define CLIENT_INPUT_MAX (64 * 1024)
 /* One read takes at most this much: an upload's body then goes to the enclave in writes of
  * two TLS records, which it starts decrypting while the next piece is read, instead of 64 KiB
@@ -40,13 +38,6 @@ struct proxy;
 #define CLIENT_WRITE_HIGH   (256 * 1024)
 #define CLIENT_WRITE_LOW    (64 * 1024)
 #define CLIENT_OVERFLOW_MAX 64 /* connections beyond max_connections being refused at once */
-/* Writes to clients deferred to the end of a loop pass (client_flush_deferred()): room for their
- * bytes and their number, per proxy; a write larger than CLIENT_DEFER_WRITE_MAX, or one that
- * does not fit, goes out at once as before. */
-#define CLIENT_DEFER_BYTES      (64 * 1024)
-#define CLIENT_DEFER_SLOTS      128
-#define CLIENT_DEFER_WRITE_MAX  (16 * 1024)
-#define CLIENT_DEFER_PER_CLIENT 4
 
 struct proxy_service;
 struct client;
@@ -61,10 +52,6 @@ bool client_accept(struct proxy_service *svc, uv_stream_t *server, bool is_unix,
                    uint64_t listener_id);
 
 /** Closes the connection (idempotent). */
-/* Writes the client output deferred during a loop pass (the proxy's check handle, after each
- * poll); client.c, "Deferred writes". */
-void client_flush_deferred(struct proxy *p);
-
 void client_close(struct client *c, const char *why);
 
 /**

@@ -163,10 +163,8 @@ struct client {
     size_t in_off, in_len;
     bool reading;
     bool peer_eof;
-    bool close_after;      /* close once the response in progress is written */
-    size_t write_queued;   /* bytes given to uv_write or deferred, not yet written */
-    size_t deferred_bytes; /* of write_queued: deferred to the end of the pass (n_deferred) */
-    unsigned n_deferred;
+    bool close_after; /* close once the response in progress is written */
+    size_t write_queued;
     bool out_blocked; /* the next pipelined request waits for write_queued to drain */
 
     struct http1_parser req;

@@ -71,23 +71,11 @@ static void on_shutdown_timer_closed(uv_handle_t *h)
         done(ctx);
 }
 
-/* The loop-pass handles close first (pass, then flush); the shutdown timer's close then frees
- * the proxy. */
-static void on_flush_closed(uv_handle_t *h)
-{
-    struct proxy *p = h->data;
-    uv_close((uv_handle_t *)&p->shutdown_timer, on_shutdown_timer_closed);
-}
-
+/* The loop-pass handle closes first; the shutdown timer's close then frees the proxy. */
 static void on_pass_closed(uv_handle_t *h)
 {
     struct proxy *p = h->data;
-    if (p->flush_open) {
-        p->flush_open = false;
-        uv_close((uv_handle_t *)&p->flush, on_flush_closed);
-        return;
-    }
-    on_flush_closed(h);
+    uv_close((uv_handle_t *)&p->shutdown_timer, on_shutdown_timer_closed);
 }
 
 static void check_stopped(struct proxy *p)
@@ -98,11 +86,6 @@ static void check_stopped(struct proxy *p)
     if (p->pass_open) {
         p->pass_open = false;
         uv_close((uv_handle_t *)&p->pass, on_pass_closed);
-        return;
-    }
-    if (p->flush_open) {
-        p->flush_open = false;
-        uv_close((uv_handle_t *)&p->flush, on_flush_closed);
         return;
     }
     uv_close((uv_handle_t *)&p->shutdown_timer, on_shutdown_timer_closed);
@@ -150,29 +133,12 @@ static void busy_poll(uv_loop_t *loop, uint32_t us)
         ;
 }
 
-/* After each poll: the client writes deferred while its events were handled go out. */
-static void on_flush(uv_check_t *h)
-{
-    struct proxy *p = h->data;
-    if (p->n_defer > 0)
-        client_flush_deferred(p);
-}
-
-/* Whether an event is ready now: the epoll descriptor polled without blocking. */
-static bool events_ready(uv_loop_t *loop)
-{
-    struct pollfd pfd = {.fd = uv_backend_fd(loop), .events = POLLIN};
-    return poll(&pfd, 1, 0) > 0;
-}
-
 static void on_loop_pass(uv_prepare_t *h)
 {
     struct proxy *p = h->data;
     const struct daemon_config *ds = &proxy__cfg(p)->daemon;
     if (!p->stopping && p->pass_reads > 0) {
-        if (ds->batch_wait_us > 0 &&
-            (proxy__batch_waits(p->pass_reads) ||
-             (p->pass_reads >= BATCH_MAX_READS && !events_ready(h->loop)))) {
+        if (ds->batch_wait_us > 0 && proxy__batch_waits(p->pass_reads)) {
             struct timespec ts = {0, (long)ds->batch_wait_us * 1000};
             nanosleep(&ts, NULL);
         } else if (ds->busy_poll_us > 0) {
@@ -466,11 +432,6 @@ static int proxy_create(const struct proxy_env *env, struct proxy **out)
     p->pass_open = true;
     uv_prepare_start(&p->pass, on_loop_pass);
     uv_unref((uv_handle_t *)&p->pass); /* it never keeps the loop alive */
-    uv_check_init(p->env.loop, &p->flush);
-    p->flush.data = p;
-    p->flush_open = true;
-    uv_check_start(&p->flush, on_flush);
-    uv_unref((uv_handle_t *)&p->flush);
     /* The batching sleep is a few microseconds: with the kernel's default 50 us of timer
      * slack it would last up to three times as long, and the clients' and the enclave's core
      * would idle waiting for it (docs/benchmarks.md, "Batching and timer slack"). The loop's

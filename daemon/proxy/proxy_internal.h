@@ -118,17 +118,7 @@ struct proxy {
     void *attest_once; /* state of `attestproxy attest` (attest_once.c); freed with the proxy */
     uv_prepare_t pass; /* runs before each poll: batching under load (on_loop_pass) */
     bool pass_open;
-    unsigned pass_reads; /* socket reads handled since the last poll */
-    /* Runs after each poll: the client writes of the pass go out together (client.c,
-     * client_flush_deferred()), their bytes kept meanwhile in defer_buf. */
-    uv_check_t flush;
-    bool flush_open;
-    size_t n_defer, defer_len;
-    struct deferred_write {
-        struct client *c; /* NULL once written or dropped */
-        uint32_t off, len;
-    } defer[CLIENT_DEFER_SLOTS];
-    char defer_buf[CLIENT_DEFER_BYTES];
+    unsigned pass_reads;                   /* socket reads handled since the last poll */
     char *input_cache[CLIENT_INPUT_CACHE]; /* idle client input buffers (client.c) */
     size_t n_input_cache;
     struct http1_storage head_cache[CLIENT_INPUT_CACHE]; /* idle head storage (both ways) */
