@@ -876,6 +876,74 @@ static void test_response_eof_delimited(void **state)
     free(r);
 }
 
+/* The reason phrase and the header strings are NUL-terminated where they lie in the raw head
+ * storage: whole, and fed a byte at a time and 7 at a time (so that spans cross the pieces); an
+ * empty or absent reason phrase is the empty string, not the bytes of the status line. */
+struct reason_run {
+    char reason[64], last_value[64];
+    unsigned status;
+    size_t n;
+};
+
+static int reason_head(struct http1_parser *p)
+{
+    struct reason_run *r = p->data;
+    const struct http1_head *h = &p->head;
+    snprintf(r->reason, sizeof(r->reason), "%s", http1_head_str(h, h->target_off));
+    assert_int_equal(strlen(http1_head_str(h, h->target_off)), h->target_len);
+    r->status = (unsigned)p->ll.status_code;
+    r->n = h->n;
+    if (h->n > 0) {
+        const struct http1_header *hd = &h->hdrs[h->n - 1];
+        assert_int_equal(strlen(http1_head_str(h, hd->name_off)), hd->name_len);
+        assert_int_equal(strlen(http1_head_str(h, hd->value_off)), hd->value_len);
+        snprintf(r->last_value, sizeof(r->last_value), "%s", http1_head_str(h, hd->value_off));
+    }
+    return HTTP1_CB_SKIP_BODY;
+}
+
+static int reason_complete(struct http1_parser *p)
+{
+    (void)p;
+    return HTTP1_CB_PAUSE;
+}
+
+static const struct http1_callbacks reason_cbs = {reason_head, NULL, reason_complete};
+
+static void expect_reason(const char *in, const char *reason, size_t n, const char *last_value)
+{
+    size_t steps[] = {0, 1, 7};
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        struct reason_run r = {0};
+        struct http1_parser p;
+        size_t len = strlen(in), off = 0;
+        enum http1_status st = HTTP1_NEED_MORE;
+        http1_parser_init(&p, HTTP_RESPONSE, 4096, 50, &reason_cbs, &r);
+        while (off < len && st == HTTP1_NEED_MORE) {
+            size_t piece = steps[i] == 0 || len - off < steps[i] ? len - off : steps[i], used = 0;
+            st = http1_parser_execute(&p, in + off, piece, &used);
+            off += used;
+        }
+        assert_int_equal(st, HTTP1_PAUSED);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.reason, reason);
+        assert_int_equal(r.n, n);
+        if (last_value != NULL)
+            assert_string_equal(r.last_value, last_value);
+        http1_parser_free(&p);
+    }
+}
+
+static void test_response_reason_phrase_in_place(void **state)
+{
+    (void)state;
+    expect_reason("HTTP/1.1 200 Very Fine Indeed\r\nA: 1\r\nB:  two words \r\n\r\n",
+                  "Very Fine Indeed", 2, "two words");
+    expect_reason("HTTP/1.1 200 \r\nX: y\r\n\r\n", "", 1, "y");
+    expect_reason("HTTP/1.1 200 OK\r\n\r\n", "OK", 0, NULL);
+    expect_reason("HTTP/1.1 200 \r\n\r\n", "", 0, NULL);
+}
+
 /* Every name the proxy acts on is recognised, in any case, by the length-indexed table, and the
  * names of the same lengths that it does not act on are left alone. */
 struct seen {
@@ -1015,6 +1083,7 @@ int main(void)
         cmocka_unit_test(test_chunk_header),
         cmocka_unit_test(test_response_rewrite),
         cmocka_unit_test(test_response_eof_delimited),
+        cmocka_unit_test(test_response_reason_phrase_in_place),
         cmocka_unit_test(test_known_names_are_indexed_by_length),
         cmocka_unit_test(test_rewrite_removes_underscore_spellings),
     };
