@@ -9,6 +9,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -394,6 +395,54 @@ def test_trust_root_change_closes_the_tunnel_with_1008(start_relay, start_sim):
 
 
 # ---- Scale ----------------------------------------------------------------------------------
+
+def test_a_reload_that_drops_a_listener_closes_its_tunnels_with_1001(start_relay):
+    """A tunnel admitted through a listener that a reload removes is closed with 1001 (going
+    away), and nothing of it reaches the enclave after; a tunnel on a listener the reload keeps
+    goes on, and the removed address refuses connections."""
+    kept = free_port()
+    relay = start_relay(extra_service=f"listen = 127.0.0.1:{kept}\n")
+    dropped = relay.port
+    conf = relay.daemon.conf_path
+    good = conf.read_text()
+    assert f"listen = 127.0.0.1:{dropped}\n" in good
+
+    async def run():
+        async with websockets.connect(f"ws://127.0.0.1:{kept}/ws/echo", ping_interval=None,
+                                      open_timeout=20) as stay, \
+                connect(relay, "/ws/echo") as gone:
+            for ws, text in ((stay, "before"), (gone, "gone-before")):
+                await ws.send(text)
+                assert await ws.recv() == text
+            mark = len(relay.daemon.log())
+            conf.write_text(good.replace(f"listen = 127.0.0.1:{dropped}\n", "", 1))
+            relay.daemon.signal(signal.SIGHUP)
+            relay.daemon.wait_log("event=reload_applied", start=mark)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                for i in range(100):
+                    await gone.send(f"m{i}")
+                    await asyncio.wait_for(gone.recv(), 5)
+                    await asyncio.sleep(0.02)
+            rcvd = closed.value.rcvd
+            assert rcvd is not None and rcvd.code == 1001, rcvd
+            wall = time.time()
+            await stay.send("after")
+            assert await stay.recv() == "after"
+            return wall
+
+    wall = asyncio.run(run())
+    time.sleep(0.5)
+    msgs = relay.sim.ws_messages()
+    # The dropped listener's tunnel is the one that carried "gone-before" (11 bytes); the kept
+    # one carried "before" and "after".
+    gone = {m["conn"] for m in msgs if m["len"] == 11}
+    assert len(gone) == 1 and not [m for m in msgs if m["conn"] in gone and m["t"] > wall]
+    assert [m for m in msgs if m["conn"] not in gone and m["len"] == 5]  # "after" arrived
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", dropped), timeout=2).close()
+    line = [ln for ln in tunnel_lines(relay) if "close_code=1001" in ln]
+    assert len(line) == 1, tunnel_lines(relay)
+
 
 def test_a_thousand_idle_tunnels_at_bounded_memory(start_relay):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
