@@ -28,8 +28,9 @@ const struct key_def config__keys[] = {
     {"ready_requires_attestation", SEC_DAEMON, T_BOOL, D(ready_requires_attestation), 0, 0, "no", 0,
      "report ready (systemd, /readyz) only once every service has an attested pin"},
     {"batch_wait_us", SEC_DAEMON, T_U32, D(batch_wait_us), 0, 1000, "20", 0,
-     "microseconds a busy loop pass waits before polling again, so that events gather and the "
-     "peers' cores wake the daemon less often; 0 = never"},
+     "microseconds a busy loop pass (two or more reads, 32 or more exchanges in flight) waits "
+     "before polling again, so that events gather and the peers' cores wake the daemon less "
+     "often; 0 = never"},
     {"busy_poll_us", SEC_DAEMON, T_U32, D(busy_poll_us), 0, 1000, "0", 0,
      "microseconds a loop pass that handled a read keeps polling without sleeping, so that the "
      "next event finds the daemon awake: lower latency at light load for more CPU; 0 = never"},

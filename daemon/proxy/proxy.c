@@ -93,24 +93,41 @@ static void check_stopped(struct proxy *p)
 
 /*
  * Batching under load (batch_wait_us). Runs before every poll. When the pass that just ended
- * handled two or more socket reads, the daemon is busy, and sleeping a few microseconds before
- * polling lets the next events gather: one poll then returns several of them. Events that come
- * while the daemon sleeps wake nobody, so the cores of the clients and the enclave stop paying a
- * cross-core wake-up (an inter-processor interrupt, costly on a VM) for nearly every event —
- * at 64 keep-alive connections that was the difference between attestproxy and its peers
- * (docs/benchmarks.md). A lone request (one read per pass) never waits, so latency at low load
- * is untouched; under load each pass may start up to batch_wait_us later (plus the 1 us of
- * timer slack proxy_create() sets). A pass of BATCH_MAX_READS reads or more never waits either:
- * the events had gathered already, because the daemon itself is the bottleneck, and a sleep
- * would only leave its core idle (64 connections to a cheap upstream: 62 000 req/s with the
- * wait, 68 000 without it for such passes, while a costly upstream keeps the gain of the wait).
+ * handled two or more socket reads while many exchanges were in flight, the daemon is busy, and
+ * sleeping a few microseconds before polling lets the next events gather: one poll then returns
+ * several of them. Events that come while the daemon sleeps wake nobody, so the cores of the
+ * clients and the enclave stop paying a cross-core wake-up (an inter-processor interrupt,
+ * costly on a VM) for nearly every event (docs/benchmarks.md, "The 64-connection gap"). A lone
+ * request (one read per pass) never waits, so latency at low load is untouched; under load each
+ * pass may start up to batch_wait_us later (plus the 1 us of timer slack proxy_create() sets).
+ * A pass of BATCH_MAX_READS reads or more never waits either: the events had gathered already,
+ * because the daemon itself is the bottleneck, and a sleep would only leave its core idle.
+ *
+ * Nor does a pass with fewer than BATCH_MIN_IN_FLIGHT exchanges in flight (upstream connections
+ * in use, every service together): with few clients the wait is not hidden behind other
+ * clients' work — each of them waits, and so do the cores of the client and the enclave. At 4
+ * and 16 keep-alive connections the wait cost a third and a fifth of the requests per second
+ * (21 000 against 31 800, 44 200 against 53 900) and ~10-45% more CPU per request; from 32
+ * connections on it is as it was (docs/benchmarks.md, "Batching: only with many exchanges in
+ * flight").
  */
 #define BATCH_TIMER_SLACK_NS 1000UL /* the daemon thread's timer slack (proxy_create) */
 #define BATCH_MAX_READS      16
+#define BATCH_MIN_IN_FLIGHT  32
 
-bool proxy__batch_waits(unsigned pass_reads)
+bool proxy__batch_waits(unsigned pass_reads, size_t in_flight)
 {
-    return pass_reads >= 2 && pass_reads < BATCH_MAX_READS;
+    return pass_reads >= 2 && pass_reads < BATCH_MAX_READS && in_flight >= BATCH_MIN_IN_FLIGHT;
+}
+
+/* Exchanges in flight: upstream connections in use (busy, attesting or being opened), every
+ * service together. */
+static size_t exchanges_in_flight(const struct proxy *p)
+{
+    size_t n = 0;
+    for (const struct proxy_service *s = p->services; s != NULL; s = s->next)
+        n += s->n_upstreams - s->n_upstreams_closing - s->pool.n;
+    return n;
 }
 
 /*
@@ -138,7 +155,7 @@ static void on_loop_pass(uv_prepare_t *h)
     struct proxy *p = h->data;
     const struct daemon_config *ds = &proxy__cfg(p)->daemon;
     if (!p->stopping && p->pass_reads > 0) {
-        if (ds->batch_wait_us > 0 && proxy__batch_waits(p->pass_reads)) {
+        if (ds->batch_wait_us > 0 && proxy__batch_waits(p->pass_reads, exchanges_in_flight(p))) {
             struct timespec ts = {0, (long)ds->batch_wait_us * 1000};
             nanosleep(&ts, NULL);
         } else if (ds->busy_poll_us > 0) {

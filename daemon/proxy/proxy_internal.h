@@ -154,10 +154,11 @@ bool proxy__refresh_on_idle(struct proxy_service *svc, struct upstream *up);
 void proxy__abort_pin(struct proxy_service *svc, const uint8_t pin[PIN_LEN], struct upstream *keep,
                       const char *reason, bool was_pinned);
 
-/* Whether a loop pass that handled `pass_reads` socket reads sleeps batch_wait_us before the
- * next poll (proxy.c, on_loop_pass): a busy pass, but not one so busy that the events had
- * gathered already. */
-bool proxy__batch_waits(unsigned pass_reads);
+/* Whether a loop pass that handled `pass_reads` socket reads, with `in_flight` exchanges in
+ * flight, sleeps batch_wait_us before the next poll (proxy.c, on_loop_pass): a busy pass, but
+ * not one so busy that the events had gathered already, and only with enough exchanges in
+ * flight that the wait hides behind other clients' work. */
+bool proxy__batch_waits(unsigned pass_reads, size_t in_flight);
 
 /* The live configuration (the owner swaps it on reload; read it at each use). */
 static inline const struct config *proxy__cfg(const struct proxy *p)

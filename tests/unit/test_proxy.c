@@ -202,12 +202,18 @@ static ssize_t answer_within(struct fixture *f, int fd, char *buf, size_t cap)
 static void test_batch_waits_only_after_a_moderately_busy_pass(void **state)
 {
     (void)state;
-    assert_false(proxy__batch_waits(0));
-    assert_false(proxy__batch_waits(1));
-    assert_true(proxy__batch_waits(2));
-    assert_true(proxy__batch_waits(15));
-    assert_false(proxy__batch_waits(16));
-    assert_false(proxy__batch_waits(1000));
+    /* Many exchanges in flight: a pass of 2 to 15 reads waits. */
+    assert_false(proxy__batch_waits(0, 64));
+    assert_false(proxy__batch_waits(1, 64));
+    assert_true(proxy__batch_waits(2, 64));
+    assert_true(proxy__batch_waits(15, 64));
+    assert_false(proxy__batch_waits(16, 64));
+    assert_false(proxy__batch_waits(1000, 64));
+    /* Few in flight: never (the wait would delay every client: 4 and 16 connections). */
+    assert_false(proxy__batch_waits(2, 0));
+    assert_false(proxy__batch_waits(8, 16));
+    assert_false(proxy__batch_waits(8, 31));
+    assert_true(proxy__batch_waits(8, 32));
 }
 
 /* The pool's purge rule (pool.h): demand is the peak in use, or the decaying estimate of it;
