@@ -232,12 +232,14 @@ int config_parse_measurement(const char *s, struct measurement_set *out)
 
 /* ---- Storing one key ------------------------------------------------------------------------ */
 
-/* allowed_origins: serialized origins (RFC 6454), "scheme://host[:port]" with scheme http or
- * https, or "null"; compared without case against the Origin a browser sends. */
-static int parse_origins(struct service_config *svc, const char *value, char *why, size_t whycap)
+/* A list of names separated by spaces or commas (allowed_hosts, allowed_origins): at most
+ * CONFIG_MAX_HOSTS of fewer than CONFIG_HOST_MAX bytes, each of letters, digits, "-.:[]" and
+ * the bytes of `extra`; `what` names an item in the messages ("host", "origin"). */
+static int parse_name_list(const char *value, char (*list)[CONFIG_HOST_MAX], size_t *count,
+                           const char *extra, const char *what, char *why, size_t whycap)
 {
     const char *p = value;
-    svc->n_allowed_origins = 0;
+    *count = 0;
     while (*p) {
         size_t n;
         while (*p == ' ' || *p == ',')
@@ -245,38 +247,51 @@ static int parse_origins(struct service_config *svc, const char *value, char *wh
         if (*p == '\0')
             break;
         n = strcspn(p, " ,");
-        if (svc->n_allowed_origins == CONFIG_MAX_HOSTS || n >= CONFIG_HOST_MAX) {
-            snprintf(why, whycap, "at most %d origins of %d characters", CONFIG_MAX_HOSTS,
+        if (*count == CONFIG_MAX_HOSTS || n >= CONFIG_HOST_MAX) {
+            snprintf(why, whycap, "at most %d %ss of %d characters", CONFIG_MAX_HOSTS, what,
                      CONFIG_HOST_MAX - 1);
-            return -EINVAL;
-        }
-        if (!(n == 4 && strncmp(p, "null", 4) == 0) && strncmp(p, "http://", 7) != 0 &&
-            strncmp(p, "https://", 8) != 0) {
-            snprintf(why, whycap, "an origin is scheme://host[:port] (http or https) or null");
             return -EINVAL;
         }
         for (size_t i = 0; i < n; i++) {
             unsigned char c = (unsigned char)p[i];
-            if (!(isalnum(c) || c == '-' || c == '.' || c == ':' || c == '[' || c == ']' ||
-                  c == '/')) {
-                snprintf(why, whycap, "invalid character in an origin");
+            if (!(isalnum(c) || strchr("-.:[]", c) != NULL || (c && strchr(extra, c) != NULL))) {
+                snprintf(why, whycap, "invalid character in %s %s", what[0] == 'o' ? "an" : "a",
+                         what);
                 return -EINVAL;
             }
         }
-        if (n > 8 && memchr(p + 8, '/', n - 8) != NULL) {
-            snprintf(why, whycap, "an origin has no path (scheme://host[:port])");
-            return -EINVAL;
-        }
-        memcpy(svc->allowed_origins[svc->n_allowed_origins], p, n);
-        svc->allowed_origins[svc->n_allowed_origins][n] = '\0';
-        svc->n_allowed_origins++;
+        memcpy(list[*count], p, n);
+        list[*count][n] = '\0';
+        (*count)++;
         p += n;
     }
-    if (svc->n_allowed_origins == 0) {
-        snprintf(why, whycap, "empty origin list");
+    if (*count == 0) {
+        snprintf(why, whycap, "empty %s list", what);
         return -EINVAL;
     }
     return 0;
+}
+
+/* allowed_origins: serialized origins (RFC 6454), "scheme://host[:port]" with scheme http or
+ * https, or "null"; compared without case against the Origin a browser sends. */
+static int parse_origins(struct service_config *svc, const char *value, char *why, size_t whycap)
+{
+    int rc = parse_name_list(value, svc->allowed_origins, &svc->n_allowed_origins, "/", "origin",
+                             why, whycap);
+    for (size_t k = 0; rc == 0 && k < svc->n_allowed_origins; k++) {
+        const char *o = svc->allowed_origins[k];
+        if (strcmp(o, "null") != 0 && strncmp(o, "http://", 7) != 0 &&
+            strncmp(o, "https://", 8) != 0) {
+            snprintf(why, whycap, "an origin is scheme://host[:port] (http or https) or null");
+            rc = -EINVAL;
+        } else if (strlen(o) > 8 && strchr(o + 8, '/') != NULL) {
+            snprintf(why, whycap, "an origin has no path (scheme://host[:port])");
+            rc = -EINVAL;
+        }
+    }
+    if (rc < 0)
+        svc->n_allowed_origins = 0;
+    return rc;
 }
 
 static int read_token_file(const char *path, char *out, size_t cap, char *why, size_t whycap)
@@ -583,37 +598,8 @@ int config__set_value(const struct key_def *k, void *base, const char *value, ch
     }
     case T_HOSTS: {
         struct service_config *svc = base;
-        const char *p = value;
-        svc->n_allowed_hosts = 0;
-        while (*p) {
-            size_t n;
-            while (*p == ' ' || *p == ',')
-                p++;
-            if (*p == '\0')
-                break;
-            n = strcspn(p, " ,");
-            if (svc->n_allowed_hosts == CONFIG_MAX_HOSTS || n >= CONFIG_HOST_MAX) {
-                snprintf(why, whycap, "at most %d hosts of %d characters", CONFIG_MAX_HOSTS,
-                         CONFIG_HOST_MAX - 1);
-                return -EINVAL;
-            }
-            for (size_t i = 0; i < n; i++) {
-                unsigned char c = (unsigned char)p[i];
-                if (!(isalnum(c) || c == '-' || c == '.' || c == ':' || c == '[' || c == ']')) {
-                    snprintf(why, whycap, "invalid character in host name");
-                    return -EINVAL;
-                }
-            }
-            memcpy(svc->allowed_hosts[svc->n_allowed_hosts], p, n);
-            svc->allowed_hosts[svc->n_allowed_hosts][n] = '\0';
-            svc->n_allowed_hosts++;
-            p += n;
-        }
-        if (svc->n_allowed_hosts == 0) {
-            snprintf(why, whycap, "empty host list");
-            return -EINVAL;
-        }
-        return 0;
+        return parse_name_list(value, svc->allowed_hosts, &svc->n_allowed_hosts, "", "host", why,
+                               whycap);
     }
     case T_MODE: {
         uint64_t m = 0;
