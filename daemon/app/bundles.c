@@ -260,6 +260,20 @@ static void keep_live(struct service_config *to, const struct service_config *fr
     to->bundle = from->bundle;
 }
 
+/* Whether the key that signed the bundle in force is still a policy_key of `fresh` (same name
+ * and key): a key removed by a reload no longer vouches for the bundle it signed. */
+static bool signer_still_trusted(const struct config *fresh, const struct policy_bundle_info *b)
+{
+    for (size_t k = 0; k < fresh->daemon.n_policy_keys; k++) {
+        uint8_t id[4];
+        bundle_key_id(fresh->daemon.policy_keys[k].name, fresh->daemon.policy_keys[k].pub, id);
+        if (strcmp(fresh->daemon.policy_keys[k].name, b->signer) == 0 &&
+            memcmp(id, b->signer_id, 4) == 0)
+            return true;
+    }
+    return false;
+}
+
 static int apply_one(struct config *fresh, struct service_config *svc,
                      const struct service_config *live_svc, struct metrics *m, struct audit *audit,
                      int64_t now_ms, unsigned flags, char *err, size_t cap)
@@ -290,8 +304,10 @@ static int apply_one(struct config *fresh, struct service_config *svc,
         goto out;
     }
 
-    /* Refused: what was in force stays in force. */
-    if (live_svc != NULL && live_svc->bundle.in_force) {
+    /* Refused: what was in force stays in force, unless the reload removed the key that signed
+     * it (then only a bundle the new keys verify, or none, and the reload is refused). */
+    if (live_svc != NULL && live_svc->bundle.in_force &&
+        signer_still_trusted(fresh, &live_svc->bundle)) {
         refused(m, audit, svc, svc->policy_bundle, v, c->detail,
                 "keeping the policy bundle in force");
         keep_live(svc, live_svc);

@@ -265,7 +265,8 @@ static void on_client_written(uv_write_t *w, int status)
 {
     struct wreq *r = (struct wreq *)w;
     struct econn *c = r->owner;
-    c->client_queued -= r->len;
+    size_t r_len = r->len;
+    c->client_queued -= r_len;
     free(r);
     if (status < 0 || uv_is_closing(&c->c.h))
         return;
@@ -274,6 +275,9 @@ static void on_client_written(uv_write_t *w, int status)
             conn_close(c);
         return;
     }
+    if (c->state == ST_IDLE && c->client_queued < QUEUE_HIGH &&
+        c->client_queued + r_len >= QUEUE_HIGH)
+        pump(c); /* parsing had stopped at QUEUE_HIGH (pump()) */
     update_reading(c);
 }
 
@@ -720,6 +724,8 @@ static int req_on_body(struct http1_parser *p, const char *at, size_t len)
     }
     if (rc < 0)
         return req_refuse(c, PROXY_ERR_UPSTREAM_UNREACHABLE, "cannot write to the application");
+    /* A body that keeps coming is not idle: stream_idle_timeout runs from its last byte. */
+    arm(c, c->co->cfg->stream_idle_timeout_ms);
     /* Past QUEUE_HIGH, pump() feeds the parser no more until the application took it. */
     if (c->app->queued >= QUEUE_HIGH)
         c->body_paused = true;
@@ -792,6 +798,11 @@ static void pump(struct econn *c)
         size_t used = 0;
 
         if (c->req_paused)
+            break;
+        /* A client that does not read its answers gets no further request parsed: pipelined
+         * evidence requests would otherwise each cost a document and queue it without bound.
+         * on_client_written() resumes once the queue drained below QUEUE_HIGH. */
+        if (c->state == ST_IDLE && c->client_queued >= QUEUE_HIGH)
             break;
         if (c->body_paused) {
             if (c->app == NULL || c->app->queued >= QUEUE_HIGH)

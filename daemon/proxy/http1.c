@@ -138,9 +138,7 @@ static int on_message_begin(llhttp_t *ll)
     struct http1_parser *p = ll->data;
     /* The head storage was reset by http1_parser_execute() when the head's first byte came,
      * before llhttp saw it: it already holds the bytes llhttp is parsing. */
-    p->in_trailers = false;
     p->field_open = false;
-    p->value_open = false;
     p->skip_body = false;
     p->message_begun = true;
     p->method_seen = false;
@@ -271,8 +269,13 @@ static int index_head(struct http1_parser *p)
         colon = memchr(line, ':', (size_t)(end - line));
         if (colon == NULL || colon == line)
             goto malformed;
-        if (head_new_header(h) < 0) {
+        int rc = head_new_header(h);
+        if (rc == -E2BIG) {
             http1_parser_fail(p, HTTP1_FAIL_TOO_LARGE, "too many header fields");
+            return -1;
+        }
+        if (rc < 0) {
+            storage_error(p, rc);
             return -1;
         }
         hd = &h->hdrs[h->n - 1];
@@ -307,7 +310,6 @@ static int on_headers_complete(llhttp_t *ll)
     int rc;
     if (index_head(p) < 0)
         return -1;
-    p->in_trailers = true;
     ll->settings = (void *)&settings_body;
     http1__mark_connection_names(&p->head);
     /* Protocol upgrades are not relayed: Upgrade is removed as a hop-by-hop header and the

@@ -133,8 +133,7 @@ struct http1_parser {
     size_t exec_head_off;
 
     /* Header collection. Trailers are not collected, only counted against the head limits. */
-    bool in_trailers;
-    bool field_open, value_open;
+    bool field_open; /* a trailer field name is being counted */
     size_t trailer_bytes, trailer_fields;
     size_t chunk_ext_bytes; /* of the chunk-size line being parsed */
     bool method_seen;       /* a request's method is known (llhttp's method 0 is DELETE) */

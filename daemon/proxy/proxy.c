@@ -121,12 +121,15 @@ bool proxy__batch_waits(unsigned pass_reads, size_t in_flight)
 }
 
 /* Exchanges in flight: upstream connections in use (busy, attesting or being opened), every
- * service together. */
+ * service together, less those WebSocket tunnels hold (an idle tunnel is no load). */
 static size_t exchanges_in_flight(const struct proxy *p)
 {
     size_t n = 0;
-    for (const struct proxy_service *s = p->services; s != NULL; s = s->next)
-        n += s->n_upstreams - s->n_upstreams_closing - s->pool.n;
+    for (const struct proxy_service *s = p->services; s != NULL; s = s->next) {
+        /* n_tunnels also counts handshakes admitted before their connection: never below 0. */
+        size_t in_use = s->n_upstreams - s->n_upstreams_closing - s->pool.n;
+        n += in_use > s->n_tunnels ? in_use - s->n_tunnels : 0;
+    }
     return n;
 }
 
@@ -155,7 +158,9 @@ static void on_loop_pass(uv_prepare_t *h)
     struct proxy *p = h->data;
     const struct daemon_config *ds = &proxy__cfg(p)->daemon;
     if (!p->stopping && p->pass_reads > 0) {
-        if (ds->batch_wait_us > 0 && proxy__batch_waits(p->pass_reads, exchanges_in_flight(p))) {
+        /* The services are counted only for a pass that could wait. */
+        if (ds->batch_wait_us > 0 && proxy__batch_waits(p->pass_reads, SIZE_MAX) &&
+            proxy__batch_waits(p->pass_reads, exchanges_in_flight(p))) {
             struct timespec ts = {0, (long)ds->batch_wait_us * 1000};
             nanosleep(&ts, NULL);
         } else if (ds->busy_poll_us > 0) {

@@ -238,7 +238,8 @@ static void t_error(struct upstream *up, const char *msg, void *arg)
     struct client *c = arg;
     (void)msg;
     (void)up;
-    c->tunnel->up = NULL; /* closing already */
+    /* t->up stays: stop_tunnel() detaches the handler from the closing connection (closing it
+     * again does nothing), so its later close callback never reaches a freed client. */
     end_tunnel(c, METRICS_TUNNEL_UPSTREAM_ERROR, WS_CLOSE_INTERNAL_ERROR,
                "upstream_unreachable: the enclave connection failed");
 }
@@ -424,6 +425,12 @@ void tunnel__start(struct client *c, const char *rest, size_t len)
     c->in_off = c->in_len = 0;
     if (c->peer_eof) {
         end_tunnel(c, METRICS_TUNNEL_CLIENT_CLOSED, 0, "the client closed the connection");
+        return;
+    }
+    if (c->close_after || svc->proxy->stopping) {
+        /* Drained while the handshake was in flight (a stop, or its listener removed by a
+         * reload): the tunnel is not left open, it goes away as the others did. */
+        tunnel__drain(c);
         return;
     }
     if (!t->client_paused)

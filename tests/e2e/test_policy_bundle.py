@@ -4,6 +4,7 @@ key, an expired or a malformed bundle is refused with its reason, counted in /me
 leaves the policy in force; the highest accepted version survives a restart (state_dir); a
 bundle past its expiry refuses new attestations with 503 policy_expired."""
 import re
+import signal
 import time
 import urllib.request
 
@@ -156,3 +157,30 @@ def test_policy_expiry_grace_keeps_admitting_after_expires(setup):
     relay = start(extra_service="warm_attestation = no\npolicy_expiry_grace = 1h\n")
     wait_until(lambda: time.time() > expires + 0.2, "the bundle's expiry", timeout=10)
     assert relay.get("/echo").status_code == 200
+
+
+def test_a_reload_that_removes_the_signing_key_stops_trusting_its_bundle(setup, tmp_path):
+    """Removing a leaked key is the revocation: the bundle it signed is not kept in force by a
+    reload that drops the key (the reload is refused until a bundle a remaining key signed is
+    in place), and with one the same change applies."""
+    sim, signer, bundle, state, start = setup
+    bundle.write_text(signer.sign(body(sim.pcrs, 4)))
+    relay = start()
+    assert relay.get("/echo").status_code == 200
+    successor = Signer(tmp_path, "successor")
+    conf = relay.daemon.conf_path
+    conf.write_text(conf.read_text().replace(signer.config_line, successor.config_line))
+
+    mark = len(relay.daemon.log())
+    relay.daemon.signal(signal.SIGHUP)
+    log = relay.daemon.wait_log("event=reload_", start=mark)[mark:]
+    assert "event=reload_rejected" in log and "unknown_key" in log, log
+    assert "keeping the policy bundle in force" not in log, log
+
+    replace(bundle, successor.sign(body(sim.pcrs, 5)))
+    mark = len(relay.daemon.log())
+    relay.daemon.signal(signal.SIGHUP)
+    log = relay.daemon.wait_log("event=reload_applied", start=mark)[mark:]
+    assert "source=policy_bundle version=5" in relay.daemon.log()[mark:], log
+    assert relay.get("/echo").status_code == 200
+    assert "version 5" in (state / "policy-bundle.demo").read_text()
