@@ -41,7 +41,7 @@ static const char usage_main[] =
     "SIGTERM and SIGINT stop the daemon after in-flight exchanges finish (shutdown_timeout).\n"
     "\n"
     "Exit status: 0 success, 1 runtime failure or rejected document, 2 usage or configuration\n"
-    "error.\n";
+    "error, 3 (audit verify) a torn last line.\n";
 
 static const char usage_run[] =
     "Usage: attestproxy [run] [-c FILE]\n"

@@ -37,7 +37,7 @@ static const char usage[] =
     "  sign     checks BODYFILE strictly and prints it signed with KEYFILE under NAME; a\n"
     "           BODYFILE that is already a signed bundle gets one more signature line\n"
     "  verify   checks the format, a signature by one of the keys (PUB: base64 or the path\n"
-    "           of a PEM public key) and the validity window at the current time\n"
+    "           of a PEM public key) and that it has not expired at the current time\n"
     "  show     prints the bundle as JSON (nothing is verified)\n"
     "\n"
     "Exit status: 0 success, 1 bundle refused (the reason on stderr), 2 usage error or\n"

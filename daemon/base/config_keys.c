@@ -36,7 +36,7 @@ const struct key_def config__keys[] = {
      "next event finds the daemon awake: lower latency at light load for more CPU; 0 = never"},
     {"policy_key", SEC_DAEMON, T_POLICY_KEY, D(policy_keys), 0, 0, NULL, KEY_REPEAT,
      "a key trusted to sign policy bundles, NAME:KEY (KEY: base64 Ed25519 public key, or the "
-     "absolute path of a PEM public key); several overlap during a key rotation"},
+     "absolute path of a PEM public key); several overlap during a key rotation (at most 16)"},
     {"state_dir", SEC_DAEMON, T_STRING, D(state_dir), 0, 0, "/var/lib/attestproxy", 0,
      "directory keeping the last accepted policy bundle of each service (anti-rollback across "
      "restarts)"},
@@ -44,7 +44,8 @@ const struct key_def config__keys[] = {
      "append-only, hash-chained JSON lines file of verdicts, policy changes, pin cuts and "
      "reloads; unset = none"},
     {"audit_max_bytes", SEC_DAEMON, T_SIZE, D(audit_max_bytes), 0, UINT64_MAX, "64m", 0,
-     "rotate the audit log (to FILE.1, FILE.2, ...) before it grows past this; 0 = never"},
+     "rotate the audit log (to FILE.1, FILE.2, ... up to FILE.99999; nothing is deleted) before "
+     "it grows past this; 0 = never"},
     {"audit_fsync", SEC_DAEMON, T_AUDIT_FSYNC, D(audit_fsync), 0, 0, "record", 0,
      "record | interval | none: fsync after every audit record, at most once a second, or never"},
     {"audit_archive", SEC_DAEMON, T_STRING, D(audit_archive), 0, 0, NULL, 0,
@@ -64,8 +65,8 @@ const struct key_def config__keys[] = {
     {"token_file", SEC_SERVICE, T_TOKEN_FILE, S(token_file), 0, 0, NULL, 0,
      "file holding the bearer token (first line); alternative to token"},
     {"allowed_hosts", SEC_SERVICE, T_HOSTS, S(allowed_hosts), 0, 0, NULL, 0,
-     "Host header values accepted (space separated); unset = localhost 127.0.0.1 [::1] and the "
-     "listen addresses"},
+     "Host header values accepted (space separated, at most 16 of 255 characters); unset = "
+     "localhost 127.0.0.1 [::1] and the listen addresses"},
     {"keep_forwarded", SEC_SERVICE, T_BOOL, S(keep_forwarded), 0, 0, "no", 0,
      "pass client X-Forwarded-* and Forwarded headers upstream instead of removing them"},
     {"attestation_header", SEC_SERVICE, T_BOOL, S(attestation_header), 0, 0, "no", 0,
@@ -86,7 +87,8 @@ const struct key_def config__keys[] = {
      "websocket | none: relay RFC 6455 handshakes as attested tunnels; other Upgrade tokens "
      "(and websocket with none) are removed and the request relayed as plain HTTP"},
     {"allowed_origins", SEC_SERVICE, T_ORIGINS, S(allowed_origins), 0, 0, NULL, 0,
-     "origins (scheme://host[:port], space separated) whose pages may open a WebSocket; unset "
+     "origins (scheme://host[:port], space separated, at most 16) whose pages may open a "
+     "WebSocket; unset "
      "= only http://<the request's Host>; a handshake without Origin (no browser) is allowed"},
     {"max_tunnels", SEC_SERVICE, T_U32, S(max_tunnels), 0, 1000000, "256", 0,
      "WebSocket tunnels open at once (handshakes in progress included); beyond: 503; 0 = none"},

@@ -280,11 +280,13 @@ static int parse_origins(struct service_config *svc, const char *value, char *wh
                              why, whycap);
     for (size_t k = 0; rc == 0 && k < svc->n_allowed_origins; k++) {
         const char *o = svc->allowed_origins[k];
-        if (strcmp(o, "null") != 0 && strncmp(o, "http://", 7) != 0 &&
-            strncmp(o, "https://", 8) != 0) {
+        size_t scheme = strncmp(o, "http://", 7) == 0 ? 7 : strncmp(o, "https://", 8) == 0 ? 8 : 0;
+        if (strcmp(o, "null") == 0)
+            continue;
+        if (scheme == 0 || o[scheme] == '\0') {
             snprintf(why, whycap, "an origin is scheme://host[:port] (http or https) or null");
             rc = -EINVAL;
-        } else if (strlen(o) > 8 && strchr(o + 8, '/') != NULL) {
+        } else if (strchr(o + scheme, '/') != NULL) {
             snprintf(why, whycap, "an origin has no path (scheme://host[:port])");
             rc = -EINVAL;
         }

@@ -27,7 +27,7 @@
 #define DEFAULT_CONFIG ATTESTPROXY_SYSCONFDIR "/attestproxy/enclave.conf"
 
 static const char usage[] =
-    "Usage: attestproxy-enclave [-c FILE]\n"
+    "Usage: attestproxy-enclave [-c FILE] [--check]\n"
     "\n"
     "The enclave side of attestproxy: runs inside an AWS Nitro Enclave, generates its TLS key\n"
     "in memory, answers GET /.well-known/nitro-attestation?nonce=HEX with a fresh NSM\n"

@@ -265,6 +265,29 @@ static void test_measurement_continuation_and_repeat(void **state)
     config_free(cfg);
 }
 
+/* allowed_origins and allowed_hosts share one list parser; an origin is a scheme, a host that
+ * is not empty and no path, or "null". */
+static void test_origin_and_host_lists(void **state)
+{
+    struct config *cfg;
+    (void)state;
+    cfg = load_ok(MINIMAL_SERVICE "allowed_origins = https://a.example:8443, null http://b\n"
+                                  "allowed_hosts = a.example,[::1]:8080\n");
+    assert_int_equal(cfg->services[0].n_allowed_origins, 3);
+    assert_string_equal(cfg->services[0].allowed_origins[0], "https://a.example:8443");
+    assert_string_equal(cfg->services[0].allowed_origins[1], "null");
+    assert_int_equal(cfg->services[0].n_allowed_hosts, 2);
+    assert_string_equal(cfg->services[0].allowed_hosts[1], "[::1]:8080");
+    config_free(cfg);
+    expect_error(MINIMAL_SERVICE "allowed_origins = http:///x\n", 5, "scheme://host");
+    expect_error(MINIMAL_SERVICE "allowed_origins = https://\n", 5, "scheme://host");
+    expect_error(MINIMAL_SERVICE "allowed_origins = https://a/b\n", 5, "no path");
+    expect_error(MINIMAL_SERVICE "allowed_origins = ftp://a\n", 5, "scheme://host");
+    expect_error(MINIMAL_SERVICE "allowed_origins = ,\n", 5, "empty origin list");
+    expect_error(MINIMAL_SERVICE "allowed_hosts = a/b\n", 5, "invalid character in a host");
+    expect_error(MINIMAL_SERVICE "allowed_hosts = \n", 5, "");
+}
+
 static void test_error_classes(void **state)
 {
     (void)state;
@@ -562,6 +585,7 @@ int main(void)
         cmocka_unit_test(test_profiles_and_overrides),
         cmocka_unit_test(test_upstream_authority),
         cmocka_unit_test(test_measurement_continuation_and_repeat),
+        cmocka_unit_test(test_origin_and_host_lists),
         cmocka_unit_test(test_error_classes),
         cmocka_unit_test(test_overlong_line),
         cmocka_unit_test(test_missing_file),
