@@ -185,7 +185,10 @@ static enum bundle_verdict check_floor(const struct config *cfg, const struct se
         v = BUNDLE_ROLLBACK;
     } else if (c->b.version == st->b.version) {
         *newer = false;
-        if (memcmp(c->b.digest, st->b.digest, sizeof(c->b.digest)) != 0) {
+        /* The signed text decides: the same version signed again (one more signature line,
+         * as a key rotation does) is the same bundle. */
+        if (c->b.body_len != st->b.body_len ||
+            memcmp(c->data, st->data, c->b.body_len) != 0) {
             snprintf(c->detail, sizeof(c->detail),
                      "version %llu was accepted before with other content",
                      (unsigned long long)c->b.version);

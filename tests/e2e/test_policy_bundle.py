@@ -184,3 +184,23 @@ def test_a_reload_that_removes_the_signing_key_stops_trusting_its_bundle(setup, 
     assert "source=policy_bundle version=5" in relay.daemon.log()[mark:], log
     assert relay.get("/echo").status_code == 200
     assert "version 5" in (state / "policy-bundle.demo").read_text()
+
+
+def test_the_same_version_signed_again_is_the_same_bundle(setup, tmp_path):
+    """Key rotation step 2 (docs/policy-bundles.md): the bundle in force signed once more by the
+    new key is the same bundle, not a reused version; other content under the same version is."""
+    sim, signer, bundle, state, start = setup
+    text = signer.sign(body(sim.pcrs, 6))
+    bundle.write_text(text)
+    relay = start()
+    successor = Signer(tmp_path, "successor")
+    mark = len(relay.daemon.log())
+    replace(bundle, successor.sign(text))  # one more signature line
+    relay.daemon.signal(signal.SIGHUP)
+    log = relay.daemon.wait_log("event=reload_", start=mark)[mark:]
+    assert "reason=version_reused" not in relay.daemon.log()[mark:], log
+    assert relay.get("/echo").status_code == 200
+
+    mark = len(relay.daemon.log())
+    replace(bundle, signer.sign(body(sim.pcrs, 6, extra_sets=("pcr0=" + "ab" * 48,))))
+    relay.daemon.wait_log("reason=version_reused", start=mark)
