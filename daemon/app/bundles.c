@@ -187,8 +187,7 @@ static enum bundle_verdict check_floor(const struct config *cfg, const struct se
         *newer = false;
         /* The signed text decides: the same version signed again (one more signature line,
          * as a key rotation does) is the same bundle. */
-        if (c->b.body_len != st->b.body_len ||
-            memcmp(c->data, st->data, c->b.body_len) != 0) {
+        if (c->b.body_len != st->b.body_len || memcmp(c->data, st->data, c->b.body_len) != 0) {
             snprintf(c->detail, sizeof(c->detail),
                      "version %llu was accepted before with other content",
                      (unsigned long long)c->b.version);
