@@ -153,6 +153,74 @@ static void on_sighup(uv_signal_t *h, int signum)
         reload_with_notify(d);
 }
 
+static bool source_ready(void *ctx)
+{
+    return status_ready(ctx);
+}
+
+static json_t *source_readiness(void *ctx)
+{
+    return status_readiness_json(ctx);
+}
+
+static json_t *source_attestation(void *ctx)
+{
+    return status_attestation_json(ctx);
+}
+
+static uint64_t source_now_ms(void *ctx)
+{
+    (void)ctx;
+    return (uint64_t)clock_wall_ms();
+}
+
+/* The admin listener, on an inherited socket when systemd passed one for its address. */
+/* Opens the admin listener `cfg` names into `*out` (NULL when admin_listen is unset): adopted
+ * from socket activation when systemd passed that address, else bound. */
+static int open_admin(struct daemon *d, const struct config *cfg, struct admin **out)
+{
+    struct admin_options opt;
+    struct admin_source src = {
+        .ctx = d,
+        .ready = source_ready,
+        .readiness = source_readiness,
+        .attestation = source_attestation,
+        .metrics = d->metrics,
+        .now_ms = source_now_ms,
+    };
+    int idx;
+    *out = NULL;
+    if (!cfg->daemon.admin_enabled)
+        return 0;
+    admin_options_init(&opt, &cfg->daemon.admin);
+    idx = listenfds_find(&d->lfds, &cfg->daemon.admin);
+    if (idx >= 0)
+        opt.fd = listenfds_take(&d->lfds, (size_t)idx);
+    return admin_start(&d->loop, &opt, &src, out);
+}
+
+static int start_admin(struct daemon *d)
+{
+    return open_admin(d, d->cfg, &d->admin);
+}
+
+/* Whether a reload to `fresh` adds, removes or moves the admin listener. */
+static bool admin_moves(const struct config *old, const struct config *fresh)
+{
+    if (old->daemon.admin_enabled != fresh->daemon.admin_enabled)
+        return true;
+    return fresh->daemon.admin_enabled &&
+           !config_listen_equal(&old->daemon.admin, &fresh->daemon.admin);
+}
+
+static void describe_admin(const struct config *cfg, char *out, size_t cap)
+{
+    if (cfg->daemon.admin_enabled)
+        config_listen_describe(&cfg->daemon.admin, out, cap);
+    else
+        snprintf(out, cap, "none");
+}
+
 /* One "reload" record in the audit log. */
 static void audit_reload(struct daemon *d, const char *result, const char *error)
 {
@@ -180,7 +248,11 @@ int daemon_reload(struct daemon *d)
     struct config *fresh = NULL;
     struct config *old;
     struct verifier *v;
+    struct admin *admin = NULL;
+    char from[CONFIG_PATH_MAX + 16];
+    char to[CONFIG_PATH_MAX + 16];
     bool root_changed = false;
+    bool moves;
     int rc;
 
     log_event(LOG_LEVEL_INFO, "reload_begin", "config", d->cfg->path, NULL);
@@ -201,11 +273,21 @@ int daemon_reload(struct daemon *d)
      * new file adds are bound, before anything is swapped, so that a bad root or an address
      * that cannot bind leaves the daemon exactly as it was. */
     v = verifier_new(fresh->daemon.root_ca[0] ? fresh->daemon.root_ca : NULL, err, sizeof(err));
-    rc = v == NULL ? -EINVAL : proxy_prepare_reload(d->proxy, fresh, err, sizeof(err));
+    moves = admin_moves(d->cfg, fresh);
+    if (v == NULL) {
+        rc = -EINVAL;
+    } else if (moves && (rc = open_admin(d, fresh, &admin)) < 0) {
+        describe_admin(fresh, from, sizeof(from));
+        snprintf(err, sizeof(err), "cannot listen on admin_listen %.300s: %s", from,
+                 rc == -EINVAL ? "not a loopback address" : uv_strerror(rc));
+    } else {
+        rc = proxy_prepare_reload(d->proxy, fresh, err, sizeof(err));
+    }
     if (rc < 0) {
         log_event(LOG_LEVEL_ERROR, "reload_rejected", "config", d->cfg->path, "error", err,
                   "action", "keeping the running configuration", NULL);
         audit_reload(d, "rejected", err);
+        admin_close(admin, NULL, NULL);
         verifier_free(v);
         config_free(fresh);
         return rc;
@@ -219,6 +301,15 @@ int daemon_reload(struct daemon *d)
         log_event(LOG_LEVEL_WARN, "trust_root_changed", "root_ca",
                   fresh->daemon.root_ca[0] ? fresh->daemon.root_ca : "compiled-in AWS Root-G1",
                   "action", "every pin dropped; keys are attested again under the new root", NULL);
+    }
+    if (moves) {
+        /* The new address is already listening; the old one closes (its requests in progress
+         * are cut: each is one short read of daemon state). */
+        describe_admin(d->cfg, from, sizeof(from));
+        describe_admin(fresh, to, sizeof(to));
+        admin_close(d->admin, NULL, NULL);
+        d->admin = admin;
+        log_event(LOG_LEVEL_INFO, "admin_listen_changed", "from", from, "to", to, NULL);
     }
     old = d->cfg;
     d->cfg = fresh;
@@ -266,49 +357,6 @@ static int start_signals(struct daemon *d)
             return rc;
     }
     return 0;
-}
-
-static bool source_ready(void *ctx)
-{
-    return status_ready(ctx);
-}
-
-static json_t *source_readiness(void *ctx)
-{
-    return status_readiness_json(ctx);
-}
-
-static json_t *source_attestation(void *ctx)
-{
-    return status_attestation_json(ctx);
-}
-
-static uint64_t source_now_ms(void *ctx)
-{
-    (void)ctx;
-    return (uint64_t)clock_wall_ms();
-}
-
-/* The admin listener, on an inherited socket when systemd passed one for its address. */
-static int start_admin(struct daemon *d)
-{
-    struct admin_options opt;
-    struct admin_source src = {
-        .ctx = d,
-        .ready = source_ready,
-        .readiness = source_readiness,
-        .attestation = source_attestation,
-        .metrics = d->metrics,
-        .now_ms = source_now_ms,
-    };
-    int idx;
-    if (!d->cfg->daemon.admin_enabled)
-        return 0;
-    admin_options_init(&opt, &d->cfg->daemon.admin);
-    idx = listenfds_find(&d->lfds, &d->cfg->daemon.admin);
-    if (idx >= 0)
-        opt.fd = listenfds_take(&d->lfds, (size_t)idx);
-    return admin_start(&d->loop, &opt, &src, &d->admin);
 }
 
 /* Everything systemd passed and nothing adopted is closed, so that a socket unit listing an

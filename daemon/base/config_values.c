@@ -161,6 +161,22 @@ int config_parse_listen(const char *s, struct listen_addr *out)
     return 0;
 }
 
+void config_listen_describe(const struct listen_addr *a, char *out, size_t cap)
+{
+    if (a->is_unix)
+        snprintf(out, cap, "unix:%s", a->path);
+    else if (strchr(a->host, ':') != NULL)
+        snprintf(out, cap, "[%s]:%u", a->host, a->port);
+    else
+        snprintf(out, cap, "%s:%u", a->host, a->port);
+}
+
+bool config_listen_equal(const struct listen_addr *a, const struct listen_addr *b)
+{
+    return a->is_unix == b->is_unix && a->port == b->port && strcmp(a->host, b->host) == 0 &&
+           strcmp(a->path, b->path) == 0;
+}
+
 bool config_listen_is_loopback(const struct listen_addr *a)
 {
     struct in_addr v4;

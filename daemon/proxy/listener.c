@@ -18,16 +18,6 @@
 
 #define BACKLOG 511
 
-void listener_describe(const struct listen_addr *a, char *out, size_t cap)
-{
-    if (a->is_unix)
-        snprintf(out, cap, "unix:%s", a->path);
-    else if (strchr(a->host, ':') != NULL)
-        snprintf(out, cap, "[%s]:%u", a->host, a->port);
-    else
-        snprintf(out, cap, "%s:%u", a->host, a->port);
-}
-
 #define ACCEPT_RETRY_MS 100
 
 static void on_retry(uv_timer_t *t);
@@ -148,9 +138,7 @@ static int bind_tcp(struct listener *l, uv_loop_t *loop)
 
 bool listener_is(const struct listener *l, const struct listen_addr *a)
 {
-    const struct listen_addr *b = &l->addr;
-    return a->is_unix == b->is_unix && a->port == b->port && strcmp(a->host, b->host) == 0 &&
-           strcmp(a->path, b->path) == 0;
+    return config_listen_equal(&l->addr, a);
 }
 
 int listener_set_mode(struct listener *l, unsigned mode)
@@ -236,7 +224,7 @@ int listener_start(struct proxy_service *svc, const struct listen_addr *a)
     struct listener *l;
     int rc;
 
-    listener_describe(a, desc, sizeof(desc));
+    config_listen_describe(a, desc, sizeof(desc));
     rc = listener_open(svc->proxy, svc->cfg, a, &l);
     if (rc == -EPERM) {
         log_event(LOG_LEVEL_ERROR, "listen_refused", "service", svc->name, "listen", desc, "why",

@@ -73,7 +73,4 @@ int listener_set_mode(struct listener *l, unsigned mode);
 /** Stops accepting and closes (idempotent); the socket file is removed if we created it. */
 void listener_close(struct listener *l);
 
-/** "127.0.0.1:8080", "[::1]:8080" or "unix:/run/x.sock". */
-void listener_describe(const struct listen_addr *a, char *out, size_t cap);
-
 #endif

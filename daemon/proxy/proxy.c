@@ -569,7 +569,7 @@ static int stage_listener(struct proxy *p, const struct service_config *sc,
     if (rc == UV_EADDRINUSE && released_by_reload(p, fresh, a))
         return 0; /* bound once the listener holding it closed (attach_listeners) */
     if (rc < 0) {
-        listener_describe(a, desc, sizeof(desc));
+        config_listen_describe(a, desc, sizeof(desc));
         snprintf(err, cap, "service %s: cannot listen on %s: %s", sc->name, desc,
                  rc == -EPERM ? "a non-loopback listener needs allow_remote = yes and a token"
                               : uv_strerror(rc));
@@ -634,7 +634,7 @@ static void drop_listeners(struct proxy_service *svc)
 
     while (*lp != NULL) {
         struct listener *l = *lp;
-        listener_describe(&l->addr, desc, sizeof(desc));
+        config_listen_describe(&l->addr, desc, sizeof(desc));
         if (!config_has_listen(svc->cfg, &l->addr)) {
             *lp = l->next;
             log_event(LOG_LEVEL_WARN, "listener_closed", "service", svc->name, "listen", desc,
@@ -685,7 +685,7 @@ static void attach_listeners(struct proxy_service *svc)
             continue;
         }
         listener_attach(l, svc);
-        listener_describe(a, desc, sizeof(desc));
+        config_listen_describe(a, desc, sizeof(desc));
         log_event(LOG_LEVEL_INFO, "listening", "service", svc->name, "listen", desc, "socket",
                   l->adopted ? "adopted" : "bound", NULL);
     }

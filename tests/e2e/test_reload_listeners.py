@@ -23,7 +23,7 @@ import pytest
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from conftest import Daemon, free_port  # noqa: E402
+from conftest import BIN, Daemon, free_port  # noqa: E402
 from proxy_fixtures import Relay, wait_listening  # noqa: E402
 from simulator import Simulator, service_config  # noqa: E402
 
@@ -73,6 +73,14 @@ def tcp_listeners(port):
                 if state == "0A" and int(p, 16) == port:
                     found.append(addr)
     return sorted(found)
+
+
+def held_port():
+    """A listening socket this process holds on 127.0.0.1, and its port."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    return busy, busy.getsockname()[1]
 
 
 def connection_closed(conn, timeout=5.0):
@@ -245,10 +253,7 @@ def test_a_listener_that_cannot_bind_rejects_the_whole_reload(start_daemon, star
     p1 = free_port()
     d = start_daemon(service_config(sim, p1))
     wait_listening(p1)
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen(1)
-    taken = busy.getsockname()[1]
+    busy, taken = held_port()
     try:
         # Adds a listener on a port another process holds, and a token in the same file.
         d.conf_path.write_text(service_config(sim, p1, f"token = {TOKEN}\n").replace(
@@ -267,6 +272,82 @@ def test_a_listener_that_cannot_bind_rejects_the_whole_reload(start_daemon, star
     assert get("127.0.0.1", p1)[0] == 401
     assert get("127.0.0.1", taken, {"Authorization": f"Bearer {TOKEN}"})[0] == 200
 
+
+
+def admin_status(port, path="/healthz"):
+    """The admin API's status for `path` on 127.0.0.1:port, or None when nothing listens."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", path)
+        status = conn.getresponse().status
+        conn.close()
+        return status
+    except ConnectionRefusedError:
+        return None
+
+
+def test_admin_listen_moves_on_reload(tmp_path, start_daemon, start_sim):
+    """admin_listen applies on reload like any listener: moved, added, removed, to a Unix
+    socket and back; the old address stops answering."""
+    sim = start_sim()
+    p, a1, a2 = free_port(), free_port(), free_port()
+    d = start_daemon(service_config(sim, p, extra_daemon=f"admin_listen = 127.0.0.1:{a1}\n"))
+    wait_listening(p)
+    wait_listening(a1)
+    assert admin_status(a1) == 200
+    d.conf_path.write_text(service_config(sim, p, extra_daemon=f"admin_listen = 127.0.0.1:{a2}\n"))
+    out = reload(d)
+    assert "event=reload_applied" in out, out
+    assert f"event=admin_listen_changed from=127.0.0.1:{a1} to=127.0.0.1:{a2}" in out, out
+    assert admin_status(a2) == 200
+    assert admin_status(a2, "/metrics") == 200
+    assert refused("127.0.0.1", a1)
+    # The admin API follows the file: `attestproxy health -c` reads the new address.
+    health = subprocess.run([BIN, "health", "-c", str(d.conf_path)],
+                            capture_output=True, text=True, timeout=30)
+    assert health.returncode == 0, health.stdout + health.stderr
+    # Removed: nothing answers, the service goes on.
+    d.conf_path.write_text(service_config(sim, p))
+    out = reload(d)
+    assert "event=reload_applied" in out, out
+    assert f"from=127.0.0.1:{a2} to=none" in out, out
+    assert refused("127.0.0.1", a2)
+    assert get("127.0.0.1", p)[0] == 200
+    # Added again, on a Unix socket; the file goes when the socket moves back to TCP.
+    sock = tmp_path / "admin.sock"
+    d.conf_path.write_text(service_config(sim, p, extra_daemon=f"admin_listen = unix:{sock}\n"))
+    assert "event=reload_applied" in reload(d)
+    assert sock.exists()
+    d.conf_path.write_text(service_config(sim, p, extra_daemon=f"admin_listen = 127.0.0.1:{a1}\n"))
+    assert "event=reload_applied" in reload(d)
+    assert admin_status(a1) == 200
+    deadline = time.monotonic() + 5
+    while sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not sock.exists()
+
+
+def test_an_admin_address_that_cannot_bind_rejects_the_whole_reload(start_daemon, start_sim):
+    sim = start_sim()
+    p, a1, p2 = free_port(), free_port(), free_port()
+    d = start_daemon(service_config(sim, p, extra_daemon=f"admin_listen = 127.0.0.1:{a1}\n"))
+    wait_listening(p)
+    wait_listening(a1)
+    busy, taken = held_port()
+    try:
+        # The admin listener moves to a held port, and the service to a new port, in one file.
+        d.conf_path.write_text(service_config(
+            sim, p2, extra_daemon=f"admin_listen = 127.0.0.1:{taken}\n"))
+        out = reload(d)
+        assert "event=reload_rejected" in out, out
+        assert f"cannot listen on admin_listen 127.0.0.1:{taken}" in out, out
+        # Nothing applied: the old admin address and the old service port still answer, the
+        # new service port was never bound.
+        assert admin_status(a1) == 200
+        assert get("127.0.0.1", p)[0] == 200
+        assert refused("127.0.0.1", p2)
+    finally:
+        busy.close()
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--netns":
     with tempfile.TemporaryDirectory() as t:

@@ -380,11 +380,11 @@ static void test_listener_helpers(void **state)
     snprintf(a.host, sizeof(a.host), "127.0.0.2");
     a.port = 8080;
     assert_true(config_listen_is_loopback(&a));
-    listener_describe(&a, out, sizeof(out));
+    config_listen_describe(&a, out, sizeof(out));
     assert_string_equal(out, "127.0.0.2:8080");
     snprintf(a.host, sizeof(a.host), "::1");
     assert_true(config_listen_is_loopback(&a));
-    listener_describe(&a, out, sizeof(out));
+    config_listen_describe(&a, out, sizeof(out));
     assert_string_equal(out, "[::1]:8080");
     snprintf(a.host, sizeof(a.host), "10.0.0.1");
     assert_false(config_listen_is_loopback(&a));
@@ -395,7 +395,7 @@ static void test_listener_helpers(void **state)
     a.is_unix = true;
     snprintf(a.path, sizeof(a.path), "/run/x.sock");
     assert_true(config_listen_is_loopback(&a));
-    listener_describe(&a, out, sizeof(out));
+    config_listen_describe(&a, out, sizeof(out));
     assert_string_equal(out, "unix:/run/x.sock");
 }
 
