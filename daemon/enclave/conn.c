@@ -623,6 +623,12 @@ static int req_refuse(struct econn *c, enum proxy_error e, const char *msg)
     return HTTP1_CB_ERROR;
 }
 
+/* max_body_size = 0 means no limit, as in the daemon's [service] key. */
+static bool body_over_limit(const struct enclave_config *cfg, uint64_t bytes)
+{
+    return cfg->max_body_size != 0 && bytes > cfg->max_body_size;
+}
+
 static int req_on_head(struct http1_parser *p)
 {
     struct econn *c = p->data;
@@ -649,7 +655,7 @@ static int req_on_head(struct http1_parser *p)
     if (http1_head_count(h, HTTP1_FIELD_HOST) > 1 ||
         (!c->http10 && http1_head_count(h, HTTP1_FIELD_HOST) != 1))
         return req_refuse(c, PROXY_ERR_BAD_REQUEST, "exactly one Host header is required");
-    if ((p->ll.flags & F_CONTENT_LENGTH) && p->ll.content_length > cfg->max_body_size)
+    if ((p->ll.flags & F_CONTENT_LENGTH) && body_over_limit(cfg, p->ll.content_length))
         return req_refuse(c, PROXY_ERR_PAYLOAD_TOO_LARGE, "the request body is too large");
 
     switch (wellknown_parse(target, h->target_len, c->nonce)) {
@@ -710,7 +716,7 @@ static int req_on_body(struct http1_parser *p, const char *at, size_t len)
     if (len == 0)
         return HTTP1_CB_OK; /* an empty span (a parser run without bytes) is no chunk */
     c->body_bytes += len;
-    if (c->body_bytes > c->co->cfg->max_body_size)
+    if (body_over_limit(c->co->cfg, c->body_bytes))
         return req_refuse(c, PROXY_ERR_PAYLOAD_TOO_LARGE, "the request body is too large");
     if (c->evidence)
         return HTTP1_CB_OK; /* a body on the evidence request is read and ignored */

@@ -35,7 +35,7 @@ struct enclave_config {
     enum enclave_curve curve;  /* the TLS key */
     uint64_t max_header_bytes; /* one request head; 431 beyond */
     uint32_t max_headers;
-    uint64_t max_body_size;          /* one request body; 413 beyond */
+    uint64_t max_body_size;          /* one request body; 413 beyond; 0 = no limit */
     uint64_t header_timeout_ms;      /* a started request head must be complete within this */
     uint64_t idle_timeout_ms;        /* keep-alive connection without a request */
     uint64_t connect_timeout_ms;     /* to the app: 502 beyond */

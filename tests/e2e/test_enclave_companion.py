@@ -394,6 +394,19 @@ def test_limits(start_companion, app):
     assert r.startswith(b"HTTP/1.1 413 ")
 
 
+def test_max_body_size_0_is_no_limit(start_companion, app):
+    """As in the daemon, max_body_size = 0 lifts the limit (it used to refuse every body)."""
+    comp = start_companion(extra="max_body_size = 0\n")
+    body = b"x" * (256 * 1024)
+    r = tls_exchange(comp.port, b"POST /upload HTTP/1.1\r\nHost: e\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n"
+                     % len(body) + body)[0]
+    assert r.startswith(b"HTTP/1.1 200 "), r[:200]
+    r = tls_exchange(comp.port, b"POST /upload HTTP/1.1\r\nHost: e\r\nConnection: close\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n800\r\n" + b"x" * 2048 + b"\r\n0\r\n\r\n")[0]
+    assert r.startswith(b"HTTP/1.1 200 "), r[:200]
+
+
 # ---- The NSM device path, against the fake device ---------------------------------------------
 
 def test_missing_nsm_device_refuses_to_start(start_companion):
