@@ -17,7 +17,7 @@
 struct metrics;
 struct audit;
 
-#define BUNDLES_DRY_RUN 0x1u /* check-config: verify, never write the state directory */
+#define BUNDLES_DRY_RUN 0x1u /* check-config, attest: verify, never write state_dir */
 
 /**
  * Applies the policy bundle of every service of `fresh` that has one. An accepted bundle

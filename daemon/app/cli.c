@@ -7,9 +7,11 @@
 
 #include "build_config.h"
 #include "app/audit_cmd.h"
+#include "app/bundles.h"
 #include "app/daemon.h"
 #include "app/policy_cmd.h"
 #include "app/verify_cmd.h"
+#include "base/clock.h"
 #include "base/config.h"
 #include "ops/health_cmd.h"
 
@@ -61,7 +63,9 @@ static const char usage_check[] =
     "\n"
     "Loads and validates the configuration, then prints the effective configuration with every\n"
     "default filled in. Errors are reported as FILE:LINE: message. Valid but weak settings (a\n"
-    "measurement set without pcr0) are reported on stderr as warning: lines.\n"
+    "measurement set without pcr0) are reported on stderr as warning: lines. A policy_bundle\n"
+    "is verified as at start (signature, key, service, expiry, version against state_dir);\n"
+    "nothing is written.\n"
     "\n"
     "Options:\n"
     "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
@@ -163,6 +167,15 @@ static int cmd_check_config(int argc, char **argv)
     }
     if (config_load(path, &cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);
+        return EXIT_USAGE;
+    }
+    /* A policy bundle is verified as `run` would at start (a refused one falls back to the last
+     * accepted bundle in state_dir), so that a bundle a reload would refuse is caught here;
+     * nothing is written. */
+    if (bundles_apply(cfg, NULL, NULL, NULL, clock_wall_ms(), BUNDLES_DRY_RUN, err,
+                      sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        config_free(cfg);
         return EXIT_USAGE;
     }
     config_print(cfg, stdout);

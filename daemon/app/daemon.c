@@ -417,9 +417,11 @@ static void raise_fd_limit(const struct config *cfg)
 }
 
 /* What `run` and `attest` share: configuration, logging, the trust root, metrics, the policy
- * bundles and the loop; `run` also opens the audit log (`with_audit`). Returns 0, or the exit
+ * bundles and the loop. `run` (`serving`) also opens the audit log and records a newer accepted
+ * bundle in state_dir; the one-shot `attest` writes nothing: it may run as another user than the
+ * service, and a file it left in state_dir would belong to that user. Returns 0, or the exit
  * code after undoing what was done. */
-static int daemon_open(struct daemon *d, const char *config_path, bool with_audit)
+static int daemon_open(struct daemon *d, const char *config_path, bool serving)
 {
     char err[CONFIG_ERROR_MAX];
     struct sigaction sa;
@@ -456,7 +458,7 @@ static int daemon_open(struct daemon *d, const char *config_path, bool with_audi
         log_event(LOG_LEVEL_ERROR, "start_failed", "error", "out of memory", NULL);
         goto out_free_verifier;
     }
-    if (with_audit && d->cfg->daemon.audit_log[0] != '\0') {
+    if (serving && d->cfg->daemon.audit_log[0] != '\0') {
         struct audit_options ao = {
             .path = d->cfg->daemon.audit_log,
             .max_bytes = d->cfg->daemon.audit_max_bytes,
@@ -471,8 +473,8 @@ static int daemon_open(struct daemon *d, const char *config_path, bool with_audi
     }
     /* A bundle that is refused at start, with no valid one in force, stops the start like an
      * invalid configuration: exit 2, the file and the reason in the log. */
-    if (bundles_apply(d->cfg, NULL, d->metrics, d->audit, clock_wall_ms(), 0, err, sizeof(err)) <
-        0) {
+    if (bundles_apply(d->cfg, NULL, d->metrics, d->audit, clock_wall_ms(),
+                      serving ? 0 : BUNDLES_DRY_RUN, err, sizeof(err)) < 0) {
         log_event(LOG_LEVEL_ERROR, "config_invalid", "error", err, NULL);
         audit_close(d->audit);
         metrics_free(d->metrics);

@@ -204,3 +204,28 @@ def test_the_same_version_signed_again_is_the_same_bundle(setup, tmp_path):
     mark = len(relay.daemon.log())
     replace(bundle, signer.sign(body(sim.pcrs, 6, extra_sets=("pcr0=" + "ab" * 48,))))
     relay.daemon.wait_log("reason=version_reused", start=mark)
+
+
+def test_check_config_verifies_the_bundle_and_attest_writes_nothing(setup, tmp_path, run_cli):
+    """check-config catches a bundle that start or a reload would refuse; neither it nor the
+    one-shot `attest` writes state_dir (they may run as another user than the service)."""
+    sim, signer, bundle, state, _ = setup
+    conf = tmp_path / "attestproxy.conf"
+    conf.write_text(bundle_config(sim, free_port(), bundle, [signer.config_line], state))
+    good = signer.sign(body(sim.pcrs, 4))
+    bundle.write_text(good)
+    r = run_cli("check-config", "-c", conf)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("attest", "-c", conf, "demo")
+    assert r.returncode == 0, r.stderr
+    assert b'"verdict"' in r.stdout or b'"pin"' in r.stdout
+    assert not (state / "policy-bundle.demo").exists()
+
+    bundle.write_text(good.replace("version 4", "version 5"))
+    r = run_cli("check-config", "-c", conf)
+    assert r.returncode == 2
+    assert b"policy bundle refused: bad_signature" in r.stderr, r.stderr
+    bundle.write_text(signer.sign(body(sim.pcrs, 4, services=("other",))))
+    r = run_cli("check-config", "-c", conf)
+    assert r.returncode == 2 and b"not_for_service" in r.stderr, r.stderr
+    assert not (state / "policy-bundle.demo").exists()
