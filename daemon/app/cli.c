@@ -172,8 +172,8 @@ static int cmd_check_config(int argc, char **argv)
     /* A policy bundle is verified as `run` would at start (a refused one falls back to the last
      * accepted bundle in state_dir), so that a bundle a reload would refuse is caught here;
      * nothing is written. */
-    if (bundles_apply(cfg, NULL, NULL, NULL, clock_wall_ms(), BUNDLES_DRY_RUN, err,
-                      sizeof(err)) < 0) {
+    if (bundles_apply(cfg, NULL, NULL, NULL, clock_wall_ms(), BUNDLES_DRY_RUN, err, sizeof(err)) <
+        0) {
         fprintf(stderr, "%s\n", err);
         config_free(cfg);
         return EXIT_USAGE;
