@@ -177,7 +177,8 @@ json_t *status_attestation_json(struct daemon *d)
         json_object_set_new(s, "upstream", json_string(upstream));
         json_object_set_new(s, "profile", json_string(config_profile_name(svc->profile)));
         json_object_set_new(s, "binding", json_string(config_binding_name(svc->binding)));
-        json_object_set_new(s, "nonce", json_boolean(svc->nonce == NONCE_QUERY));
+        json_object_set_new(s, "nonce", json_boolean(svc->nonce != NONCE_NONE));
+        json_object_set_new(s, "session_bound", json_boolean(svc->nonce == NONCE_SESSION));
         json_object_set_new(s, "policy_digest", json_string(digest));
         /* ready, pins and last_failure come from the service's attested key set. */
         service_status(d, svc->name, s);

@@ -360,7 +360,7 @@ static void finish_service(struct load_ctx *ctx, struct service_config *svc)
     if (!was_set(ctx, svc, "nonce"))
         svc->nonce = pr->nonce;
     if (!was_set(ctx, svc, "nonce_bytes"))
-        svc->nonce_bytes = svc->nonce == NONCE_QUERY ? (pr->nonce_bytes ? pr->nonce_bytes : 32) : 0;
+        svc->nonce_bytes = svc->nonce != NONCE_NONE ? (pr->nonce_bytes ? pr->nonce_bytes : 32) : 0;
     if (!was_set(ctx, svc, "binding"))
         svc->binding = pr->binding;
     if (svc->nonce == NONCE_NONE && was_set(ctx, svc, "nonce_bytes")) {

@@ -36,6 +36,7 @@ enum evidence_profile {
     PROFILE_NITRIDING,
     PROFILE_BLINDAI,
     PROFILE_EVERVAULT,
+    PROFILE_NATIVE_SESSION, /* native with session-bound evidence */
 };
 
 /* How the document is bound to the TLS peer of the connection it was fetched over. */
@@ -59,6 +60,8 @@ enum audit_fsync_mode {
 enum nonce_placement {
     NONCE_QUERY = 0, /* ?nonce=<lowercase hex> appended to the evidence path */
     NONCE_NONE,      /* no nonce: freshness rests on max_age alone */
+    NONCE_SESSION,   /* ?session_nonce=<lowercase hex>; the document's nonce is bound to the
+                        TLS session (docs/evidence-protocol.md, §12) */
 };
 
 /* A listen address: TCP host:port or a Unix socket path. */
@@ -238,6 +241,7 @@ int config_hex_digit(int c);
 
 const char *config_profile_name(enum evidence_profile p);
 const char *config_binding_name(enum binding_mode b);
+const char *config_nonce_name(enum nonce_placement n); /* "query", "session", "none" */
 int config_parse_binding(const char *s, enum binding_mode *out);
 int config_parse_profile(const char *s, enum evidence_profile *out);
 

@@ -135,11 +135,13 @@ const struct key_def config__keys[] = {
 
     /* [service NAME]: attestation */
     {"profile", SEC_SERVICE, T_PROFILE, S(profile), 0, 0, "native", 0,
-     "evidence profile: native | nitriding | blindai | evervault (presets the next four keys)"},
+     "evidence profile: native | native-session | nitriding | blindai | evervault (presets the "
+     "next four keys)"},
     {"evidence_path", SEC_SERVICE, T_STRING, S(evidence_path), 0, 0, NULL, 0,
      "path of the evidence request; unset = the profile's"},
     {"nonce", SEC_SERVICE, T_NONCE, S(nonce), 0, 0, NULL, 0,
-     "query | none: send ?nonce=<hex> or no nonce; unset = the profile's"},
+     "query | session | none: send ?nonce=<hex>, ?session_nonce=<hex> (the document's nonce "
+     "then binds it to this TLS session) or no nonce; unset = the profile's"},
     {"nonce_bytes", SEC_SERVICE, T_U32, S(nonce_bytes), 16, 64, NULL, 0,
      "random nonce length in bytes; unset = the profile's"},
     {"binding", SEC_SERVICE, T_BINDING, S(binding), 0, 0, NULL, 0,
@@ -205,6 +207,8 @@ const struct profile_preset config__profiles[] = {
     [PROFILE_BLINDAI] = {"blindai", "/enclave/attestation", NONCE_NONE, 0, BINDING_BLINDAI},
     [PROFILE_EVERVAULT] = {"evervault", "/.well-known/attestation", NONCE_NONE, 0,
                            BINDING_SPKI_DER},
+    [PROFILE_NATIVE_SESSION] = {"native-session", "/.well-known/nitro-attestation", NONCE_SESSION,
+                                32, BINDING_SPKI_SHA256},
 };
 
 static const char *const binding_names[] = {
@@ -222,6 +226,19 @@ const char *config_profile_name(enum evidence_profile p)
     if ((unsigned)p >= sizeof(config__profiles) / sizeof(config__profiles[0]))
         return "unknown";
     return config__profiles[p].name;
+}
+
+const char *config_nonce_name(enum nonce_placement n)
+{
+    switch (n) {
+    case NONCE_QUERY:
+        return "query";
+    case NONCE_SESSION:
+        return "session";
+    case NONCE_NONE:
+        return "none";
+    }
+    return "unknown";
 }
 
 const char *config_binding_name(enum binding_mode b)

@@ -186,8 +186,7 @@ static void print_key(FILE *out, const struct key_def *k, const void *base)
         break;
     }
     case T_NONCE:
-        fprintf(out, "%s = %s\n", k->name,
-                *(const enum nonce_placement *)field == NONCE_QUERY ? "query" : "none");
+        fprintf(out, "%s = %s\n", k->name, config_nonce_name(*(const enum nonce_placement *)field));
         break;
     case T_UPSTREAM: {
         const struct service_config *svc = base;

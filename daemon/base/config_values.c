@@ -681,10 +681,12 @@ int config__set_value(const struct key_def *k, void *base, const char *value, ch
     case T_NONCE:
         if (strcmp(value, "query") == 0)
             *(enum nonce_placement *)field = NONCE_QUERY;
+        else if (strcmp(value, "session") == 0)
+            *(enum nonce_placement *)field = NONCE_SESSION;
         else if (strcmp(value, "none") == 0)
             *(enum nonce_placement *)field = NONCE_NONE;
         else {
-            snprintf(why, whycap, "expected query or none");
+            snprintf(why, whycap, "expected query, session or none");
             return -EINVAL;
         }
         return 0;

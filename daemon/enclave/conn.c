@@ -91,6 +91,7 @@ struct econn {
     struct http1_parser resp;
     bool resp_init;
     bool evidence;
+    bool session_bound; /* session_nonce=: the document's nonce is tls_session_nonce() of it */
     uint8_t nonce[WELLKNOWN_NONCE_LEN];
     bool keep_alive, http10, head_request, expect_continue;
     enum http1_framing req_framing, resp_framing;
@@ -637,6 +638,7 @@ static int req_on_head(struct http1_parser *p)
     const struct enclave_config *cfg = c->co->cfg;
     struct http1_request_opts opts;
     char authority[CONFIG_HOST_MAX + 16];
+    enum wellknown_target kind;
     int hi, n;
     size_t cap;
 
@@ -658,13 +660,16 @@ static int req_on_head(struct http1_parser *p)
     if ((p->ll.flags & F_CONTENT_LENGTH) && body_over_limit(cfg, p->ll.content_length))
         return req_refuse(c, PROXY_ERR_PAYLOAD_TOO_LARGE, "the request body is too large");
 
-    switch (wellknown_parse(target, h->target_len, c->nonce)) {
+    kind = wellknown_parse(target, h->target_len, c->nonce);
+    switch (kind) {
     case WELLKNOWN_BAD_NONCE:
         c->evidence = true;
         return req_refuse(c, PROXY_ERR_BAD_REQUEST,
                           "nonce must be exactly 64 lowercase hex digits (32 bytes)");
+    case WELLKNOWN_SESSION:
     case WELLKNOWN_NONCE:
         c->evidence = true;
+        c->session_bound = kind == WELLKNOWN_SESSION;
         if (p->ll.method != HTTP_GET)
             return req_refuse(c, PROXY_ERR_BAD_REQUEST, "the evidence endpoint answers GET only");
         return HTTP1_CB_OK; /* answered when the request is complete */
@@ -747,6 +752,17 @@ static int answer_evidence(struct econn *c)
 
     if (doc == NULL)
         return req_refuse(c, PROXY_ERR_ATTESTATION_UNAVAILABLE, "out of memory");
+    if (c->session_bound) {
+        /* The nonce in the document is bound to this TLS session (evidence-protocol.md §12). */
+        const char *why = NULL;
+        uint8_t bound[TLS_SESSION_NONCE_LEN];
+        _Static_assert(sizeof(bound) == sizeof(c->nonce), "a session nonce replaces the nonce");
+        if (tls_session_nonce(&c->tls, c->nonce, sizeof(c->nonce), bound, &why) < 0) {
+            free(doc);
+            return req_refuse(c, PROXY_ERR_BAD_REQUEST, why);
+        }
+        memcpy(c->nonce, bound, sizeof(c->nonce));
+    }
     n = nsm_get_document(c->co->nsm, c->co->id->user_data, sizeof(c->co->id->user_data), c->nonce,
                          sizeof(c->nonce), doc, NSM_DOCUMENT_MAX, err, sizeof(err));
     if (n < 0) {
@@ -767,7 +783,7 @@ static int answer_evidence(struct econn *c)
     free(doc);
     hex_encode(c->nonce, 8, nonce_hex);
     log_event(LOG_LEVEL_INFO, "evidence", "backend", c->co->nsm->name, "nonce_prefix", nonce_hex,
-              NULL);
+              "session_bound", c->session_bound ? "yes" : "no", NULL);
     c->evidence = false;
     c->resp_started = false;
     if (c->close_after) {

@@ -17,15 +17,21 @@ enum wellknown_target wellknown_parse(const char *target, size_t len,
                                       uint8_t nonce[WELLKNOWN_NONCE_LEN])
 {
     static const char path[] = WELLKNOWN_PATH;
+    static const char session[] = "session_";
     static const char key[] = "nonce=";
-    const size_t plen = sizeof(path) - 1, klen = sizeof(key) - 1;
+    const size_t plen = sizeof(path) - 1, slen = sizeof(session) - 1, klen = sizeof(key) - 1;
+    enum wellknown_target kind = WELLKNOWN_NONCE;
     const char *q;
 
     if (len < plen || memcmp(target, path, plen) != 0 || (len > plen && target[plen] != '?'))
         return WELLKNOWN_OTHER;
-    if (len != plen + 1 + klen + 2 * WELLKNOWN_NONCE_LEN)
-        return WELLKNOWN_BAD_NONCE;
     q = target + plen + 1;
+    if (len == plen + 1 + slen + klen + 2 * WELLKNOWN_NONCE_LEN && memcmp(q, session, slen) == 0) {
+        kind = WELLKNOWN_SESSION;
+        q += slen;
+    } else if (len != plen + 1 + klen + 2 * WELLKNOWN_NONCE_LEN) {
+        return WELLKNOWN_BAD_NONCE;
+    }
     if (memcmp(q, key, klen) != 0)
         return WELLKNOWN_BAD_NONCE;
     q += klen;
@@ -35,7 +41,7 @@ enum wellknown_target wellknown_parse(const char *target, size_t len,
             return WELLKNOWN_BAD_NONCE;
         nonce[i] = (uint8_t)(hi << 4 | lo);
     }
-    return WELLKNOWN_NONCE;
+    return kind;
 }
 
 int wellknown_response_head(size_t len, bool close, char *out, size_t cap)

@@ -1,6 +1,8 @@
 /*
  * The evidence endpoint of the native profile (docs/evidence-protocol.md, §3):
  *   GET /.well-known/nitro-attestation?nonce=<64 lowercase hex digits>
+ * and of its session-bound form (§12), whose document nonce the connection derives:
+ *   GET /.well-known/nitro-attestation?session_nonce=<64 lowercase hex digits>
  * Pure functions: recognising the request target and writing the response head.
  */
 #ifndef ATTESTPROXY_ENCLAVE_WELLKNOWN_H
@@ -16,13 +18,15 @@
 enum wellknown_target {
     WELLKNOWN_OTHER = 0, /* not the evidence path: relayed to the application */
     WELLKNOWN_NONCE,     /* the evidence path with a valid nonce, decoded into nonce[] */
+    WELLKNOWN_SESSION,   /* the same with session_nonce=: the document's nonce is derived from
+                            it and the TLS session (tls_session_nonce()) */
     WELLKNOWN_BAD_NONCE, /* the evidence path with anything else for a query: 400 */
 };
 
 /**
- * Classifies a request target (not NUL-terminated). The query must be exactly "nonce=" and 64
- * lowercase hex digits: no other parameter, no uppercase, no other length. The nonce is never
- * replaced by another one.
+ * Classifies a request target (not NUL-terminated). The query must be exactly "nonce=" (or
+ * "session_nonce=") and 64 lowercase hex digits: no other parameter, no uppercase, no other
+ * length. The nonce is never replaced by another one.
  */
 enum wellknown_target wellknown_parse(const char *target, size_t len,
                                       uint8_t nonce[WELLKNOWN_NONCE_LEN]);

@@ -49,6 +49,7 @@ struct attest_job {
 #define REASON_CERT_MARGIN "certificate_expires_within_margin"
 #define REASON_INTERNAL    "internal_error"
 #define REASON_STALE       "configuration_changed"
+#define REASON_SESSION     "session_binding_unavailable"
 
 /* The hex of the first bytes of `b` that fit `cap` with the NUL. */
 static void hex_prefix(const uint8_t *b, size_t n, char *out, size_t cap)
@@ -73,7 +74,9 @@ static void log_attestation(struct attest_job *job, const char *verdict, const c
     log_event(ok ? LOG_LEVEL_INFO : LOG_LEVEL_WARN, "attestation", "service", up->svc->name, "pin",
               pin, "pcr0", pcr0, "module_id", sum != NULL ? sum->module_id : "", "verdict", verdict,
               "reason", reason, "message", message, "freshness",
-              cfg->nonce == NONCE_QUERY ? "nonce" : "max_age only (the profile sends no nonce)",
+              cfg->nonce == NONCE_SESSION ? "nonce, bound to the TLS session"
+              : cfg->nonce == NONCE_QUERY ? "nonce"
+                                          : "max_age only (the profile sends no nonce)",
               "tls", tls_version(&up->tls), "duration_ms", dur, NULL);
     audit_attestation(up->svc->proxy->env.audit, up->svc->name, job->body, job->body_len, up->pin,
                       sum != NULL ? sum->pcr_mask : 0, sum != NULL ? sum->pcrs : NULL, verdict,
@@ -149,6 +152,7 @@ static void verify_evidence(struct attest_job *job)
     struct verify_request req;
     struct verify_result res;
     struct attest_outcome o;
+    uint8_t session_nonce[TLS_SESSION_NONCE_LEN];
     unsigned status = job->parser.ll.status_code;
     int rc;
 
@@ -168,6 +172,16 @@ static void verify_evidence(struct attest_job *job)
     req.now_ms = clock_wall_ms();
     req.nonce = job->nonce_len > 0 ? job->nonce : NULL;
     req.nonce_len = job->nonce_len;
+    if (cfg->nonce == NONCE_SESSION) {
+        /* The document must carry the nonce of this TLS session, not the one we sent. */
+        const char *why = NULL;
+        if (tls_session_nonce(&up->tls, job->nonce, job->nonce_len, session_nonce, &why) < 0) {
+            fail_unavailable(job, REASON_SESSION, why);
+            return;
+        }
+        req.nonce = session_nonce;
+        req.nonce_len = sizeof(session_nonce);
+    }
     req.binding = cfg->binding;
     req.peer_cert = tls_peer_cert(&up->tls);
     memset(&res, 0, sizeof(res));
@@ -402,7 +416,7 @@ int attest_start(struct upstream *up, attest_done_cb done, void *arg)
     http1_parser_init(&job->parser, HTTP_RESPONSE, HTTP1_RESPONSE_HEAD_MAX,
                       HTTP1_RESPONSE_HEADERS_MAX, &response_cbs, job);
 
-    if (cfg->nonce == NONCE_QUERY) {
+    if (cfg->nonce != NONCE_NONE) {
         job->nonce_len = cfg->nonce_bytes < NONCE_MAX ? cfg->nonce_bytes : NONCE_MAX;
         if (RAND_bytes(job->nonce, (int)job->nonce_len) != 1) {
             rc = -EIO;
@@ -416,8 +430,8 @@ int attest_start(struct upstream *up, attest_done_cb done, void *arg)
     if (job->nonce_len > 0) {
         char hex[2 * NONCE_MAX + 1];
         hex_prefix(job->nonce, job->nonce_len, hex, sizeof(hex));
-        w = snprintf(req + n, cap - n, "%snonce=%s", strchr(cfg->evidence_path, '?') ? "&" : "?",
-                     hex);
+        w = snprintf(req + n, cap - n, "%s%snonce=%s", strchr(cfg->evidence_path, '?') ? "&" : "?",
+                     cfg->nonce == NONCE_SESSION ? "session_" : "", hex);
         if (w < 0 || (size_t)w >= cap - n)
             goto out_free;
         n += (size_t)w;

@@ -391,6 +391,44 @@ int tls_peer_pin(const struct tls_conn *t, bool cert_hash, uint8_t out[32])
     return rc;
 }
 
+int tls_session_nonce(const struct tls_conn *t, const uint8_t *nonce, size_t len,
+                      uint8_t out[TLS_SESSION_NONCE_LEN], const char **why)
+{
+    static const char label[] = TLS_SESSION_LABEL;
+    uint8_t exported[TLS_SESSION_NONCE_LEN];
+    unsigned mdlen = 0;
+    EVP_MD_CTX *md;
+    int ok;
+
+    if (t->ssl == NULL || !SSL_is_init_finished(t->ssl)) {
+        *why = "the TLS handshake is not complete";
+        return -EPROTO;
+    }
+    if (SSL_version(t->ssl) < TLS1_3_VERSION && SSL_get_extms_support(t->ssl) != 1) {
+        *why = "session-bound evidence needs TLS 1.3, or TLS 1.2 with the extended master secret";
+        return -EPROTO;
+    }
+    if (SSL_export_keying_material(t->ssl, exported, sizeof(exported), label, sizeof(label) - 1,
+                                   NULL, 0, 0) != 1) {
+        ERR_clear_error();
+        *why = "the TLS exporter failed";
+        return -EIO;
+    }
+    md = EVP_MD_CTX_new();
+    ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+         EVP_DigestUpdate(md, nonce, len) == 1 &&
+         EVP_DigestUpdate(md, exported, sizeof(exported)) == 1 &&
+         EVP_DigestFinal_ex(md, out, &mdlen) == 1 && mdlen == TLS_SESSION_NONCE_LEN;
+    EVP_MD_CTX_free(md);
+    OPENSSL_cleanse(exported, sizeof(exported));
+    if (!ok) {
+        ERR_clear_error();
+        *why = "hashing the session nonce failed";
+        return -EIO;
+    }
+    return 0;
+}
+
 const char *tls_error_string(char *buf, size_t cap)
 {
     unsigned long e = ERR_get_error();

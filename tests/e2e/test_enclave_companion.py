@@ -185,11 +185,11 @@ def start_companion(tmp_path, chain_dir, app):
         c.stop()
 
 
-def daemon_conf(chain_dir, port, upstream_port, pcrs=PCRS, extra=""):
+def daemon_conf(chain_dir, port, upstream_port, pcrs=PCRS, extra="", profile="native"):
     meas = "\n    ".join(f"pcr{i}={v}" for i, v in sorted(pcrs.items()))
     return (f"[daemon]\nlog_level = debug\nroot_ca = {chain_dir}/root.pem\n\n"
             f"[service demo]\nlisten = 127.0.0.1:{port}\nupstream = 127.0.0.1:{upstream_port}\n"
-            f"profile = native\nwarm_attestation = no\nmeasurement = {meas}\n" + extra)
+            f"profile = {profile}\nwarm_attestation = no\nmeasurement = {meas}\n" + extra)
 
 
 def session():
@@ -202,10 +202,10 @@ def session():
 def chain(start_daemon, start_companion, chain_dir):
     """(daemon URL, companion, daemon) for the whole chain with the test backend."""
 
-    def _make(companion=None, pcrs=PCRS, extra_daemon=""):
+    def _make(companion=None, pcrs=PCRS, extra_daemon="", profile="native"):
         comp = companion or start_companion()
         port = free_port()
-        d = start_daemon(daemon_conf(chain_dir, port, comp.port, pcrs, extra_daemon))
+        d = start_daemon(daemon_conf(chain_dir, port, comp.port, pcrs, extra_daemon, profile))
         return f"http://127.0.0.1:{port}", comp, d
 
     return _make
@@ -320,6 +320,70 @@ def test_attest_cli_accepts_the_companion(start_companion, chain_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["pin"] == "sha256:" + comp.pin()
+
+
+def test_session_bound_evidence_through_the_chain(chain, app):
+    """native-session: the companion derives the document's nonce from the client's nonce and
+    the TLS session, and the daemon accepts exactly that."""
+    url, comp, daemon = chain(profile="native-session")
+    with session() as s:
+        r = s.get(url + "/hello", timeout=30)
+    assert r.status_code == 200, r.text
+    log = daemon.log()
+    assert log.count("verdict=verified") == 1, log
+    assert 'freshness="nonce, bound to the TLS session"' in log
+    assert "session_bound=yes" in comp.log()
+    # The plain native profile still works against the same companion.
+    url2, _, daemon2 = chain(companion=comp)
+    with session() as s:
+        assert s.get(url2 + "/hello", timeout=30).status_code == 200
+    assert "session_bound=no" in comp.log()
+
+
+def test_session_nonce_matches_an_independent_derivation(start_companion):
+    """The document's nonce is SHA-256(session_nonce || TLS exporter), the exporter taken by
+    `openssl s_client` on its side of the same connection (evidence-protocol.md §12)."""
+    import cbor2
+    comp = start_companion()
+    nonce = os.urandom(32)
+    req = (f"GET /.well-known/nitro-attestation?session_nonce={nonce.hex()} HTTP/1.1\r\n"
+           "Host: enclave\r\nConnection: close\r\n\r\n").encode()
+    for version in ("-tls1_3", "-tls1_2"):
+        r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{comp.port}", version,
+                            "-keymatexport", "EXPORTER-nitro-attestation-session",
+                            "-keymatexportlen", "32", "-ign_eof"],
+                           input=req, capture_output=True, timeout=30)
+        out = r.stdout
+        m = re.search(rb"Keying material: ([0-9A-Fa-f]{64})", out)
+        assert m, out[:2000]
+        exported = bytes.fromhex(m.group(1).decode())
+        head, _, body = out[out.index(b"HTTP/1.1 "):].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+        doc = cbor2.loads(body[:length])
+        payload = cbor2.loads(doc[2])
+        assert payload["nonce"] == hashlib.sha256(nonce + exported).digest(), version
+        assert payload["nonce"] != nonce
+
+
+def test_session_bound_evidence_needs_the_extended_master_secret(start_companion, tmp_path):
+    """On TLS 1.2 without the extended master secret two sessions can share a master secret
+    (a relay can make them), so the exporter binds nothing: 400, no document."""
+    comp = start_companion()
+    req = (f"GET /.well-known/nitro-attestation?session_nonce={'ab' * 32} HTTP/1.1\r\n"
+           "Host: enclave\r\nConnection: close\r\n\r\n").encode()
+    # OpenSSL 3.0's s_client has no -no_ems: the option comes from a configuration file.
+    conf = tmp_path / "no-ems.cnf"
+    conf.write_text("openssl_conf = c\n[c]\nssl_conf = s\n[s]\nsystem_default = d\n"
+                    "[d]\nOptions = -ExtendedMasterSecret\n")
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{comp.port}", "-tls1_2",
+                        "-ign_eof"], input=req, capture_output=True, timeout=30,
+                       env=dict(os.environ, OPENSSL_CONF=str(conf)))
+    assert b"Extended master secret: no" in r.stdout, r.stdout[:3000]
+    out = r.stdout[r.stdout.index(b"HTTP/1.1 "):]
+    assert out.startswith(b"HTTP/1.1 400 "), out[:300]
+    assert b"extended master secret" in out
+    assert "event=evidence" not in comp.log()
 
 
 # ---- The companion on its own -----------------------------------------------------------------

@@ -228,9 +228,14 @@ class Sim:
     async def evidence(self, w, profile, query):
         self.stats["evidence_requests"] += 1
         nonce = None
-        if "nonce" in query:
+        # session_nonce (session-bound evidence, docs/evidence-protocol.md §12) is taken as it
+        # comes, not bound to the TLS session: Python's ssl has no TLS exporter. The document
+        # is then what a relay forwarding the request to a real enclave would get back, and
+        # the daemon must refuse it; the companion (daemon/enclave/) implements the binding.
+        key = "session_nonce" if "session_nonce" in query else "nonce"
+        if key in query:
             try:
-                nonce = bytes.fromhex(query["nonce"][0])
+                nonce = bytes.fromhex(query[key][0])
             except ValueError:
                 return await send(w, 400, {"Content-Type": "text/plain"}, b"bad nonce\n")
         if self.mode == "evidence_delay":

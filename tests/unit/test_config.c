@@ -225,15 +225,22 @@ static void test_upstream_authority(void **state)
 
 static void test_profiles_and_overrides(void **state)
 {
-    struct config *cfg = load_ok("[service a]\nlisten = 127.0.0.1:1\nupstream = 10.0.0.1:443\n"
-                                 "profile = nitriding\nmeasurement = pcr0=" PCR_A "\n"
-                                 "[service b]\nlisten = 127.0.0.1:2\nupstream = h:1\n"
-                                 "binding = cert_sha256\nprofile = blindai\n"
-                                 "measurement = pcr0=" PCR_A "\n"
-                                 "[service c]\nlisten = unix:/tmp/c.sock\nupstream = h:1\n"
-                                 "profile = evervault\nnonce = query\nnonce_bytes = 16\n"
-                                 "evidence_path = /att\nmeasurement = pcr0=" PCR_A "\n");
+    struct config *cfg =
+        load_ok("[service a]\nlisten = 127.0.0.1:1\nupstream = 10.0.0.1:443\n"
+                "profile = nitriding\nmeasurement = pcr0=" PCR_A "\n"
+                "[service b]\nlisten = 127.0.0.1:2\nupstream = h:1\n"
+                "binding = cert_sha256\nprofile = blindai\n"
+                "measurement = pcr0=" PCR_A "\n"
+                "[service c]\nlisten = unix:/tmp/c.sock\nupstream = h:1\n"
+                "profile = evervault\nnonce = query\nnonce_bytes = 16\n"
+                "evidence_path = /att\nmeasurement = pcr0=" PCR_A "\n"
+                "[service d]\nlisten = 127.0.0.1:4\nupstream = h:1\n"
+                "profile = native-session\nmeasurement = pcr0=" PCR_A "\n"
+                "[service e]\nlisten = 127.0.0.1:5\nupstream = h:1\n"
+                "nonce = session\nnonce_bytes = 48\nmeasurement = pcr0=" PCR_A "\n");
     const struct service_config *a = config_find_service(cfg, "a");
+    const struct service_config *d = config_find_service(cfg, "d");
+    const struct service_config *e = config_find_service(cfg, "e");
     const struct service_config *b = config_find_service(cfg, "b");
     const struct service_config *c = config_find_service(cfg, "c");
     (void)state;
@@ -247,6 +254,14 @@ static void test_profiles_and_overrides(void **state)
     assert_int_equal(c->nonce, NONCE_QUERY);
     assert_int_equal(c->nonce_bytes, 16);
     assert_string_equal(c->evidence_path, "/att");
+    assert_int_equal(d->nonce, NONCE_SESSION); /* native-session: native, session-bound */
+    assert_int_equal(d->nonce_bytes, 32);
+    assert_int_equal(d->binding, BINDING_SPKI_SHA256);
+    assert_string_equal(d->evidence_path, "/.well-known/nitro-attestation");
+    assert_int_equal(e->profile, PROFILE_NATIVE);
+    assert_int_equal(e->nonce, NONCE_SESSION);
+    assert_int_equal(e->nonce_bytes, 48);
+    assert_string_equal(config_nonce_name(e->nonce), "session");
     config_free(cfg);
 }
 

@@ -30,6 +30,9 @@ static void test_valid_nonce_is_decoded(void **state)
                            nonce),
                      WELLKNOWN_NONCE);
     assert_int_equal(nonce[31], 0xff);
+    memset(nonce, 0, sizeof(nonce));
+    assert_int_equal(parse(WELLKNOWN_PATH "?session_nonce=" HEX64, nonce), WELLKNOWN_SESSION);
+    assert_memory_equal(nonce, want, 32);
 }
 
 static void test_bad_nonces_are_refused(void **state)
@@ -49,6 +52,14 @@ static void test_bad_nonces_are_refused(void **state)
         WELLKNOWN_PATH "?nonce=+00102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
         WELLKNOWN_PATH "?nonce=%30102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
         WELLKNOWN_PATH "?nonce=" HEX64 "#",
+        WELLKNOWN_PATH "?session_nonce=" HEX64 "0", /* 65 digits */
+        WELLKNOWN_PATH "?session_nonce=" HEX64 "&nonce=" HEX64,
+        WELLKNOWN_PATH "?Session_nonce=" HEX64,
+        WELLKNOWN_PATH "?session-nonce=" HEX64,
+        WELLKNOWN_PATH "?sessionXnonce=" HEX64,
+        WELLKNOWN_PATH "?xxxxxxxxnonce=" HEX64,
+        WELLKNOWN_PATH
+        "?session_nonce=000102030405060708090A0B0C0D0E0F101112131415161718191a1b1c1d1e1f",
     };
     uint8_t nonce[32];
     (void)state;

@@ -3,8 +3,10 @@
  * (bytes pumped by hand, no sockets): handshake, SNI (names only, never IP literals), TLS 1.2
  * minimum, any certificate accepted (trust comes from attestation), both pin kinds, data both
  * ways, the queues (large writes sent in pieces, input fed a byte at a time, buffers released
- * and allocated again), session capture and resumption, renegotiation refused.
+ * and allocated again), session capture and resumption, renegotiation refused, the
+ * session-bound evidence nonce.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -451,6 +453,79 @@ static void test_tls_1_2_renegotiation_is_refused(void **state)
     SSL_CTX_free(ctx);
 }
 
+/* SHA-256(nonce || TLS-Exporter(TLS_SESSION_LABEL, no context, 32)) of `ssl`, computed here
+ * straight from OpenSSL: what the other side of the connection derives. */
+static void expected_session_nonce(SSL *ssl, const uint8_t *nonce, size_t len, uint8_t out[32])
+{
+    uint8_t e[32], buf[64 + 32];
+    unsigned mdlen = 0;
+    assert_int_equal(SSL_export_keying_material(ssl, e, sizeof(e), TLS_SESSION_LABEL,
+                                                strlen(TLS_SESSION_LABEL), NULL, 0, 0),
+                     1);
+    memcpy(buf, nonce, len);
+    memcpy(buf + len, e, sizeof(e));
+    assert_int_equal(EVP_Digest(buf, len + sizeof(e), out, &mdlen, EVP_sha256(), NULL), 1);
+}
+
+/* One session's nonce for `nonce` on the client side, checked against the server's. Returns
+ * what tls_session_nonce() returned. */
+static int session_nonce_of(int max_version, bool no_ems, const uint8_t nonce[32], uint8_t out[32])
+{
+    char err[256];
+    const char *why = NULL;
+    struct server s;
+    struct peer p;
+    struct tls_conn c;
+    SSL_CTX *ctx = tls_client_ctx_new(err, sizeof(err));
+    uint8_t server_side[32];
+    int rc;
+    assert_non_null(ctx);
+    server_init(&s, max_version);
+    if (max_version != 0) {
+        SSL_CTX_set_security_level(s.ctx, 1);
+        SSL_CTX_set_min_proto_version(s.ctx, TLS1_2_VERSION);
+    }
+    if (no_ems)
+        SSL_CTX_set_options(s.ctx, SSL_OP_NO_EXTENDED_MASTER_SECRET);
+    peer_init(&p, &s);
+    assert_int_equal(tls_conn_init(&c, ctx, "enclave.example", NULL, NULL, NULL), 0);
+    /* Before the handshake there is no session to bind to. */
+    assert_int_equal(tls_session_nonce(&c, nonce, 32, out, &why), -EPROTO);
+    assert_int_equal(handshake(&c, &p), TLS_OK);
+    rc = tls_session_nonce(&c, nonce, 32, out, &why);
+    if (rc == 0) {
+        expected_session_nonce(p.ssl, nonce, 32, server_side);
+        assert_memory_equal(out, server_side, 32);
+    } else {
+        assert_non_null(why);
+    }
+    tls_conn_free(&c);
+    SSL_free(p.ssl);
+    server_free(&s);
+    SSL_CTX_free(ctx);
+    return rc;
+}
+
+/* Session-bound evidence: both ends derive the same document nonce from the client's nonce and
+ * their session; another session, or another client nonce, gives another one; TLS 1.2 only with
+ * the extended master secret (without it, a relay can give two sessions one master secret). */
+static void test_session_nonce_binds_the_session(void **state)
+{
+    uint8_t n1[32], n2[32], a[32], b[32], c2[32], d[32];
+    (void)state;
+    memset(n1, 0x11, sizeof(n1));
+    memset(n2, 0x11, sizeof(n2));
+    n2[31] = 0x12;
+    assert_int_equal(session_nonce_of(0, false, n1, a), 0);
+    assert_int_equal(session_nonce_of(0, false, n1, b), 0);
+    assert_memory_not_equal(a, b, 32); /* same nonce, another session */
+    assert_memory_not_equal(a, n1, 32);
+    assert_int_equal(session_nonce_of(0, false, n2, c2), 0);
+    assert_memory_not_equal(a, c2, 32);
+    assert_int_equal(session_nonce_of(TLS1_2_VERSION, false, n1, d), 0);
+    assert_int_equal(session_nonce_of(TLS1_2_VERSION, true, n1, d), -EPROTO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -460,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_session_kept_and_resumed_with_the_same_pin),
         cmocka_unit_test(test_tls_1_1_is_refused),
         cmocka_unit_test(test_tls_1_2_renegotiation_is_refused),
+        cmocka_unit_test(test_session_nonce_binds_the_session),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
