@@ -9,6 +9,7 @@
  */
 #include <assert.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "base/log.h"
 #include "proxy/attest.h"
@@ -74,12 +75,26 @@ void acquire__upstream_failed(struct client *c, const char *msg)
 
 static void start_attest(struct client *c, struct upstream *up);
 
+/* The 503 message while the key is negative-cached: with the reason of its failure when that is
+ * the service's last one, so that a client sees why (a policy mismatch, say) and not only that
+ * it failed "recently". */
+static void refused_message(const struct upstream *up, unsigned s, char *msg, size_t cap)
+{
+    const struct pin_failure *f = &up->svc->pins.last_failure;
+    if (f->set && f->has_pin && memcmp(f->pin, up->pin, PIN_LEN) == 0 && f->message[0] != '\0')
+        snprintf(msg, cap, "the enclave's key failed attestation recently (%s); it is retried in %u s",
+                 f->message, s);
+    else
+        snprintf(msg, cap, "the enclave's key failed attestation recently; it is retried in %u s",
+                 s);
+}
+
 /* The connection is open: pass the gate, or attest first. */
 static void gate(struct client *c, struct upstream *up)
 {
     uint64_t retry_ms = 0;
     enum gate_verdict v;
-    char msg[192];
+    char msg[VERIFY_REASON_MAX + 384];
     unsigned s;
 
     /* Ownership: the connection is this exchange's, just connected or just attested. */
@@ -113,8 +128,10 @@ static void gate(struct client *c, struct upstream *up)
     }
     s = (unsigned)((retry_ms + 999) / 1000);
     c->ex.up = up;
-    snprintf(msg, sizeof(msg),
-             "the enclave's key failed attestation recently; it is retried in %u s", s);
+    if (v == GATE_REFUSED)
+        refused_message(up, s, msg, sizeof(msg));
+    else
+        snprintf(msg, sizeof(msg), "the upstream connection is not in a state to carry a request");
     exchange__respond_error(
         c, v == GATE_REFUSED ? PROXY_ERR_ATTESTATION_UNAVAILABLE : PROXY_ERR_UPSTREAM_UNREACHABLE,
         msg, s, false);
