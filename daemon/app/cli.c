@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "base/config.h"
 #include "ops/health_cmd.h"
+#include "verify/verifier.h"
 
 #define DEFAULT_CONFIG ATTESTPROXY_SYSCONFDIR "/attestproxy/attestproxy.conf"
 
@@ -157,6 +158,7 @@ static int cmd_check_config(int argc, char **argv)
     const char *path = DEFAULT_CONFIG;
     char err[CONFIG_ERROR_MAX];
     struct config *cfg;
+    struct verifier *verifier;
     bool reference = false;
     int rc = parse_config_opts(argc, argv, usage_check, &path, &reference);
     if (rc >= 0)
@@ -178,6 +180,15 @@ static int cmd_check_config(int argc, char **argv)
         config_free(cfg);
         return EXIT_USAGE;
     }
+    /* The trust root is loaded as `run` would load it: a root_ca that cannot be read or holds
+     * no single certificate makes `run` exit 2, so it fails the check too. */
+    verifier = verifier_new(cfg->daemon.root_ca[0] ? cfg->daemon.root_ca : NULL, err, sizeof(err));
+    if (verifier == NULL) {
+        fprintf(stderr, "%s: %s\n", path, err);
+        config_free(cfg);
+        return EXIT_USAGE;
+    }
+    verifier_free(verifier);
     config_print(cfg, stdout);
     config_warnings(cfg, print_warning, NULL);
     config_free(cfg);

@@ -443,12 +443,14 @@ static int daemon_open(struct daemon *d, const char *config_path, bool serving)
     sigaction(SIGPIPE, &sa, NULL);
 
     /* The trust anchor must load, or nothing can ever be attested: exit rather than run a
-     * proxy that can only refuse. */
+     * proxy that can only refuse. A root_ca that cannot be read is a configuration error (exit
+     * 2: the unit's RestartPreventExitStatus keeps systemd from restarting into it again). */
     d->verifier =
         verifier_new(d->cfg->daemon.root_ca[0] ? d->cfg->daemon.root_ca : NULL, err, sizeof(err));
     if (d->verifier == NULL) {
         log_event(LOG_LEVEL_ERROR, "trust_root_failed", "error", err, NULL);
-        goto out_free_config;
+        config_free(d->cfg);
+        return EXIT_USAGE;
     }
     log_event(LOG_LEVEL_INFO, "trust_root", "root_ca",
               d->cfg->daemon.root_ca[0] ? d->cfg->daemon.root_ca : "compiled-in AWS Root-G1", NULL);
@@ -495,7 +497,6 @@ out_free_metrics:
     metrics_free(d->metrics);
 out_free_verifier:
     verifier_free(d->verifier);
-out_free_config:
     config_free(d->cfg);
     return EXIT_RUNTIME;
 }

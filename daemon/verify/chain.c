@@ -710,7 +710,9 @@ static X509 *load_pem_root(const char *path, char *err, size_t cap)
     X509 *extra = NULL;
 
     if (bio == NULL) {
-        snprintf(err, cap, "root_ca %s: cannot open", path);
+        int e = errno;
+        snprintf(err, cap, "root_ca %s: cannot open: %s", path, e != 0 ? strerror(e) : "error");
+        ERR_clear_error();
         goto out;
     }
     root = PEM_read_bio_X509(bio, NULL, NULL, NULL);

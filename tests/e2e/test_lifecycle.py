@@ -174,14 +174,20 @@ def test_policy_file_not_watched_when_disabled(tmp_path, start_daemon):
     assert d.wait_exit() == 0
 
 
-def test_unloadable_root_ca_exits_1(tmp_path, run_cli):
+def test_unloadable_root_ca_is_a_configuration_error(tmp_path, run_cli):
+    """Exit 2 from run (the unit's RestartPreventExitStatus=2: no restart loop) and from
+    check-config, which loads the root as run does; a missing file says why."""
     bad = tmp_path / "root.pem"
     bad.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
-    conf = tmp_path / "c.conf"
-    conf.write_text(minimal_config(extra_daemon=f"root_ca = {bad}\n"))
-    r = run_cli("run", "-c", conf)
-    assert r.returncode == 1
-    assert b"event=trust_root_failed" in r.stderr
+    for root, why in ((bad, b"no PEM certificate"),
+                      (tmp_path / "missing.pem", b"cannot open: No such file or directory")):
+        conf = tmp_path / "c.conf"
+        conf.write_text(minimal_config(extra_daemon=f"root_ca = {root}\n"))
+        r = run_cli("run", "-c", conf)
+        assert r.returncode == 2, r.stderr
+        assert b"event=trust_root_failed" in r.stderr and why in r.stderr, r.stderr
+        r = run_cli("check-config", "-c", conf)
+        assert r.returncode == 2 and why in r.stderr, r.stderr
 
 
 def test_reload_with_unloadable_root_ca_keeps_running(tmp_path, start_daemon):
