@@ -138,6 +138,14 @@ static void on_sigterm(uv_signal_t *h, int signum)
 static void reload_with_notify(struct daemon *d)
 {
     char status[SDNOTIFY_STATUS_MAX];
+    if (!d->ready_sent) {
+        /* Still starting (ready_requires_attestation, no attested pin yet): RELOADING=1 and
+         * READY=1 would tell systemd the start is over. Reload, and let the readiness check
+         * send READY=1 when the daemon really is ready. */
+        daemon_reload(d);
+        daemon_check_ready(d);
+        return;
+    }
     sdnotify_reloading(&d->sn, "reloading configuration");
     daemon_reload(d);
     /* systemd waits for READY=1 after RELOADING=1 whether or not the reload succeeded. */

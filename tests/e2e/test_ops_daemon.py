@@ -188,6 +188,19 @@ def test_readyz_waits_for_attestation_when_configured(tmp_path, notify, monkeypa
         with pytest.raises(AssertionError):
             notify.wait_for("READY=1", timeout=1.0)
         assert http_get(admin, "/healthz")[0] == 200
+        # A reload while still starting sends neither RELOADING=1 nor READY=1: READY=1 would
+        # end the start (units ordered After= it would start) with nothing attested.
+        d.signal(signal.SIGHUP)
+        d.wait_log("event=reload_applied")
+        seen = []
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            try:
+                seen.append(notify.recv(max(0.05, deadline - time.monotonic())))
+            except socket.timeout:
+                break
+        assert not [m for m in seen if m.startswith(("READY=1", "RELOADING=1"))], seen
+        assert http_get(admin, "/readyz")[0] == 503
     finally:
         d.stop()
 
