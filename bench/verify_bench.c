@@ -185,8 +185,8 @@ static double session_nonce_us(int iterations)
     const char *why = NULL;
     double t0, us = -1;
 
-    if (cctx != NULL && sctx != NULL && key != NULL && x != NULL &&
-        X509_set_pubkey(x, key) == 1 && X509_gmtime_adj(X509_getm_notBefore(x), 0) != NULL &&
+    if (cctx != NULL && sctx != NULL && key != NULL && x != NULL && X509_set_pubkey(x, key) == 1 &&
+        X509_gmtime_adj(X509_getm_notBefore(x), 0) != NULL &&
         X509_gmtime_adj(X509_getm_notAfter(x), 3600) != NULL &&
         X509_sign(x, key, EVP_sha384()) > 0 && SSL_CTX_use_certificate(sctx, x) == 1 &&
         SSL_CTX_use_PrivateKey(sctx, key) == 1)

@@ -229,6 +229,20 @@ static void describe_admin(const struct config *cfg, char *out, size_t cap)
         snprintf(out, cap, "none");
 }
 
+/* Whether a reload from `old` to `fresh` changes what is trusted (the trust root aside): a
+ * service added or removed, or one whose policy, evidence profile or upstream differs. */
+static bool trust_changed(const struct config *old, const struct config *fresh)
+{
+    if (old->n_services != fresh->n_services)
+        return true;
+    for (size_t i = 0; i < fresh->n_services; i++) {
+        const struct service_config *was = config_find_service(old, fresh->services[i].name);
+        if (was == NULL || proxy_attestation_change(was, &fresh->services[i]) != NULL)
+            return true;
+    }
+    return false;
+}
+
 /* One "reload" record in the audit log. */
 static void audit_reload(struct daemon *d, const char *result, const char *error)
 {
@@ -273,6 +287,7 @@ int daemon_reload(struct daemon *d)
         log_event(LOG_LEVEL_ERROR, "reload_rejected", "config", d->cfg->path, "error", err,
                   "action", "keeping the running configuration", NULL);
         audit_reload(d, "rejected", err);
+        metrics_inc_reload(d->metrics, false);
         config_free(fresh);
         return rc;
     }
@@ -295,6 +310,7 @@ int daemon_reload(struct daemon *d)
         log_event(LOG_LEVEL_ERROR, "reload_rejected", "config", d->cfg->path, "error", err,
                   "action", "keeping the running configuration", NULL);
         audit_reload(d, "rejected", err);
+        metrics_inc_reload(d->metrics, false);
         admin_close(admin, NULL, NULL);
         verifier_free(v);
         config_free(fresh);
@@ -321,8 +337,10 @@ int daemon_reload(struct daemon *d)
     }
     old = d->cfg;
     d->cfg = fresh;
-    d->generation++;
+    if (root_changed || trust_changed(old, fresh))
+        d->generation++;
     metrics_set_policy_generation(d->metrics, d->generation);
+    metrics_inc_reload(d->metrics, true);
     apply_logging(fresh);
     restart_watch(d);
     /* The proxy applies the new configuration and takes ownership of `old`, freeing it once no

@@ -32,7 +32,7 @@ struct daemon {
     struct verifier *verifier; /* trusts exactly one root (compiled-in or root_ca) */
     struct proxy *proxy;       /* listeners, connections, pools, attested key sets */
     struct watch *watch;       /* policy files watched for changes */
-    uint64_t generation;       /* bumped on every applied configuration or policy change */
+    uint64_t generation;       /* bumped by a reload that changes what is trusted */
     uv_signal_t sig_term;
     uv_signal_t sig_int;
     uv_signal_t sig_hup;

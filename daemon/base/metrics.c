@@ -47,6 +47,7 @@ struct metrics {
     char reasons[METRICS_REASONS_MAX][METRICS_REASON_NAME_MAX];
     size_t n_reasons;
     uint64_t policy_generation;
+    uint64_t reloads[2]; /* [0] rejected, [1] applied */
 };
 
 /* ---- Label names ----------------------------------------------------------------------------- */
@@ -244,6 +245,12 @@ void metrics_set_policy_generation(struct metrics *m, uint64_t generation)
 {
     if (m != NULL)
         m->policy_generation = generation;
+}
+
+void metrics_inc_reload(struct metrics *m, bool applied)
+{
+    if (m != NULL)
+        m->reloads[applied ? 1 : 0]++;
 }
 
 void metrics_add_bytes(struct metrics_service *ms, enum metrics_direction d, uint64_t n)
@@ -546,8 +553,14 @@ static void render_pins(struct out *o, const struct metrics *m, uint64_t now_ms)
         }
     }
     out_family(o, "policy_generation", "gauge",
-               "Generation of the live configuration and policy; changes on every applied reload.");
+               "Generation of what is trusted: changes when a reload changes a policy, an evidence "
+               "profile, an upstream, the services or the trust root.");
     out_fmt(o, "attestproxy_policy_generation %llu\n", (unsigned long long)m->policy_generation);
+    out_family(o, "reloads_total", "counter", "Configuration reloads, applied or rejected.");
+    out_fmt(o, "attestproxy_reloads_total{result=\"applied\"} %llu\n",
+            (unsigned long long)m->reloads[1]);
+    out_fmt(o, "attestproxy_reloads_total{result=\"rejected\"} %llu\n",
+            (unsigned long long)m->reloads[0]);
 }
 
 static void render_traffic(struct out *o, const struct metrics *m)

@@ -155,8 +155,13 @@ void metrics_set_pin_expiry(struct metrics_service *ms, uint64_t earliest_expiry
  */
 void metrics_inc_bundle_refused(struct metrics_service *ms, const char *reason);
 
-/** attestproxy_policy_generation: bumped by every applied configuration or policy change. */
+/** attestproxy_policy_generation: bumped when what is trusted changes (a reload that changes a
+ *  service's policy, evidence profile or upstream, adds or removes a service, or changes the
+ *  trust root); a reload that changes nothing of that leaves it. */
 void metrics_set_policy_generation(struct metrics *m, uint64_t generation);
+
+/** attestproxy_reloads_total{result="applied"|"rejected"}: configuration reloads. */
+void metrics_inc_reload(struct metrics *m, bool applied);
 
 /** attestproxy_bytes_relayed_total{service,direction}: `n` body/header bytes relayed. */
 void metrics_add_bytes(struct metrics_service *ms, enum metrics_direction d, uint64_t n);

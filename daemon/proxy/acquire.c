@@ -82,7 +82,8 @@ static void refused_message(const struct upstream *up, unsigned s, char *msg, si
 {
     const struct pin_failure *f = &up->svc->pins.last_failure;
     if (f->set && f->has_pin && memcmp(f->pin, up->pin, PIN_LEN) == 0 && f->message[0] != '\0')
-        snprintf(msg, cap, "the enclave's key failed attestation recently (%s); it is retried in %u s",
+        snprintf(msg, cap,
+                 "the enclave's key failed attestation recently (%s); it is retried in %u s",
                  f->message, s);
     else
         snprintf(msg, cap, "the enclave's key failed attestation recently; it is retried in %u s",

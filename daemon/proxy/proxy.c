@@ -691,9 +691,7 @@ static void attach_listeners(struct proxy_service *svc)
     }
 }
 
-/* What was attested under `a` is meaningless under `b` when any of these differ. */
-static const char *attestation_change(const struct service_config *a,
-                                      const struct service_config *b)
+const char *proxy_attestation_change(const struct service_config *a, const struct service_config *b)
 {
     char da[POLICY_DIGEST_LEN], db[POLICY_DIGEST_LEN];
     policy_digest(&a->policy, da);
@@ -810,7 +808,7 @@ void proxy_reload(struct proxy *p, const struct config *old_cfg, bool root_chang
             service_stop(svc, "service removed");
             continue;
         }
-        change = root_changed ? "trust_root_changed" : attestation_change(svc->cfg, fresh);
+        change = root_changed ? "trust_root_changed" : proxy_attestation_change(svc->cfg, fresh);
         svc->cfg = fresh;
         if (!fresh->session_resumption && svc->resume.session != NULL) {
             SSL_SESSION_free(svc->resume.session);

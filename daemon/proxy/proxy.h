@@ -78,6 +78,14 @@ int proxy_prepare_reload(struct proxy *p, const struct config *fresh, char *err,
 void proxy_reload(struct proxy *p, const struct config *old_cfg, bool root_changed);
 
 /**
+ * Why what was attested for a service under `a` means nothing under `b`: "policy_changed"
+ * (measurement sets, allow_debug, max_age, clock_skew), "evidence_profile_changed",
+ * "upstream_changed", or NULL when none of it differs.
+ */
+const char *proxy_attestation_change(const struct service_config *a,
+                                     const struct service_config *b);
+
+/**
  * Stops accepting, closes idle client connections and pooled upstream connections at once and
  * lets in-flight exchanges finish for up to the daemon's shutdown_timeout, then closes the
  * rest. `done(env->ctx)` is called exactly once, from a close callback, after the last proxy

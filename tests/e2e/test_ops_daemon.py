@@ -15,12 +15,12 @@ import time
 
 import pytest
 
-from conftest import BIN, ROOT, Daemon, free_port, minimal_config
+from conftest import BIN, PCR_A, ROOT, Daemon, free_port, minimal_config
 
 SCHEMA = ROOT / "docs" / "attestation-status.schema.json"
 FAMILIES = ["requests_total", "upstream_connections_total", "upstream_connections_open",
             "pool_reuse_total", "attestations_total", "attestation_duration_seconds",
-            "pin_expiry_seconds", "policy_generation", "bytes_relayed_total",
+            "pin_expiry_seconds", "policy_generation", "reloads_total", "bytes_relayed_total",
             "enforcement_events_total", "client_connections_open", "build_info"]
 
 
@@ -218,7 +218,8 @@ def test_metrics_exposition_parses(ops_daemon):
     names = {n[:-len("_total")] if n.endswith("_total") else n for n in
              ("attestproxy_" + f for f in FAMILIES)}
     assert names <= set(families), names - set(families)
-    # The configuration the daemon started with is generation 0; each applied reload adds one.
+    # The configuration the daemon started with is generation 0; a reload that changes what is
+    # trusted adds one, any other applied reload only counts in reloads_total.
     assert [s.value for s in families["attestproxy_policy_generation"].samples] == [0]
     sample = [s for s in families["attestproxy_upstream_connections_open"].samples
               if s.labels == {"service": "demo"}]
@@ -228,11 +229,27 @@ def test_metrics_exposition_parses(ops_daemon):
                if s.labels.get("service") == "demo"}
     assert results == {"ok", "resolve_error", "connect_error", "connect_timeout", "tls_error"}
 
-    d.signal(signal.SIGHUP)
-    d.wait_log("event=reload_applied")
-    text = http_get(admin, "/metrics")[2].decode()
-    families = {f.name: f for f in prom.text_string_to_metric_families(text)}
-    assert [s.value for s in families["attestproxy_policy_generation"].samples] == [1]
+    def reload_and_read():
+        mark = len(d.log())
+        d.signal(signal.SIGHUP)
+        d.wait_log("event=reload_", start=mark)
+        text = http_get(admin, "/metrics")[2].decode()
+        fams = {f.name: f for f in prom.text_string_to_metric_families(text)}
+        reloads = {s.labels["result"]: s.value for s in fams["attestproxy_reloads"].samples
+                   if s.name == "attestproxy_reloads_total"}
+        return fams["attestproxy_policy_generation"].samples[0].value, reloads
+
+    # Unchanged file: applied, nothing trusted changed.
+    assert reload_and_read() == (0, {"applied": 1, "rejected": 0})
+    # Another measurement: the generation moves.
+    d.conf_path.write_text(d.conf_path.read_text().replace(PCR_A, "b" * 96))
+    assert reload_and_read() == (1, {"applied": 2, "rejected": 0})
+    # A log level only: applied, same generation.
+    d.conf_path.write_text(d.conf_path.read_text().replace("log_level = debug", "log_level = info"))
+    assert reload_and_read() == (1, {"applied": 3, "rejected": 0})
+    # An invalid file: rejected, same generation.
+    d.conf_path.write_text(d.conf_path.read_text() + "bogus_key = 1\n")
+    assert reload_and_read() == (1, {"applied": 3, "rejected": 1})
 
 
 def test_attestation_document_follows_the_schema(ops_daemon):

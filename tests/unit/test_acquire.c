@@ -97,10 +97,15 @@ static void test_negative_cached_key_gets_no_byte_at_all(void **state)
     hr_client_send(h, c, POST_B);
     hr_expect_client(
         h, c,
-        ERROR_HEAD("503 Service Unavailable", "210", "Retry-After: 30\r\nConnection: close\r\n")
-        "{\"error\":{\"code\":\"attestation_unavailable\",\"message\":\"the enclave's key failed "
-        "attestation recently (attestation failed: policy: pcrs match no measurement set (pcr0)); "
-        "it is retried in 30 s\",\"service\":\"demo\"}}\n",
+        ERROR_HEAD("503 Service Unavailable", "210",
+                   "Retry-After: 30\r\nConnection: close\r\n") "{\"error\":{\"code\":\"attestation_"
+                                                               "unavailable\",\"message\":\"the "
+                                                               "enclave's key failed "
+                                                               "attestation recently (attestation "
+                                                               "failed: policy: pcrs match no "
+                                                               "measurement set (pcr0)); "
+                                                               "it is retried in 30 "
+                                                               "s\",\"service\":\"demo\"}}\n",
         true);
     hr_wait_peer_closed(h, 1);
     assert_int_equal(h->n_conns, 2);

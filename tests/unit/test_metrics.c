@@ -29,6 +29,7 @@ static const char *const families[] = {
     "pin_expiry_seconds",
     "policy_bundle_refused_total",
     "policy_generation",
+    "reloads_total",
     "bytes_relayed_total",
     "enforcement_events_total",
     "client_connections_open",
@@ -264,6 +265,8 @@ static void test_empty_registry_has_every_family(void **state)
     assert_non_null(strstr(text, "# TYPE attestproxy_requests_total counter\n"));
     assert_non_null(strstr(text, "# TYPE attestproxy_pin_expiry_seconds gauge\n"));
     expect_series(text, "attestproxy_policy_generation", "0");
+    expect_series(text, "attestproxy_reloads_total{result=\"applied\"}", "0");
+    expect_series(text, "attestproxy_reloads_total{result=\"rejected\"}", "0");
     assert_non_null(strstr(text, "attestproxy_build_info{version=\""));
     free(text);
     metrics_free(m);
