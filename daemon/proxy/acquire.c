@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "proxy/attest.h"
 #include "proxy/client_internal.h"
@@ -183,6 +184,14 @@ static void start_attest(struct client *c, struct upstream *up)
                                 0, false);
 }
 
+/* A connection that never reached the enclave is the service's last failure too (as warm.c
+ * records it), so that /attestation's last_failure shows an enclave that is down while its
+ * pin is still fresh. */
+static void record_unreachable(struct client *c, enum proxy_error e, const char *msg)
+{
+    pinset_set_failure(&c->svc->pins, clock_wall_ms(), false, errors_code_name(e), msg, NULL);
+}
+
 static void on_connected(struct upstream *up, int status, void *arg)
 {
     struct client *c = arg;
@@ -190,12 +199,12 @@ static void on_connected(struct upstream *up, int status, void *arg)
     assert(c->ex.up == up && c->state == CLIENT_CONNECTING);
     if (status < 0) {
         char msg[256];
+        enum proxy_error e = upstream_proxy_refusal(up) != 0 ? PROXY_ERR_UPSTREAM_PROXY_REFUSED
+                                                             : PROXY_ERR_UPSTREAM_UNREACHABLE;
         snprintf(msg, sizeof(msg), "%s", upstream_failure(up));
         c->ex.up = NULL;
-        exchange__respond_error(c,
-                                upstream_proxy_refusal(up) != 0 ? PROXY_ERR_UPSTREAM_PROXY_REFUSED
-                                                                : PROXY_ERR_UPSTREAM_UNREACHABLE,
-                                msg, 0, false);
+        record_unreachable(c, e, msg);
+        exchange__respond_error(c, e, msg, 0, false);
         exchange__process_input(c);
         return;
     }
@@ -243,6 +252,7 @@ void acquire__upstream(struct client *c)
     if (rc < 0) {
         char msg[160];
         snprintf(msg, sizeof(msg), "cannot connect to the upstream: %s", uv_strerror(rc));
+        record_unreachable(c, PROXY_ERR_UPSTREAM_UNREACHABLE, msg);
         exchange__respond_error(c, PROXY_ERR_UPSTREAM_UNREACHABLE, msg, 0, false);
         return;
     }

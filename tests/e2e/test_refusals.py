@@ -1,9 +1,12 @@
 """Attestation failures refuse traffic with the right JSON error, and the simulator proves that
 no application request reached it (BRIEF §2, §6)."""
+import json
 import time
+import urllib.request
 
 import pytest
 
+from conftest import free_port
 from proxy_fixtures import on_demand
 
 
@@ -75,6 +78,24 @@ def test_unreachable_upstream(start_relay, start_sim):
     r = relay.get("/echo")
     assert r.status_code == 502
     assert r.json()["error"]["code"] == "upstream_unreachable"
+
+
+def test_an_enclave_that_goes_down_is_the_services_last_failure(start_relay):
+    """While the pin stays fresh, requests to an enclave that went away get 502
+    upstream_unreachable, and /attestation's last_failure says so (it stayed null)."""
+    admin = free_port()
+    relay = start_relay(extra_daemon=f"admin_listen = 127.0.0.1:{admin}\n")
+    assert relay.get("/echo").status_code == 200
+    relay.sim.stop()
+    r = relay.get("/echo")
+    assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_unreachable", r.text
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/attestation", timeout=10) as a:
+        svc = json.loads(a.read())["services"]["demo"]
+    failure = svc["last_failure"]
+    assert failure is not None, svc
+    assert failure["verdict"] == "error" and failure["reason"] == "upstream_unreachable", failure
+    assert "connection refused" in failure["message"], failure
+    assert svc["ready"] is True  # the attested key is still in force
 
 
 def test_an_interim_100_continue_keeps_first_byte_timeout(start_relay):
