@@ -230,6 +230,10 @@ int audit_cmd_main(int argc, char **argv)
         return AUDIT_CMD_OK;
     }
     if (argc < 3 || strcmp(argv[1], "verify") != 0) {
+        if (argc >= 2 && strcmp(argv[1], "verify") != 0)
+            fprintf(stderr, "attestproxy: audit: unknown subcommand '%s'\n", argv[1]);
+        else
+            fprintf(stderr, "attestproxy: audit verify: no FILE\n");
         fputs(usage, stderr);
         return AUDIT_CMD_USAGE;
     }
@@ -247,6 +251,8 @@ int audit_cmd_main(int argc, char **argv)
             fputs(usage, stdout);
             return AUDIT_CMD_OK;
         default:
+            fprintf(stderr, "attestproxy: audit verify: unknown option or missing value: %s\n",
+                    argv[optind]); /* getopt ran over argv + 1 */
             fputs(usage, stderr);
             return AUDIT_CMD_USAGE;
         }

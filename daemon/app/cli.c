@@ -212,7 +212,8 @@ static int cmd_attest(int argc, char **argv)
             fputs(usage_attest, stdout);
             return EXIT_OK;
         default:
-            fprintf(stderr, "attestproxy: attest: invalid option or missing argument\n");
+            fprintf(stderr, "attestproxy: attest: unknown option or missing value: %s\n",
+                    argv[optind - 1]);
             fputs(usage_attest, stderr);
             return EXIT_USAGE;
         }
@@ -267,7 +268,8 @@ int cli_main(int argc, char **argv)
         }
         cmd = find_command(argv[2]);
         if (cmd == NULL) {
-            fprintf(stderr, "attestproxy: unknown command '%s'\n", argv[2]);
+            fprintf(stderr, "attestproxy: unknown command '%s' (see attestproxy --help)\n",
+                    argv[2]);
             return EXIT_USAGE;
         }
         if (cmd->usage != NULL) {

@@ -314,7 +314,8 @@ int policy_cmd_main(int argc, char **argv)
             fputs(usage, stdout);
             return EXIT_OK;
         default:
-            fprintf(stderr, "attestproxy: policy: invalid option or missing argument\n");
+            fprintf(stderr, "attestproxy: policy %s: unknown option or missing value: %s\n", sub,
+                    argv[optind]); /* getopt ran over argv + 1 */
             fputs(usage, stderr);
             return EXIT_USAGE;
         }
@@ -328,7 +329,11 @@ int policy_cmd_main(int argc, char **argv)
         return cmd_verify(keys, n_keys, argv[optind]);
     if (strcmp(sub, "show") == 0 && optind + 1 == argc)
         return cmd_show(argv[optind]);
-    fprintf(stderr, "attestproxy: policy %s: wrong arguments\n", sub);
+    if (strcmp(sub, "keygen") != 0 && strcmp(sub, "sign") != 0 && strcmp(sub, "verify") != 0 &&
+        strcmp(sub, "show") != 0)
+        fprintf(stderr, "attestproxy: policy: unknown subcommand '%s'\n", sub);
+    else
+        fprintf(stderr, "attestproxy: policy %s: missing or extra arguments\n", sub);
     fputs(usage, stderr);
     return EXIT_USAGE;
 }

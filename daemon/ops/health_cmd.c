@@ -466,7 +466,8 @@ int health_cmd_main(int argc, char **argv)
             fputs(usage_health, stdout);
             return HEALTH_CMD_HEALTHY;
         default:
-            fprintf(stderr, "attestproxy health: invalid option or missing argument\n");
+            fprintf(stderr, "attestproxy health: unknown option or missing value: %s\n",
+                    argv[optind - 1]);
             fputs(usage_health, stderr);
             return HEALTH_CMD_USAGE;
         }

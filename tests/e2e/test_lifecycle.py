@@ -1,6 +1,8 @@
 """The daemon's lifecycle as an operator sees it: start, reload, stop, exit codes."""
 import signal
 
+import pytest
+
 from conftest import minimal_config
 
 
@@ -123,6 +125,24 @@ def test_usage_errors_exit_2(run_cli):
     assert run_cli("check-config", "--bogus").returncode == 2
     assert run_cli("check-config", "-c").returncode == 2
     assert run_cli("check-config", "-c", "a", "extra").returncode == 2
+
+
+@pytest.mark.parametrize("args,says", [
+    (("audit", "verify", "--bogus", "x"), b"unknown option or missing value: --bogus"),
+    (("audit", "verify", "--archive"), b"unknown option or missing value: --archive"),
+    (("audit", "frob"), b"unknown subcommand 'frob'"),
+    (("policy", "frob"), b"unknown subcommand 'frob'"),
+    (("policy", "verify", "--bogus", "x"), b"unknown option or missing value: --bogus"),
+    (("policy", "sign", "x"), b"policy sign: missing or extra arguments"),
+    (("health", "--bogus"), b"unknown option or missing value: --bogus"),
+    (("attest", "--bogus", "demo"), b"unknown option or missing value: --bogus"),
+    (("verify", "--bogus", "x"), b"--bogus"),
+    (("help", "bogus"), b"unknown command 'bogus' (see attestproxy --help)"),
+])
+def test_usage_errors_say_what_was_wrong(run_cli, args, says):
+    r = run_cli(*args)
+    assert r.returncode == 2
+    assert says in r.stderr, r.stderr
 
 
 def _policy_config(tmp_path, policy_text, port=None):
