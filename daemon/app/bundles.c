@@ -218,7 +218,10 @@ static void put_in_force(const struct config *cfg, struct service_config *svc,
     bundle_key_id(k->name, k->pub, svc->bundle.signer_id);
 }
 
-static void audit_policy(struct audit *audit, const struct service_config *svc, const char *source)
+/* Records the bundle put in force; a dry run (check-config, attest) applies nothing the daemon
+ * keeps, so it says "verified". */
+static void audit_policy(struct audit *audit, const struct service_config *svc, const char *source,
+                         unsigned flags)
 {
     char digest[65], id[9], issued[24], expires[24], ver[24];
     json_t *f;
@@ -233,9 +236,10 @@ static void audit_policy(struct audit *audit, const struct service_config *svc, 
                   "measurement_sets", (json_int_t)svc->policy.n_sets);
     audit_append(audit, "policy", f);
     json_decref(f);
-    log_event(LOG_LEVEL_INFO, "policy_bundle_applied", "service", svc->name, "source", source,
-              "version", ver, "digest", digest, "signer", svc->bundle.signer, "expires", expires,
-              NULL);
+    log_event(LOG_LEVEL_INFO,
+              flags & BUNDLES_DRY_RUN ? "policy_bundle_verified" : "policy_bundle_applied",
+              "service", svc->name, "source", source, "version", ver, "digest", digest, "signer",
+              svc->bundle.signer, "expires", expires, NULL);
 }
 
 static void refused(struct metrics *m, struct audit *audit, const struct service_config *svc,
@@ -302,7 +306,7 @@ static int apply_one(struct config *fresh, struct service_config *svc,
         put_in_force(fresh, svc, c);
         if (live_svc == NULL || !live_svc->bundle.in_force ||
             memcmp(live_svc->bundle.digest, svc->bundle.digest, 32) != 0)
-            audit_policy(audit, svc, "policy_bundle");
+            audit_policy(audit, svc, "policy_bundle", flags);
         goto out;
     }
 
@@ -327,7 +331,7 @@ static int apply_one(struct config *fresh, struct service_config *svc,
             refused(m, audit, svc, svc->policy_bundle, v, c->detail,
                     "the last accepted bundle (state_dir) is in force");
             put_in_force(fresh, svc, st);
-            audit_policy(audit, svc, "state_dir");
+            audit_policy(audit, svc, "state_dir", flags);
         } else {
             if (!(flags & BUNDLES_DRY_RUN))
                 refused(m, audit, svc, svc->policy_bundle, v, c->detail,

@@ -216,6 +216,7 @@ def test_check_config_verifies_the_bundle_and_attest_writes_nothing(setup, tmp_p
     bundle.write_text(good)
     r = run_cli("check-config", "-c", conf)
     assert r.returncode == 0, r.stderr
+    assert b"event=policy_bundle_verified" in r.stderr and b"bundle_applied" not in r.stderr
     r = run_cli("attest", "-c", conf, "demo")
     assert r.returncode == 0, r.stderr
     assert b'"verdict"' in r.stdout or b'"pin"' in r.stdout
