@@ -154,8 +154,8 @@ static void check_line(struct walk *w, const char *file, unsigned long line, con
             finding(w, file, line, msg);
         } else if (strcmp(prev, w->prev) != 0) {
             finding(w, file, line,
-                    "prev is not the hash of the previous record: a record was edited or "
-                    "replaced");
+                    "prev is not the hash of the previous record: that record (the line "
+                    "before) or this one was edited or replaced");
         }
     } else if (w->records == 0) {
         w->first_seq = seq;

@@ -298,13 +298,19 @@ def test_admin_listener_adopted_from_socket_activation(tmp_path, notify):
 
 
 def test_operations_doc_lists_every_metric_family_and_error_code():
+    """Every metric family, and every error code of daemon/proxy/errors.c, in operations.md's
+    tables; every error code in attestproxy(8)'s DIAGNOSTICS too."""
     doc = (ROOT / "docs" / "operations.md").read_text()
+    man = (ROOT / "man" / "attestproxy.8.in").read_text()
+    diagnostics = man[man.index(".SH DIAGNOSTICS"):man.index(".SH EXAMPLES")]
     for family in FAMILIES:
         assert f"| `{family}` |" in doc, family
-    for code in ("attestation_failed", "attestation_unavailable", "upstream_unreachable",
-                 "upstream_timeout", "bad_request", "header_too_large", "payload_too_large",
-                 "host_not_allowed", "unauthorized"):
+    codes = re.findall(r'\] = \{"([a-z_]+)", \d{3},',
+                       (ROOT / "daemon" / "proxy" / "errors.c").read_text())
+    assert len(codes) >= 14 and "attestation_failed" in codes, codes
+    for code in codes:
         assert f"| `{code}` |" in doc, code
+        assert f".BR {code} " in diagnostics, code
 
 
 def test_operations_doc_example_follows_the_schema():
