@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "base/audit.h"
+#include "base/file.h"
 #include "base/hex.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -30,34 +31,22 @@ struct candidate {
 /* Reads at most BUNDLE_MAX_BYTES of `path` into c->data. -ENOENT when it does not exist. */
 static int read_file(const char *path, struct candidate *c)
 {
-    struct stat st;
-    ssize_t n;
-    int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
-    if (fd < 0) {
-        rc = -errno;
-        snprintf(c->detail, sizeof(c->detail), "%s", strerror(errno));
-        return rc;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int rc = file_read(path, BUNDLE_MAX_BYTES, FILE_REGULAR, &data, &len);
+    if (rc == 0 && len > BUNDLE_MAX_BYTES) {
+        free(data);
+        rc = -EINVAL;
     }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > BUNDLE_MAX_BYTES) {
+    if (rc == -EINVAL)
         snprintf(c->detail, sizeof(c->detail), "not a regular file of at most %d bytes",
                  BUNDLE_MAX_BYTES);
-        rc = -EINVAL;
-        goto out;
+    else if (rc < 0)
+        snprintf(c->detail, sizeof(c->detail), "%s", strerror(-rc));
+    else {
+        c->data = data;
+        c->len = len;
     }
-    c->data = malloc((size_t)st.st_size + 1);
-    if (c->data == NULL) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    n = read(fd, c->data, (size_t)st.st_size + 1);
-    if (n != st.st_size) {
-        snprintf(c->detail, sizeof(c->detail), "short read");
-        rc = -EIO;
-        goto out;
-    }
-    c->len = (size_t)n;
-out:
-    close(fd);
     return rc;
 }
 
@@ -73,50 +62,18 @@ static int write_state(const struct config *cfg, const struct service_config *sv
                        const struct candidate *c, char *why, size_t cap)
 {
     char path[CONFIG_PATH_MAX + 96], tmp[CONFIG_PATH_MAX + 96];
-    size_t off = 0;
-    int fd, dfd, rc = 0;
+    int rc;
 
     if (mkdir(cfg->daemon.state_dir, 0700) < 0 && errno != EEXIST) {
-        snprintf(why, cap, "state_dir %.150s: %s", cfg->daemon.state_dir, strerror(errno));
-        return -errno;
+        rc = -errno;
+        snprintf(why, cap, "state_dir %.150s: %s", cfg->daemon.state_dir, strerror(-rc));
+        return rc;
     }
     state_path(cfg, svc, path, sizeof(path), false);
     state_path(cfg, svc, tmp, sizeof(tmp), true);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rc = -errno;
-        snprintf(why, cap, "%.150s: %s", tmp, strerror(errno));
-        return rc;
-    }
-    while (off < c->len) {
-        ssize_t w = write(fd, c->data + off, c->len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
-    if (off != c->len || fsync(fd) < 0) {
-        rc = -EIO;
-        snprintf(why, cap, "%.150s: write failed", tmp);
-        close(fd);
-        unlink(tmp);
-        return rc;
-    }
-    close(fd);
-    if (rename(tmp, path) < 0) {
-        rc = -errno;
-        snprintf(why, cap, "%.150s: %s", path, strerror(errno));
-        unlink(tmp);
-        return rc;
-    }
-    dfd = open(cfg->daemon.state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) < 0) {
-        rc = -EIO;
-        snprintf(why, cap, "state_dir %.150s: fsync failed", cfg->daemon.state_dir);
-    }
-    if (dfd >= 0)
-        close(dfd);
+    rc = file_write_atomic(path, tmp, c->data, c->len, 0600, true);
+    if (rc < 0)
+        snprintf(why, cap, "%.150s: %s", path, strerror(-rc));
     return rc;
 }
 

@@ -20,6 +20,7 @@
 #include "app/cli.h"
 #include "base/clock.h"
 #include "base/config.h"
+#include "base/file.h"
 #include "base/hex.h"
 #include "verify/bundle.h"
 
@@ -54,23 +55,17 @@ static const struct option opts[] = {
 /* Reads at most BUNDLE_MAX_BYTES of `path` ("-" = stdin) into a malloc'd buffer. */
 static uint8_t *read_all(const char *path, size_t *len)
 {
-    FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
-    uint8_t *buf;
-    size_t n;
-    if (fp == NULL) {
-        fprintf(stderr, "attestproxy: policy: %s: %s\n", path, strerror(errno));
+    uint8_t *buf = NULL;
+    int rc = file_read(path, BUNDLE_MAX_BYTES, 0, &buf, len);
+    if (rc < 0) {
+        fprintf(stderr, "attestproxy: policy: %s: %s\n", path, strerror(-rc));
         return NULL;
     }
-    buf = malloc(BUNDLE_MAX_BYTES + 1);
-    n = buf != NULL ? fread(buf, 1, BUNDLE_MAX_BYTES + 1, fp) : 0;
-    if (fp != stdin)
-        fclose(fp);
-    if (buf == NULL || n > BUNDLE_MAX_BYTES) {
+    if (*len > BUNDLE_MAX_BYTES) {
         fprintf(stderr, "attestproxy: policy: %s: larger than %d bytes\n", path, BUNDLE_MAX_BYTES);
         free(buf);
         return NULL;
     }
-    *len = n;
     return buf;
 }
 

@@ -17,6 +17,7 @@
 #include <openssl/x509.h>
 
 #include "base/config.h"
+#include "base/file.h"
 #include "base/hex.h"
 #include "verify/chain.h"
 #include "verify/cose.h"
@@ -248,41 +249,6 @@ static int64_t wall_clock_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Reads a whole file (or stdin for "-") of at most `max` bytes; one byte more is read so that
- * an oversized input reaches the verifier and is rejected by its own size gate. */
-static int read_input(const char *path, size_t max, uint8_t **out, size_t *len)
-{
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    uint8_t *buf = NULL;
-    size_t n = 0;
-    int rc = -EIO;
-
-    if (f == NULL)
-        return errno > 0 ? -errno : -EIO;
-    buf = malloc(max + 1);
-    if (buf == NULL) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    while (n < max + 1) {
-        size_t got = fread(buf + n, 1, max + 1 - n, f);
-        if (got == 0)
-            break;
-        n += got;
-    }
-    if (ferror(f))
-        goto out;
-    *out = buf;
-    *len = n;
-    buf = NULL;
-    rc = 0;
-out:
-    free(buf);
-    if (f != stdin)
-        fclose(f);
-    return rc;
-}
-
 static X509 *load_cert(const char *path)
 {
     uint8_t *data = NULL;
@@ -290,7 +256,7 @@ static X509 *load_cert(const char *path)
     X509 *x = NULL;
     BIO *bio = NULL;
 
-    if (read_input(path, PEER_CERT_MAX, &data, &len) < 0 || len > PEER_CERT_MAX)
+    if (file_read(path, PEER_CERT_MAX, 0, &data, &len) < 0 || len > PEER_CERT_MAX)
         goto out;
     bio = BIO_new_mem_buf(data, (int)len);
     if (bio != NULL)
@@ -636,7 +602,9 @@ int verify_cmd_main(int argc, char **argv)
         goto out;
     rc = VERIFY_CMD_USAGE;
 
-    int io = read_input(c->file, VERIFY_MAX_ENVELOPE, &body, &len);
+    /* One byte more than the limit is read: an oversized input reaches the verifier and is
+     * rejected by its own size gate. */
+    int io = file_read(c->file, VERIFY_MAX_ENVELOPE, 0, &body, &len);
     if (io < 0) {
         fprintf(stderr, "attestproxy verify: cannot read %s: %s\n", c->file, strerror(-io));
         goto out;

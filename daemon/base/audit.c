@@ -22,6 +22,7 @@
 #include <openssl/evp.h>
 
 #include "base/clock.h"
+#include "base/file.h"
 #include "base/hex.h"
 #include "base/log.h"
 
@@ -55,26 +56,6 @@ void audit_sha256_hex(const void *data, size_t len, char out[AUDIT_HASH_HEX])
 uint64_t audit_last_seq(const struct audit *a)
 {
     return a != NULL ? a->seq : 0;
-}
-
-static int fsync_dir_of(const char *path)
-{
-    char dir[CONFIG_PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    int fd, rc = 0;
-    if (slash == NULL)
-        snprintf(dir, sizeof(dir), ".");
-    else if (slash == path)
-        snprintf(dir, sizeof(dir), "/");
-    else
-        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (fsync(fd) < 0)
-        rc = -errno;
-    close(fd);
-    return rc;
 }
 
 /* The last complete line of the file at `fd` (size `size`) into `line` (NUL-terminated), and
@@ -321,7 +302,7 @@ static int rotate(struct audit *a)
     close(a->fd);
     a->fd = fd;
     a->size = 0;
-    fsync_dir_of(a->path);
+    file_sync_dir(a->path);
     log_event(LOG_LEVEL_INFO, "audit_log_rotated", "file", a->path, "previous", to, NULL);
     return 0;
 }
@@ -442,29 +423,14 @@ static void archive_trim(struct audit *a)
 static void archive_put(struct audit *a, const uint8_t *doc, size_t len, const char *hex)
 {
     char path[CONFIG_PATH_MAX + 96], tmp[CONFIG_PATH_MAX + 96];
-    size_t off = 0;
-    int fd;
 
     snprintf(path, sizeof(path), "%s/%s.evidence", a->archive, hex);
     if (access(path, F_OK) == 0)
         return;
     snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", a->archive, hex);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return;
-    while (off < len) {
-        ssize_t w = write(fd, doc + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
-    if (off != len || (a->fsync != AUDIT_FSYNC_NONE && fdatasync(fd) < 0) || close(fd) < 0 ||
-        rename(tmp, path) < 0) {
-        unlink(tmp);
-        return;
-    }
+    if (file_write_atomic(path, tmp, doc, len, 0640, a->fsync != AUDIT_FSYNC_NONE) < 0 &&
+        access(path, F_OK) != 0)
+        return; /* not written (a failed directory fsync leaves it written) */
     a->archive_bytes += len;
     if (a->archive_max > 0)
         archive_trim(a);

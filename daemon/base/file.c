@@ -1,0 +1,107 @@
+#include "base/file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int file_read(const char *path, size_t max, unsigned flags, uint8_t **out, size_t *len)
+{
+    bool is_stdin = strcmp(path, "-") == 0;
+    /* O_NONBLOCK with FILE_REGULAR: opening a FIFO would otherwise wait for a writer before
+     * fstat() could refuse it (it changes nothing for a regular file). */
+    int fd = is_stdin ? STDIN_FILENO
+                      : open(path, O_RDONLY | O_CLOEXEC | (flags & FILE_REGULAR ? O_NONBLOCK : 0));
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    struct stat st;
+    int rc = 0;
+
+    if (fd < 0)
+        return -errno;
+    if ((flags & FILE_REGULAR) && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+        rc = -EINVAL;
+        goto out;
+    }
+    buf = malloc(max + 1);
+    if (buf == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    while (n < max + 1) {
+        ssize_t got = read(fd, buf + n, max + 1 - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            rc = -errno;
+            goto out;
+        }
+        if (got == 0)
+            break;
+        n += (size_t)got;
+    }
+    *out = buf;
+    *len = n;
+    buf = NULL;
+out:
+    free(buf);
+    if (!is_stdin)
+        close(fd);
+    return rc;
+}
+
+int file_sync_dir(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    int fd, rc = 0;
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == path)
+        snprintf(dir, sizeof(dir), "/");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) < 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+int file_write_atomic(const char *path, const char *tmp, const void *data, size_t len,
+                      unsigned mode, bool sync)
+{
+    const uint8_t *p = data;
+    size_t off = 0;
+    int rc = 0;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
+
+    if (fd < 0)
+        return -errno;
+    while (off < len) {
+        ssize_t w = write(fd, p + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            rc = w < 0 ? -errno : -EIO;
+            break;
+        }
+        off += (size_t)w;
+    }
+    if (rc == 0 && sync && fsync(fd) < 0)
+        rc = -errno;
+    if (close(fd) < 0 && rc == 0)
+        rc = -errno;
+    if (rc == 0 && rename(tmp, path) < 0)
+        rc = -errno;
+    if (rc < 0) {
+        unlink(tmp);
+        return rc;
+    }
+    return sync ? file_sync_dir(path) : 0;
+}

@@ -1,0 +1,33 @@
+/* Whole-file reads and atomic writes: the policy bundles, the offline checks and the audit
+ * archive read and write files the same way. */
+#ifndef ATTESTPROXY_BASE_FILE_H
+#define ATTESTPROXY_BASE_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FILE_REGULAR 0x1u /* refuse anything but a regular file: a FIFO would block the loop */
+
+/**
+ * Reads `path` ("-": standard input) whole, at most `max` + 1 bytes: one byte more than the
+ * caller allows, so that it can tell (and report) an oversized input. Returns 0 with a
+ * malloc'd buffer in `*out` (the caller frees it) and its length in `*len`, or -errno (-EINVAL:
+ * not a regular file, with FILE_REGULAR).
+ */
+int file_read(const char *path, size_t max, unsigned flags, uint8_t **out, size_t *len);
+
+/** fsyncs the directory that holds `path` (a rename or a new file in it survives a crash).
+ *  0 or -errno. */
+int file_sync_dir(const char *path);
+
+/**
+ * Replaces `path` with `len` bytes at once: written whole to `tmp` (created with `mode`), then
+ * renamed over `path`, so a reader sees the old file or the new one, never a part. With
+ * `sync`, the data is forced to disk before the rename and the directory after it, so the
+ * new file survives a crash. Returns 0, or -errno with `tmp` removed.
+ */
+int file_write_atomic(const char *path, const char *tmp, const void *data, size_t len,
+                      unsigned mode, bool sync);
+
+#endif
