@@ -104,8 +104,7 @@ static void test_atomic_write_failure_keeps_the_old_file(void **state)
     path_of(tmp, sizeof(tmp), "kept.tmp");
     assert_int_equal(file_write_atomic(p, tmp, "old", 3, 0600, true), 0);
     /* The temporary file cannot be made: nothing changes. */
-    assert_int_equal(file_write_atomic(p, "/nonexistent-dir/x.tmp", "new", 3, 0600, true),
-                     -ENOENT);
+    assert_int_equal(file_write_atomic(p, "/nonexistent-dir/x.tmp", "new", 3, 0600, true), -ENOENT);
     assert_int_equal(file_read(p, 64, 0, &data, &len), 0);
     assert_memory_equal(data, "old", 3);
     free(data);
