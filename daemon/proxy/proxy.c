@@ -694,16 +694,19 @@ static void attach_listeners(struct proxy_service *svc)
 const char *proxy_attestation_change(const struct service_config *a, const struct service_config *b)
 {
     char da[POLICY_DIGEST_LEN], db[POLICY_DIGEST_LEN];
+    /* The strongest change first: a new upstream or evidence profile cuts every exchange
+     * (enforce_change), a policy change only those the new policy does not admit — so a
+     * reload that changes the policy too must still be seen as moving the upstream. */
+    if (strcmp(a->upstream_host, b->upstream_host) != 0 || a->upstream_port != b->upstream_port ||
+        strcmp(a->sni, b->sni) != 0)
+        return "upstream_changed";
+    if (a->binding != b->binding || a->profile != b->profile || a->nonce != b->nonce ||
+        a->nonce_bytes != b->nonce_bytes || strcmp(a->evidence_path, b->evidence_path) != 0)
+        return "evidence_profile_changed";
     policy_digest(&a->policy, da);
     policy_digest(&b->policy, db);
     if (strcmp(da, db) != 0)
         return "policy_changed";
-    if (a->binding != b->binding || a->profile != b->profile || a->nonce != b->nonce ||
-        a->nonce_bytes != b->nonce_bytes || strcmp(a->evidence_path, b->evidence_path) != 0)
-        return "evidence_profile_changed";
-    if (strcmp(a->upstream_host, b->upstream_host) != 0 || a->upstream_port != b->upstream_port ||
-        strcmp(a->sni, b->sni) != 0)
-        return "upstream_changed";
     return NULL;
 }
 

@@ -78,9 +78,9 @@ int proxy_prepare_reload(struct proxy *p, const struct config *fresh, char *err,
 void proxy_reload(struct proxy *p, const struct config *old_cfg, bool root_changed);
 
 /**
- * Why what was attested for a service under `a` means nothing under `b`: "policy_changed"
- * (measurement sets, allow_debug, max_age, clock_skew), "evidence_profile_changed",
- * "upstream_changed", or NULL when none of it differs.
+ * Why what was attested for a service under `a` means nothing under `b`, the strongest first:
+ * "upstream_changed", "evidence_profile_changed", "policy_changed" (measurement sets,
+ * allow_debug, max_age, clock_skew), or NULL when none of it differs.
  */
 const char *proxy_attestation_change(const struct service_config *a,
                                      const struct service_config *b);

@@ -504,6 +504,48 @@ def test_a_connection_still_handshaking_when_the_upstream_moves_is_not_used(star
         fwd.close()
 
 
+def test_an_upstream_change_is_enforced_when_the_policy_changes_too(start_daemon, start_sim,
+                                                                   tmp_path):
+    """One reload moves the upstream from A to B and adds a measurement set A still satisfies.
+    The move is what counts: the exchanges in flight to A are cut and every later request goes
+    to B. (Before, only the policy change was seen: the exchanges to A finished, their
+    connections went back to the pool, and A went on receiving requests.)"""
+    chain = tmp_path / "chain"
+    a = start_sim(chain_dir=chain)
+    b = start_sim(chain_dir=chain)
+    port = free_port()
+    text = service_config(a, port, "negative_cache = 0s\n")
+    daemon = start_daemon(text)
+    wait_listening(port)
+    relay = Relay(daemon, b, port)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(relay.get("/slow?delay=3",
+                                                                       timeout=20)),
+                                daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len([r for r in a.requests() if r["path"].startswith("/slow")]) == 3,
+               "three slow requests at A", timeout=10)
+    mark = len(daemon.log())
+    moved = text.replace(f"upstream = 127.0.0.1:{a.port}", f"upstream = 127.0.0.1:{b.port}")
+    daemon.conf_path.write_text(moved + "measurement = pcr0=" + "33" * 48 + "\n")
+    daemon.signal(signal.SIGHUP)
+    log = daemon.wait_log("event=policy_enforced", start=mark)[mark:]
+    assert "reason=upstream_changed" in log and "exchanges_aborted=3" in log, log
+    for t in threads:
+        t.join(20)
+    # Each is cut (502), or — a GET whose reused connection was cut before any response byte —
+    # retried, and then served by B.
+    codes = sorted(r.status_code for r in results)
+    assert set(codes) <= {200, 502}, [r.text for r in results]
+    assert codes.count(200) == len([r for r in b.requests() if r["path"].startswith("/slow")])
+    before = len([r for r in a.requests() if not r["evidence"]])
+    for _ in range(4):
+        assert relay.get("/echo").status_code == 200
+    assert len([r for r in a.requests() if not r["evidence"]]) == before
+    assert len([r for r in b.requests() if r["path"] == "/echo"]) == 4
+
+
 def test_a_shorter_ttl_on_reload_applies_to_the_pins_already_attested(start_relay):
     relay = start_relay(extra_service="attestation_ttl = 1h\nrefresh_before = 0s\n")
     assert relay.get("/echo").status_code == 200
