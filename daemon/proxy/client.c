@@ -639,7 +639,8 @@ void client_drain_all(struct proxy_service *svc)
 void client_drain_listener(struct proxy_service *svc, uint64_t listener_id, const char *why)
 {
     for (struct client *c = svc->clients; c != NULL; c = c->next) {
-        if (c->state == CLIENT_CLOSING || c->listener_id != listener_id)
+        if (c->state == CLIENT_CLOSING ||
+            (listener_id != CLIENT_ANY_LISTENER && c->listener_id != listener_id))
             continue;
         /* A request whose head is not complete has passed none of the checks yet: it would be
          * judged by the new configuration although it arrived through a socket that

@@ -67,6 +67,9 @@ void client_drain(struct client *c);
  */
 void client_drain_listener(struct proxy_service *svc, uint64_t listener_id, const char *why);
 
+/* client_drain_listener() for every listener of the service: a reload removed the service. */
+#define CLIENT_ANY_LISTENER UINT64_MAX
+
 /** client_drain() or client_close() on every client of `svc`. */
 void client_drain_all(struct proxy_service *svc);
 

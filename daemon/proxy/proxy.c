@@ -417,7 +417,11 @@ static int service_listen(struct proxy_service *svc)
 }
 
 /* Stops accepting, closes idle upstream connections, and asks clients to finish. */
-static void service_stop(struct proxy_service *svc, const char *why)
+/* Stops a service: its listeners, warm attestation, pool and refresh. Its clients drain — at a
+ * shutdown an idle keep-alive connection still gets a moment to bring one more request
+ * (client_drain()); when a reload removed the service (`removed`) a request not admitted yet is
+ * closed at once instead, since it would otherwise be judged by the removed configuration. */
+static void service_stop(struct proxy_service *svc, const char *why, bool removed)
 {
     struct listener *l = svc->listeners;
     svc->listeners = NULL;
@@ -429,7 +433,10 @@ static void service_stop(struct proxy_service *svc, const char *why)
     warm_stop(svc);
     pool_close_all(svc, why);
     uv_timer_stop(&svc->refresh_timer);
-    client_drain_all(svc);
+    if (removed)
+        client_drain_listener(svc, CLIENT_ANY_LISTENER, why);
+    else
+        client_drain_all(svc);
 }
 
 /* The proxy without services: the shutdown timer and the TLS client context. On failure *out
@@ -808,7 +815,7 @@ void proxy_reload(struct proxy *p, const struct config *old_cfg, bool root_chang
             svc->removed = true;
             log_event(LOG_LEVEL_WARN, "service_removed", "service", svc->name, "action",
                       "listeners closed; exchanges in flight finish", NULL);
-            service_stop(svc, "service removed");
+            service_stop(svc, "service removed by a reload", true);
             continue;
         }
         change = root_changed ? "trust_root_changed" : proxy_attestation_change(svc->cfg, fresh);
@@ -879,7 +886,7 @@ void proxy_shutdown(struct proxy *p, void (*done)(void *ctx))
     p->stopping = true;
     p->done = done;
     for (struct proxy_service *svc = p->services; svc != NULL; svc = svc->next) {
-        service_stop(svc, "shutting down");
+        service_stop(svc, "shutting down", false);
         uv_close((uv_handle_t *)&svc->refresh_timer, on_refresh_closed);
         warm_close(svc);
         pool_close(svc);

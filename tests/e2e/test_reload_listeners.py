@@ -274,6 +274,32 @@ def test_a_listener_that_cannot_bind_rejects_the_whole_reload(start_daemon, star
 
 
 
+def test_a_removed_service_closes_its_idle_connections_at_once(start_daemon, start_sim):
+    """A reload renames the service (the old one is removed) and sets a policy the enclave
+    fails. An idle keep-alive connection of the removed service is closed at once: its next
+    request is not relayed under the removed service's old policy. (Before, it had the
+    shutdown's grace to bring one more request, which then reached the enclave.)"""
+    sim = start_sim()
+    p = free_port()
+    d = start_daemon(service_config(sim, p))
+    wait_listening(p)
+    status, conn = get("127.0.0.1", p)
+    assert status == 200
+    seen = len([r for r in sim.requests() if not r["evidence"]])
+    renamed = service_config(sim, p, name="other").replace(
+        "measurement = ", "measurement = pcr0=" + "33" * 48 + "\n# was: ", 1)
+    d.conf_path.write_text(renamed)
+    assert "event=reload_applied" in reload(d)
+    # At once, on the old connection: no answer but the close.
+    try:
+        conn.sock.sendall(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert connection_closed(conn)
+    # The same address, now the new service's: the enclave fails its policy.
+    assert get("127.0.0.1", p)[0] in (502, 503)
+    assert len([r for r in sim.requests() if not r["evidence"]]) == seen
+
 def admin_status(port, path="/healthz"):
     """The admin API's status for `path` on 127.0.0.1:port, or None when nothing listens."""
     try:
