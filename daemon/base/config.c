@@ -454,6 +454,38 @@ static void finish_service(struct load_ctx *ctx, struct service_config *svc)
     }
 }
 
+/* One address, one listener: two services (or a service and the admin API) on the same address
+ * could not both bind it at start, and on a reload the second would take over the first's. */
+static void check_addresses_distinct(struct load_ctx *ctx)
+{
+    const struct config *cfg = ctx->cfg;
+    char desc[CONFIG_PATH_MAX + 16];
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const struct service_config *a = &cfg->services[i];
+        for (size_t j = 0; j < a->n_listen; j++) {
+            config_listen_describe(&a->listen[j], desc, sizeof(desc));
+            ctx->line = a->line;
+            if (cfg->daemon.admin_enabled &&
+                config_listen_equal(&a->listen[j], &cfg->daemon.admin)) {
+                load_error(ctx, "service '%s': listen %s is also admin_listen", a->name, desc);
+                return;
+            }
+            for (size_t k = i; k < cfg->n_services; k++) {
+                const struct service_config *b = &cfg->services[k];
+                for (size_t m = k == i ? j + 1 : 0; m < b->n_listen; m++) {
+                    if (!config_listen_equal(&a->listen[j], &b->listen[m]))
+                        continue;
+                    ctx->line = b->line;
+                    load_error(ctx,
+                               "service '%s': listen %s is also a listen address of service '%s'",
+                               b->name, desc, a->name);
+                    return;
+                }
+            }
+        }
+    }
+}
+
 int config_load(const char *path, struct config **out, char *err, size_t cap)
 {
     struct load_ctx ctx;
@@ -483,6 +515,8 @@ int config_load(const char *path, struct config **out, char *err, size_t cap)
     }
     for (size_t i = 0; i < cfg->n_services && !ctx.failed; i++)
         finish_service(&ctx, &cfg->services[i]);
+    if (!ctx.failed)
+        check_addresses_distinct(&ctx);
     if (ctx.failed) {
         rc = -EINVAL;
         goto out_fail;

@@ -233,7 +233,7 @@ bool config_listen_is_loopback(const struct listen_addr *a);
 /** "127.0.0.1:8080", "[::1]:8080" or "unix:/run/x.sock". */
 void config_listen_describe(const struct listen_addr *a, char *out, size_t cap);
 
-/** True when `a` and `b` name the same address, as written (no resolution). */
+/** True when `a` and `b` name the same address (IPv6 compared as addresses, no resolution). */
 bool config_listen_equal(const struct listen_addr *a, const struct listen_addr *b);
 
 /** The value of one hexadecimal digit (either case), or -1. */

@@ -173,8 +173,17 @@ void config_listen_describe(const struct listen_addr *a, char *out, size_t cap)
 
 bool config_listen_equal(const struct listen_addr *a, const struct listen_addr *b)
 {
-    return a->is_unix == b->is_unix && a->port == b->port && strcmp(a->host, b->host) == 0 &&
-           strcmp(a->path, b->path) == 0;
+    struct in6_addr x, y;
+    if (a->is_unix != b->is_unix)
+        return false;
+    if (a->is_unix)
+        return strcmp(a->path, b->path) == 0;
+    if (a->port != b->port)
+        return false;
+    /* One address spelled two ways ([::1] and [0:0::1]) is the same address. */
+    if (inet_pton(AF_INET6, a->host, &x) == 1 && inet_pton(AF_INET6, b->host, &y) == 1)
+        return memcmp(&x, &y, sizeof(x)) == 0;
+    return strcmp(a->host, b->host) == 0;
 }
 
 bool config_listen_is_loopback(const struct listen_addr *a)

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 int file_read(const char *path, size_t max, unsigned flags, uint8_t **out, size_t *len)
@@ -104,4 +106,31 @@ int file_write_atomic(const char *path, const char *tmp, const void *data, size_
         return rc;
     }
     return sync ? file_sync_dir(path) : 0;
+}
+
+/* A Unix socket path may be left over from a previous run. It is replaced only when it is a
+ * socket and nobody accepts on it; anything else is an error the operator must look at. */
+int file_clear_stale_socket(const char *path)
+{
+    struct stat st;
+    struct sockaddr_un sun;
+    int fd, rc;
+
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode))
+        return -EEXIST;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sun.sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sun.sun_path, path, strlen(path));
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+    close(fd);
+    if (rc == 0)
+        return -EADDRINUSE;
+    return unlink(path) == 0 ? 0 : -errno;
 }

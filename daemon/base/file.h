@@ -30,4 +30,11 @@ int file_sync_dir(const char *path);
 int file_write_atomic(const char *path, const char *tmp, const void *data, size_t len,
                       unsigned mode, bool sync);
 
+/**
+ * Makes way for binding a Unix socket at `path`: a socket file nobody accepts on (left by an
+ * earlier run) is removed; a live one is -EADDRINUSE (another listener, maybe of this daemon,
+ * holds it), anything that is not a socket -EEXIST. 0 when the path is free.
+ */
+int file_clear_stale_socket(const char *path);
+
 #endif

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "proxy/http1.h"
@@ -636,15 +637,15 @@ static int open_listener(struct admin *a, const struct admin_options *opt)
             return rc;
         }
     } else if (opt->addr.is_unix) {
-        struct stat st;
         a->is_unix = true;
         if (opt->addr.path[0] == '\0' || strlen(opt->addr.path) >= sizeof(a->path))
             return -EINVAL;
         memcpy(a->path, opt->addr.path, strlen(opt->addr.path) + 1);
-        /* A socket left behind by a previous run would make bind fail; anything else at that
-         * path is not ours to remove. */
-        if (lstat(a->path, &st) == 0 && S_ISSOCK(st.st_mode))
-            unlink(a->path);
+        /* A socket left behind by a previous run would make bind fail; a live one (a service's
+         * listener) or anything else at that path is not ours to remove. */
+        rc = file_clear_stale_socket(a->path);
+        if (rc < 0)
+            return rc;
         rc = uv_pipe_init(a->loop, &a->listener.pipe, 0);
         if (rc < 0)
             return rc;

@@ -84,8 +84,8 @@ void admin_options_init(struct admin_options *opt, const struct listen_addr *add
 /**
  * Creates the admin server and starts listening. `src` is copied; its ctx and metrics must
  * outlive the server. A Unix socket path is unlinked first when a stale socket sits there (never
- * when it is another kind of file), chmod'ed to unix_mode after bind, and unlinked again when
- * the server closes (unless it was adopted through opt->fd).
+ * a live one, UV_EADDRINUSE, nor another kind of file, UV_EEXIST), chmod'ed to unix_mode after
+ * bind, and unlinked again when the server closes (unless it was adopted through opt->fd).
  *
  * Returns 0 with the server in `*out`, or a negative libuv/errno code (UV_EADDRINUSE,
  * UV_EACCES, -EINVAL for an address that is not loopback, ...) with `*out` NULL: no close is

@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "base/listenfds.h"
 #include "proxy/client.h"
@@ -74,40 +75,13 @@ void listener_close(struct listener *l)
     uv_close((uv_handle_t *)&l->retry, on_closed);
 }
 
-/* A Unix socket path may be left over from a previous run. It is replaced only when it is a
- * socket and nobody accepts on it; anything else is an error the operator must look at. */
-static int clear_stale_socket(const char *path)
-{
-    struct stat st;
-    struct sockaddr_un sun;
-    int fd, rc;
-
-    if (lstat(path, &st) < 0)
-        return errno == ENOENT ? 0 : -errno;
-    if (!S_ISSOCK(st.st_mode))
-        return -EEXIST;
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof(sun.sun_path))
-        return -ENAMETOOLONG;
-    memcpy(sun.sun_path, path, strlen(path));
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
-    close(fd);
-    if (rc == 0)
-        return -EADDRINUSE;
-    return unlink(path) == 0 ? 0 : -errno;
-}
-
 static int bind_unix(struct listener *l, uv_loop_t *loop, unsigned mode)
 {
     mode_t old;
     int rc = uv_pipe_init(loop, &l->h.pipe, 0);
     if (rc < 0)
         return rc;
-    rc = clear_stale_socket(l->addr.path);
+    rc = file_clear_stale_socket(l->addr.path);
     if (rc < 0)
         return rc;
     /* The socket file must never exist with wider permissions than unix_mode, not even for a

@@ -708,6 +708,20 @@ static void test_connection_limit(void **state)
     expect_response(exchange(f, GET("/healthz")), 200, NULL, "ok\n");
 }
 
+/* A Unix socket bound at `path` (listening when `live`); returns its fd. */
+static int unix_socket_at(const char *path, bool live)
+{
+    struct sockaddr_un sa;
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    copy_path(sa.sun_path, sizeof(sa.sun_path), path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    if (live)
+        assert_int_equal(listen(fd, 4), 0);
+    return fd;
+}
+
 static void test_unix_socket(void **state)
 {
     struct fixture *f = *state;
@@ -722,15 +736,7 @@ static void test_unix_socket(void **state)
     copy_path(f->path, sizeof(f->path), addr.path);
 
     /* A stale socket from a previous run is replaced. */
-    {
-        struct sockaddr_un sa;
-        fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        memset(&sa, 0, sizeof(sa));
-        sa.sun_family = AF_UNIX;
-        copy_path(sa.sun_path, sizeof(sa.sun_path), addr.path);
-        assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        close(fd);
-    }
+    close(unix_socket_at(addr.path, false));
     admin_options_init(&opt, &addr);
     assert_int_equal(admin_start(&f->loop, &opt, &f->src, &f->admin), 0);
     assert_true(admin_port(f->admin) < 0);
@@ -755,12 +761,26 @@ static void test_unix_socket(void **state)
     /* A regular file at the path is never removed: start fails, the file stays. */
     fd = open(addr.path, O_CREAT | O_WRONLY, 0600);
     close(fd);
-    assert_int_equal(admin_start(&f->loop, &opt, &f->src, &f->admin), UV_EADDRINUSE);
+    assert_int_equal(admin_start(&f->loop, &opt, &f->src, &f->admin), UV_EEXIST);
     assert_null(f->admin);
     uv_run(&f->loop, UV_RUN_NOWAIT); /* the failed listener handle closes */
     assert_int_equal(stat(addr.path, &st), 0);
     assert_true(S_ISREG(st.st_mode));
     unlink(addr.path);
+
+    /* Nor is a live socket (a service listener's): it keeps accepting, the admin fails. */
+    {
+        struct stat before;
+        fd = unix_socket_at(addr.path, true);
+        assert_int_equal(stat(addr.path, &before), 0);
+        assert_int_equal(admin_start(&f->loop, &opt, &f->src, &f->admin), UV_EADDRINUSE);
+        assert_null(f->admin);
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        assert_int_equal(stat(addr.path, &st), 0);
+        assert_int_equal(st.st_ino, before.st_ino); /* the same socket file, not replaced */
+        close(fd);
+        unlink(addr.path);
+    }
 }
 
 static int tcp_listen_fd(uint32_t addr)

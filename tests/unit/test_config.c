@@ -329,6 +329,18 @@ static void test_error_classes(void **state)
     expect_error(MINIMAL_SERVICE "max_connections = 12x\n", 5, "whole number");
     expect_error(MINIMAL_SERVICE "this line has no equals sign\n", 5, "syntax error");
     expect_error("[daemon]\n", 1, "no [service NAME] section");
+    /* One address, one listener: across services, within one, and against admin_listen; an
+     * IPv6 address spelled two ways is one address. */
+    expect_error(MINIMAL_SERVICE "[service b]\nlisten = 127.0.0.1:8080\nupstream = h:1\n"
+                                 "measurement = pcr0=" PCR_A "\n",
+                 5, "listen 127.0.0.1:8080 is also a listen address of service 'whisper'");
+    expect_error(MINIMAL_SERVICE "listen = 127.0.0.1:8080\n", 1, "is also a listen address");
+    expect_error("[daemon]\nadmin_listen = unix:/run/a.sock\n[service a]\n"
+                 "listen = unix:/run/a.sock\nupstream = h:1\nmeasurement = pcr0=" PCR_A "\n",
+                 3, "listen unix:/run/a.sock is also admin_listen");
+    expect_error("[daemon]\nadmin_listen = [::1]:9000\n[service a]\nlisten = [0:0::1]:9000\n"
+                 "upstream = h:1\nmeasurement = pcr0=" PCR_A "\n",
+                 3, "is also admin_listen");
     expect_error("[service bad name!]\n", 1, "invalid service name");
     expect_error("[service a]\nlisten = 127.0.0.1:1\nupstream = h:1\n", 1, "empty policy");
     expect_error(MINIMAL_SERVICE "measurement = pcr0=abcd\n", 5, "96 hex digits");
