@@ -647,7 +647,7 @@ static int req_on_head(struct http1_parser *p)
     c->http10 = p->ll.http_minor == 0;
     c->keep_alive = llhttp_should_keep_alive(&p->ll) != 0 && !c->http10;
     c->close_after = false;
-    if (p->ll.http_major != 1 || p->ll.http_minor > 1)
+    if (!http1_version_supported(p))
         return req_refuse(c, PROXY_ERR_BAD_REQUEST, "only HTTP/1.0 and HTTP/1.1 are supported");
     if (p->ll.method == HTTP_CONNECT)
         return req_refuse(c, PROXY_ERR_BAD_REQUEST, "CONNECT is not supported");

@@ -419,6 +419,10 @@ static void dispatch(struct admin_client *c)
     size_t plen;
     const char *q;
 
+    if (!http1_version_supported(&c->parser)) {
+        respond_text(c, 400, "bad request: only HTTP/1.0 and HTTP/1.1 are supported\n", NULL);
+        return;
+    }
     if (hosts > 1 || host_len >= HOST_VALUE_MAX) {
         respond_text(c, 400, "bad request\n", NULL);
         return;

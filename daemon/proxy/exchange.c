@@ -156,7 +156,7 @@ static int req_on_head(struct http1_parser *p)
     ex->http10 = p->ll.http_minor == 0;
     ex->keep_alive = llhttp_should_keep_alive(&p->ll) != 0 && !ex->http10;
 
-    if (p->ll.http_major != 1 || p->ll.http_minor > 1)
+    if (!http1_version_supported(p))
         return refuse(c, PROXY_ERR_BAD_REQUEST, "only HTTP/1.0 and HTTP/1.1 are supported");
     if (ex->method == HTTP_CONNECT)
         return refuse(c, PROXY_ERR_BAD_REQUEST,

@@ -603,3 +603,8 @@ bool http1_parser_in_body(const struct http1_parser *p)
 {
     return !p->in_head;
 }
+
+bool http1_version_supported(const struct http1_parser *p)
+{
+    return p->ll.http_major == 1 && p->ll.http_minor <= 1;
+}

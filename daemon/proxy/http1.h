@@ -212,6 +212,10 @@ enum http1_status http1_parser_check_ahead(const struct http1_parser *p, const c
 /** True when the message in progress (after on_head) has a head but not yet completed. */
 bool http1_parser_in_body(const struct http1_parser *p);
 
+/** After on_head: true for HTTP/1.0 and HTTP/1.1, the versions every server here speaks
+ *  (llhttp also parses an HTTP/0.9 request line, "GET /x", without a version). */
+bool http1_version_supported(const struct http1_parser *p);
+
 /* Accessors over the collected head. */
 const char *http1_head_str(const struct http1_head *h, uint32_t off);
 /** Index of the next header that is `field` at or after `from`, or -1. */

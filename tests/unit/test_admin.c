@@ -640,6 +640,8 @@ static void test_host_header_rules(void **state)
     /* HTTP/1.1 requires Host; HTTP/1.0 may omit it; two Host headers are refused. */
     assert_int_equal(status_of(exchange(f, "GET /healthz HTTP/1.1\r\n\r\n")), 400);
     assert_int_equal(status_of(exchange(f, "GET /healthz HTTP/1.0\r\n\r\n")), 200);
+    /* An HTTP/0.9 request line (no version) is refused, as on the service listeners. */
+    assert_int_equal(status_of(exchange(f, "GET /healthz\r\n\r\n")), 400);
     assert_int_equal(
         status_of(exchange(f, "GET /healthz HTTP/1.1\r\nHost: localhost\r\nHost: x\r\n\r\n")), 400);
 }
