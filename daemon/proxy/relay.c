@@ -66,7 +66,7 @@ static int resp_on_101(struct http1_parser *p)
     struct http1_response_opts opts;
     char extra[512 + 64], why[128];
 
-    if (!tunnel__accept_101(c, &p->head, why, sizeof(why))) {
+    if (!tunnel__accept_101(c, p, why, sizeof(why))) {
         http1_parser_fail(p, HTTP1_FAIL_CALLBACK, why);
         return HTTP1_CB_ERROR;
     }

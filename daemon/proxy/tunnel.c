@@ -108,13 +108,24 @@ enum tunnel_admit tunnel__admit(struct client *c, const struct http1_parser *p,
     return TUNNEL_ADMIT_YES;
 }
 
-bool tunnel__accept_101(struct client *c, const struct http1_head *h, char *why, size_t cap)
+bool tunnel__accept_101(struct client *c, const struct http1_parser *p, char *why, size_t cap)
 {
     if (!c->ex.ws) {
         snprintf(why, cap, "the upstream switched protocols");
         return false;
     }
-    return ws_check_response(h, c->ex.ws_key, why, cap);
+    /* An upgrade is HTTP/1.1's (RFC 9110 §7.8), and a 101 ends at its head: framing fields
+     * would make the parser take the first tunnel bytes for a body. */
+    if (p->ll.http_major != 1 || p->ll.http_minor != 1) {
+        snprintf(why, cap, "the enclave's 101 is not HTTP/1.1");
+        return false;
+    }
+    if (http1_head_count(&p->head, HTTP1_FIELD_TRANSFER_ENCODING) > 0 ||
+        (p->ll.flags & F_CONTENT_LENGTH)) {
+        snprintf(why, cap, "the enclave's 101 has Content-Length or Transfer-Encoding");
+        return false;
+    }
+    return ws_check_response(&p->head, c->ex.ws_key, why, cap);
 }
 
 /* ---- The end of a tunnel ----------------------------------------------------------------- */

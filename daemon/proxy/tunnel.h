@@ -42,7 +42,7 @@ enum tunnel_admit tunnel__admit(struct client *c, const struct http1_parser *p,
                                 enum proxy_error *err, char *msg, size_t cap);
 
 /** True when the enclave's 101 answers the exchange's handshake (RFC 6455 4.1); else `why`. */
-bool tunnel__accept_101(struct client *c, const struct http1_head *h, char *why, size_t cap);
+bool tunnel__accept_101(struct client *c, const struct http1_parser *p, char *why, size_t cap);
 
 /**
  * The 101 head was written to the client: the client connection and the exchange's upstream

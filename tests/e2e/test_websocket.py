@@ -205,11 +205,11 @@ def test_a_101_with_a_wrong_accept_is_refused(start_relay):
     assert relay.sim.ws_messages() == []
 
 
-def raw_handshake(relay, extra="", method="GET", version="13"):
+def raw_handshake(relay, extra="", method="GET", version="13", path="/ws/echo"):
     """Status and body of a handshake sent by hand."""
     import socket
     with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as s:
-        s.sendall((f"{method} /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{relay.port}\r\n"
+        s.sendall((f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{relay.port}\r\n"
                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                    f"Sec-WebSocket-Version: {version}\r\n{extra}\r\n").encode())
@@ -226,6 +226,30 @@ def raw_handshake(relay, extra="", method="GET", version="13"):
             while len(body) < n:
                 body += s.recv(4096)
         return status, head.decode(), body
+
+
+@pytest.mark.parametrize("head,why", [
+    ("HTTP/1.1 101 Switching Protocols\r\n{ws}Content-Length: 5\r\n\r\nhello",
+     "has Content-Length or Transfer-Encoding"),
+    ("HTTP/1.1 101 Switching Protocols\r\n{ws}Transfer-Encoding: chunked\r\n\r\n5\r\nhello",
+     "has Content-Length or Transfer-Encoding"),
+    ("HTTP/1.0 101 Switching Protocols\r\n{ws}\r\n", "is not HTTP/1.1"),
+])
+def test_a_101_with_framing_or_from_http_1_0_is_refused(start_relay, head, why):
+    """A 101 ends at its head: with Content-Length or Transfer-Encoding the parser would have
+    taken the first tunnel bytes for a body and dropped them; an upgrade is HTTP/1.1's."""
+    relay = start_relay()
+    ws = ("Upgrade: websocket\r\nConnection: Upgrade\r\n"
+          "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n")
+    # Not a WebSocket path of the simulator: its raw_response answers the handshake.
+    relay.sim.misbehave("raw_response", data=head.format(ws=ws), end="keep", count=1)
+    status, _, _ = raw_handshake(relay, path="/raw")
+    assert status == 502
+    assert why in relay.daemon.log()
+    # The same 101 without them is a tunnel.
+    relay.sim.misbehave("raw_response", data=f"HTTP/1.1 101 Switching Protocols\r\n{ws}\r\n",
+                        end="keep", count=1)
+    assert raw_handshake(relay, path="/raw")[0] == 101
 
 
 def test_cross_origin_handshake_is_refused(start_relay):
