@@ -189,12 +189,13 @@ static int req_on_head(struct http1_parser *p)
             return refuse(c, denied, msg);
     }
 
+    ex->max_body = cfg->max_body_size;
     if (p->ll.flags & F_CHUNKED) {
         ex->req_framing = HTTP1_FRAMING_CHUNKED;
     } else if ((p->ll.flags & F_CONTENT_LENGTH) && p->ll.content_length > 0) {
         ex->req_framing = HTTP1_FRAMING_LENGTH;
         ex->req_content_length = p->ll.content_length;
-        if (cfg->max_body_size > 0 && ex->req_content_length > cfg->max_body_size)
+        if (ex->max_body > 0 && ex->req_content_length > ex->max_body)
             return refuse(c, PROXY_ERR_PAYLOAD_TOO_LARGE,
                           "the request body is larger than max_body_size");
     } else {
@@ -235,7 +236,6 @@ static int req_on_body(struct http1_parser *p, const char *at, size_t len)
 {
     struct client *c = p->data;
     struct exchange *ex = &c->ex;
-    const struct service_config *cfg = c->svc->cfg;
     char ch[HTTP1_CHUNK_HEADER_MAX];
     int rc = 0;
 
@@ -243,7 +243,7 @@ static int req_on_body(struct http1_parser *p, const char *at, size_t len)
     if (c->state != CLIENT_RELAYING || ex->up == NULL)
         return refuse(c, PROXY_ERR_UPSTREAM_UNREACHABLE, "the upstream connection is gone");
     ex->req_body_bytes += len;
-    if (cfg->max_body_size > 0 && ex->req_body_bytes > cfg->max_body_size)
+    if (ex->max_body > 0 && ex->req_body_bytes > ex->max_body)
         return refuse(c, PROXY_ERR_PAYLOAD_TOO_LARGE,
                       "the request body is larger than max_body_size");
     if (ex->req_framing == HTTP1_FRAMING_CHUNKED) {

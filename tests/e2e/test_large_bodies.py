@@ -141,3 +141,30 @@ def test_upload_is_read_in_pieces_of_at_most_32_kib(relay, tmp_path):
     assert max(sizes) <= 64 * 1024, f"a read took {max(sizes)} bytes"
     large = [n for n in sizes if n > 32 * 1024]
     assert len(large) <= 1, f"reads over 32 KiB while the body streamed: {large}"
+
+
+def test_a_reload_does_not_cut_a_body_already_streaming(relay):
+    """A reload lowers max_body_size while an upload streams: that upload keeps the limit it was
+    admitted with and completes (it got 413 mid-body, the enclave a truncated request); the
+    next request gets the new limit."""
+    conf = relay.daemon.conf_path
+    pieces, sent = 16, []
+
+    def body():
+        for i in range(pieces):
+            if i == 4:
+                mark = len(relay.daemon.log())
+                conf.write_text(conf.read_text() + "max_body_size = 1k\n")
+                relay.daemon.signal(signal.SIGHUP)
+                relay.daemon.wait_log("event=reload_applied", start=mark)
+            chunk = bytes([i]) * 4096
+            sent.append(chunk)
+            yield chunk
+            time.sleep(0.02)
+
+    r = relay.post("/upload", data=body(), timeout=60)
+    assert r.status_code == 200, r.text
+    whole = b"".join(sent)
+    assert r.json() == {"bytes": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
+    r = relay.post("/upload", data=b"x" * 2048, timeout=60)
+    assert r.status_code == 413
