@@ -249,6 +249,14 @@ static void on_timer(uv_timer_t *t)
         refuse(c, PROXY_ERR_UPSTREAM_UNREACHABLE, "the application did not accept in time");
         break;
     case ST_RELAYING:
+        if (!c->req_done && !c->resp_started) {
+            /* The client stopped sending its body (stream_idle_timeout): not the application's
+             * fault, and no answer, as the daemon does with such a client. */
+            log_event(LOG_LEVEL_INFO, "client_timeout", "timeout", "stream_idle_timeout", "why",
+                      "the request body stopped arriving", NULL);
+            conn_close(c);
+            break;
+        }
         if (!c->resp_started) {
             refuse(c, PROXY_ERR_UPSTREAM_TIMEOUT, "the application did not answer in time");
             break;

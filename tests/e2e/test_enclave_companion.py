@@ -458,6 +458,27 @@ def test_limits(start_companion, app):
     assert r.startswith(b"HTTP/1.1 413 ")
 
 
+def test_a_body_that_stops_arriving_is_the_clients_timeout(start_companion, app):
+    """stream_idle_timeout while the client's body is incomplete closes the connection without
+    an answer (as the daemon does); a 504 blaming the application would be wrong."""
+    comp = start_companion(extra="stream_idle_timeout = 1s\nresponse_timeout = 10s\n")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    t0 = time.monotonic()
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", comp.port), timeout=10)) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: e\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        data = b""
+        try:
+            while chunk := s.recv(4096):
+                data += chunk
+        except (ConnectionResetError, ssl.SSLError):
+            pass
+    assert data == b"", data[:200]
+    assert 0.8 < time.monotonic() - t0 < 5
+    comp.wait_log("event=client_timeout timeout=stream_idle_timeout")
+
+
 def test_max_body_size_0_is_no_limit(start_companion, app):
     """As in the daemon, max_body_size = 0 lifts the limit (it used to refuse every body)."""
     comp = start_companion(extra="max_body_size = 0\n")
