@@ -106,10 +106,13 @@ static void check_document(struct walk *w, const char *file, unsigned long line,
     }
     json_object_foreach(pcrs, k, v)
     {
-        unsigned idx = (unsigned)strtoul(k + 3, NULL, 10);
+        unsigned idx;
         char hex[2 * NITRO_PCR_LEN + 1];
-        if (strncmp(k, "pcr", 3) != 0 || idx >= NITRO_PCR_COUNT ||
-            !(res->summary.pcr_mask & (1u << idx)))
+        /* The prefix first: a shorter key ("", "p") has no byte at k + 3 to parse. */
+        if (strncmp(k, "pcr", 3) != 0)
+            continue;
+        idx = (unsigned)strtoul(k + 3, NULL, 10);
+        if (idx >= NITRO_PCR_COUNT || !(res->summary.pcr_mask & (1u << idx)))
             continue;
         hex_encode(res->summary.pcrs[idx], NITRO_PCR_LEN, hex);
         if (!json_is_string(v) || strcmp(json_string_value(v), hex) != 0) {

@@ -249,9 +249,10 @@ static void on_timer(uv_timer_t *t)
         refuse(c, PROXY_ERR_UPSTREAM_UNREACHABLE, "the application did not accept in time");
         break;
     case ST_RELAYING:
-        if (!c->req_done && !c->resp_started) {
+        if (!c->req_done && !c->resp_started && !c->body_paused) {
             /* The client stopped sending its body (stream_idle_timeout): not the application's
-             * fault, and no answer, as the daemon does with such a client. */
+             * fault, and no answer, as the daemon does with such a client. (With the body
+             * paused, the application stopped reading: that is its timeout, 504 below.) */
             log_event(LOG_LEVEL_INFO, "client_timeout", "timeout", "stream_idle_timeout", "why",
                       "the request body stopped arriving", NULL);
             conn_close(c);

@@ -479,6 +479,50 @@ def test_a_body_that_stops_arriving_is_the_clients_timeout(start_companion, app)
     comp.wait_log("event=client_timeout timeout=stream_idle_timeout")
 
 
+def test_an_application_that_stops_reading_is_not_the_clients_timeout(start_companion):
+    """The body stops because the application does not read it (the companion stops reading
+    the client in turn): stream_idle_timeout is then the application's, answered 504, not a
+    silent client_timeout."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(srv.accept()[0])  # accepted, never read
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    comp = start_companion(extra="stream_idle_timeout = 1s\nresponse_timeout = 10s\n",
+                           app_port=srv.getsockname()[1])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", comp.port), timeout=10))
+    total = 64 * 1024 * 1024
+
+    def send():
+        try:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: e\r\nContent-Length: %d\r\n\r\n" % total)
+            for _ in range(total // 65536):
+                s.sendall(b"x" * 65536)
+        except OSError:
+            pass
+
+    threading.Thread(target=send, daemon=True).start()
+    try:
+        comp.wait_log("status=504", timeout=10)
+        assert "event=client_timeout" not in comp.log()
+    finally:
+        s.close()
+        srv.close()
+        for c in held:
+            c.close()
+
+
 def test_max_body_size_0_is_no_limit(start_companion, app):
     """As in the daemon, max_body_size = 0 lifts the limit (it used to refuse every body)."""
     comp = start_companion(extra="max_body_size = 0\n")
