@@ -367,6 +367,13 @@ static void finish_service(struct load_ctx *ctx, struct service_config *svc)
         load_error(ctx, "service '%s': nonce_bytes is set but nonce = none", svc->name);
         return;
     }
+    if (svc->nonce == NONCE_SESSION && svc->nonce_bytes != 32) {
+        load_error(ctx,
+                   "service '%s': nonce = session sends a 32-byte session_nonce "
+                   "(docs/evidence-protocol.md §12): nonce_bytes must be 32",
+                   svc->name);
+        return;
+    }
     if (svc->evidence_path[0] != '/' || strpbrk(svc->evidence_path, " \t\r\n?#") != NULL) {
         load_error(ctx,
                    "service '%s': evidence_path must start with '/' and hold no spaces, "

@@ -224,6 +224,7 @@ static void verify_evidence(struct attest_job *job)
         return;
     }
     o.accepted = true;
+    up->attested_here = true;
     /* Bytes past the evidence response, in this record or a later one, would become the
      * answer to the request that follows on this connection: also a later record that the
      * enclave sent with the response but that still waits in the socket (the request is

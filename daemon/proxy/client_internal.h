@@ -111,8 +111,8 @@ struct exchange {
     uint64_t req_body_bytes;
     uint64_t max_body; /* max_body_size when the head was admitted: a reload does not change
                           the limit of a body already streaming (0 = none) */
-    char *up_head; /* the rewritten request head; kept for a retry until a response byte */
-    char *held;    /* the response head, held until body bytes join it (client__write_parts) */
+    char *up_head;     /* the rewritten request head; kept for a retry until a response byte */
+    char *held;        /* the response head, held until body bytes join it (client__write_parts) */
     size_t held_len;
     size_t up_head_len;
     enum req_phase req_phase;

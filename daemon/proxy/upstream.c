@@ -921,6 +921,11 @@ enum gate_verdict upstream_begin_exchange(struct upstream *up, uint64_t *retry_a
     switch (
         pinset_lookup_fresh(&up->svc->pins, up->pin, uv_now(up->tcp.loop), retry_after_ms, &e)) {
     case PIN_FRESH:
+        /* Session-bound evidence binds a document to one TLS session: a key attested over
+         * another connection proves nothing about this one (whoever holds the key could sit
+         * on it), so each connection is attested over itself before its first request. */
+        if (up->svc->cfg->nonce == NONCE_SESSION && !up->attested_here)
+            return GATE_ATTEST;
         break;
     case PIN_UNKNOWN:
         return GATE_ATTEST;

@@ -88,6 +88,9 @@ struct upstream {
     struct tls_conn tls;
     uint8_t pin[PIN_LEN];
     bool has_pin;
+    bool attested_here;   /* an attestation over this very connection succeeded: with
+                             nonce = session the gate requires it of every connection, the key
+                             being attested elsewhere is not enough (evidence-protocol.md §12) */
     struct pin_info info; /* facts of the attestation that admitted the last exchange */
     bool has_info;
     uint64_t info_serial; /* the pin entry's serial `info` was copied from */

@@ -340,6 +340,33 @@ def test_session_bound_evidence_through_the_chain(chain, app):
     assert "session_bound=no" in comp.log()
 
 
+def test_session_bound_evidence_attests_every_connection(chain, app):
+    """With native-session a key attested over one connection does not admit another: each new
+    TLS connection is attested over itself before its first request (a relay holding the key
+    could otherwise let the first connection reach the enclave and take the next ones). With
+    native, the second connection rides on the pin."""
+    for profile, want in (("native-session", 2), ("native", 1)):
+        url, comp, daemon = chain(profile=profile)
+        results = []
+
+        def slow():
+            with session() as s:
+                results.append(s.get(url + "/slow", timeout=30).status_code)
+
+        with session() as s:
+            assert s.get(url + "/hello", timeout=30).status_code == 200
+        threads = [threading.Thread(target=slow) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert results == [200, 200]
+        # Two upstream connections (the first, pooled, carries one of the slow requests; the
+        # other slow request opens a second): with native-session one evidence request each.
+        assert comp.log().count("event=evidence") == want, (profile, comp.log())
+        assert daemon.log().count("verdict=verified") == want
+
+
 def test_session_nonce_matches_an_independent_derivation(start_companion):
     """The document's nonce is SHA-256(session_nonce || TLS exporter), the exporter taken by
     `openssl s_client` on its side of the same connection (evidence-protocol.md §12)."""

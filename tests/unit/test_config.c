@@ -225,19 +225,18 @@ static void test_upstream_authority(void **state)
 
 static void test_profiles_and_overrides(void **state)
 {
-    struct config *cfg =
-        load_ok("[service a]\nlisten = 127.0.0.1:1\nupstream = 10.0.0.1:443\n"
-                "profile = nitriding\nmeasurement = pcr0=" PCR_A "\n"
-                "[service b]\nlisten = 127.0.0.1:2\nupstream = h:1\n"
-                "binding = cert_sha256\nprofile = blindai\n"
-                "measurement = pcr0=" PCR_A "\n"
-                "[service c]\nlisten = unix:/tmp/c.sock\nupstream = h:1\n"
-                "profile = evervault\nnonce = query\nnonce_bytes = 16\n"
-                "evidence_path = /att\nmeasurement = pcr0=" PCR_A "\n"
-                "[service d]\nlisten = 127.0.0.1:4\nupstream = h:1\n"
-                "profile = native-session\nmeasurement = pcr0=" PCR_A "\n"
-                "[service e]\nlisten = 127.0.0.1:5\nupstream = h:1\n"
-                "nonce = session\nnonce_bytes = 48\nmeasurement = pcr0=" PCR_A "\n");
+    struct config *cfg = load_ok("[service a]\nlisten = 127.0.0.1:1\nupstream = 10.0.0.1:443\n"
+                                 "profile = nitriding\nmeasurement = pcr0=" PCR_A "\n"
+                                 "[service b]\nlisten = 127.0.0.1:2\nupstream = h:1\n"
+                                 "binding = cert_sha256\nprofile = blindai\n"
+                                 "measurement = pcr0=" PCR_A "\n"
+                                 "[service c]\nlisten = unix:/tmp/c.sock\nupstream = h:1\n"
+                                 "profile = evervault\nnonce = query\nnonce_bytes = 16\n"
+                                 "evidence_path = /att\nmeasurement = pcr0=" PCR_A "\n"
+                                 "[service d]\nlisten = 127.0.0.1:4\nupstream = h:1\n"
+                                 "profile = native-session\nmeasurement = pcr0=" PCR_A "\n"
+                                 "[service e]\nlisten = 127.0.0.1:5\nupstream = h:1\n"
+                                 "nonce = session\nmeasurement = pcr0=" PCR_A "\n");
     const struct service_config *a = config_find_service(cfg, "a");
     const struct service_config *d = config_find_service(cfg, "d");
     const struct service_config *e = config_find_service(cfg, "e");
@@ -260,7 +259,7 @@ static void test_profiles_and_overrides(void **state)
     assert_string_equal(d->evidence_path, "/.well-known/nitro-attestation");
     assert_int_equal(e->profile, PROFILE_NATIVE);
     assert_int_equal(e->nonce, NONCE_SESSION);
-    assert_int_equal(e->nonce_bytes, 48);
+    assert_int_equal(e->nonce_bytes, 32);
     assert_string_equal(config_nonce_name(e->nonce), "session");
     config_free(cfg);
 }
@@ -329,6 +328,9 @@ static void test_error_classes(void **state)
     expect_error(MINIMAL_SERVICE "max_connections = 12x\n", 5, "whole number");
     expect_error(MINIMAL_SERVICE "this line has no equals sign\n", 5, "syntax error");
     expect_error("[daemon]\n", 1, "no [service NAME] section");
+    expect_error("[service a]\nlisten = 127.0.0.1:1\nupstream = h:1\nprofile = native-session\n"
+                 "nonce_bytes = 16\nmeasurement = pcr0=" PCR_A "\n",
+                 1, "nonce_bytes must be 32");
     /* One address, one listener: across services, within one, and against admin_listen; an
      * IPv6 address spelled two ways is one address. */
     expect_error(MINIMAL_SERVICE "[service b]\nlisten = 127.0.0.1:8080\nupstream = h:1\n"
