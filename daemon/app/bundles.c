@@ -267,6 +267,14 @@ static int apply_one(struct config *fresh, struct service_config *svc,
         goto out;
     }
 
+    /* check-config judges the file the operator is about to put in force: a refused one is an
+     * error there, whatever run would fall back on. */
+    if (flags & BUNDLES_STRICT) {
+        snprintf(err, cap, "%s: policy bundle refused: %s: %s", svc->policy_bundle,
+                 bundle_verdict_name(v), c->detail);
+        rc = -EINVAL;
+        goto out;
+    }
     /* Refused: what was in force stays in force, unless the reload removed the key that signed
      * it (then only a bundle the new keys verify, or none, and the reload is refused). */
     if (live_svc != NULL && live_svc->bundle.in_force &&

@@ -18,6 +18,9 @@ struct metrics;
 struct audit;
 
 #define BUNDLES_DRY_RUN 0x1u /* check-config, attest: verify, never write state_dir */
+#define BUNDLES_STRICT                                                                             \
+    0x2u /* check-config: a refused bundle file is an error, even when run                         \
+            would fall back to the last accepted one in state_dir */
 
 /**
  * Applies the policy bundle of every service of `fresh` that has one. An accepted bundle

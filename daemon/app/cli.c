@@ -171,11 +171,12 @@ static int cmd_check_config(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return EXIT_USAGE;
     }
-    /* A policy bundle is verified as `run` would at start (a refused one falls back to the last
-     * accepted bundle in state_dir), so that a bundle a reload would refuse is caught here;
-     * nothing is written. */
-    if (bundles_apply(cfg, NULL, NULL, NULL, clock_wall_ms(), BUNDLES_DRY_RUN, err, sizeof(err)) <
-        0) {
+    /* A policy bundle file is verified as `run` verifies it (signature, key, service, expiry,
+     * version against state_dir), so that one a reload would refuse is caught here; a refused
+     * file is an error even where run would fall back to the last accepted bundle in state_dir.
+     * Nothing is written. */
+    if (bundles_apply(cfg, NULL, NULL, NULL, clock_wall_ms(), BUNDLES_DRY_RUN | BUNDLES_STRICT, err,
+                      sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);
         config_free(cfg);
         return EXIT_USAGE;

@@ -230,3 +230,27 @@ def test_check_config_verifies_the_bundle_and_attest_writes_nothing(setup, tmp_p
     r = run_cli("check-config", "-c", conf)
     assert r.returncode == 2 and b"not_for_service" in r.stderr, r.stderr
     assert not (state / "policy-bundle.demo").exists()
+
+
+def test_check_config_refuses_a_bad_bundle_file_even_with_a_good_one_in_state_dir(setup, tmp_path,
+                                                                                 run_cli):
+    """On a host that ran once, state_dir holds an accepted bundle that run would fall back to;
+    check-config still judges the file: a rollback or an expired bundle exits 2."""
+    sim, signer, bundle, state, start = setup
+    bundle.write_text(signer.sign(body(sim.pcrs, 5)))
+    relay = start()
+    assert relay.get("/echo").status_code == 200
+    relay.daemon.stop()
+    assert "version 5" in (state / "policy-bundle.demo").read_text()
+    conf = relay.daemon.conf_path
+    cases = [("rollback", signer.sign(body(sim.pcrs, 4))),
+             ("expired", signer.sign(body(sim.pcrs, 6, issued=utc(-7200), expires=utc(-3600))))]
+    for reason, text in cases:
+        bundle.write_text(text)
+        r = run_cli("check-config", "-c", conf)
+        assert r.returncode == 2, (reason, r.stderr)
+        assert f"policy bundle refused: {reason}".encode() in r.stderr, r.stderr
+    bundle.write_text(signer.sign(body(sim.pcrs, 6)))
+    assert run_cli("check-config", "-c", conf).returncode == 0
+    assert "version 5" in (state / "policy-bundle.demo").read_text()  # nothing written
+
