@@ -229,15 +229,26 @@ static void describe_admin(const struct config *cfg, char *out, size_t cap)
         snprintf(out, cap, "none");
 }
 
-/* Whether a reload from `old` to `fresh` changes what is trusted (the trust root aside): a
- * service added or removed, or one whose policy, evidence profile or upstream differs. */
+/* Whether a reload from `old` to `fresh` changes what is trusted (the trust root aside): the
+ * keys trusted to sign policy bundles, a service added or removed, or one whose policy,
+ * evidence profile or upstream differs, or whose policy comes from another bundle (a new
+ * version, signer or expiry, even with the same measurement sets). */
 static bool trust_changed(const struct config *old, const struct config *fresh)
 {
+    const struct daemon_config *a = &old->daemon, *b = &fresh->daemon;
+    if (a->n_policy_keys != b->n_policy_keys ||
+        memcmp(a->policy_keys, b->policy_keys, a->n_policy_keys * sizeof(a->policy_keys[0])) != 0)
+        return true;
     if (old->n_services != fresh->n_services)
         return true;
     for (size_t i = 0; i < fresh->n_services; i++) {
-        const struct service_config *was = config_find_service(old, fresh->services[i].name);
-        if (was == NULL || proxy_attestation_change(was, &fresh->services[i]) != NULL)
+        const struct service_config *now = &fresh->services[i];
+        const struct service_config *was = config_find_service(old, now->name);
+        if (was == NULL || proxy_attestation_change(was, now) != NULL)
+            return true;
+        if (was->bundle.in_force != now->bundle.in_force ||
+            memcmp(was->bundle.digest, now->bundle.digest, sizeof(now->bundle.digest)) != 0 ||
+            was->policy.not_after_ms != now->policy.not_after_ms)
             return true;
     }
     return false;

@@ -247,9 +247,15 @@ def test_metrics_exposition_parses(ops_daemon):
     # A log level only: applied, same generation.
     d.conf_path.write_text(d.conf_path.read_text().replace("log_level = debug", "log_level = info"))
     assert reload_and_read() == (1, {"applied": 3, "rejected": 0})
+    # A new key trusted to sign policy bundles: who may change the trust changed.
+    import base64
+    key = base64.b64encode(bytes(range(32))).decode()
+    d.conf_path.write_text(d.conf_path.read_text().replace(
+        "[daemon]\n", f"[daemon]\npolicy_key = release:{key}\n", 1))
+    assert reload_and_read() == (2, {"applied": 4, "rejected": 0})
     # An invalid file: rejected, same generation.
     d.conf_path.write_text(d.conf_path.read_text() + "bogus_key = 1\n")
-    assert reload_and_read() == (1, {"applied": 3, "rejected": 1})
+    assert reload_and_read() == (2, {"applied": 4, "rejected": 1})
 
 
 def test_attestation_document_follows_the_schema(ops_daemon):

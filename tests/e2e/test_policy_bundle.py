@@ -254,3 +254,30 @@ def test_check_config_refuses_a_bad_bundle_file_even_with_a_good_one_in_state_di
     assert run_cli("check-config", "-c", conf).returncode == 0
     assert "version 5" in (state / "policy-bundle.demo").read_text()  # nothing written
 
+
+
+def test_a_new_bundle_moves_the_policy_generation(setup):
+    """A new bundle version with the same measurement sets changes what is trusted (its expiry,
+    its signer, its place in the version order): the generation moves; a reload of the same
+    file does not."""
+    sim, signer, bundle, state, start = setup
+    admin = free_port()
+    issued, expires = utc(-60), utc(86400)  # the same for both versions: only the version moves
+    bundle.write_text(signer.sign(body(sim.pcrs, 1, issued=issued, expires=expires)))
+    relay = start(extra_daemon=f"admin_listen = 127.0.0.1:{admin}\n")
+
+    def generation():
+        m = re.search(r"^attestproxy_policy_generation (\d+)$", metrics(admin), re.M)
+        return int(m.group(1))
+
+    def reload():
+        mark = len(relay.daemon.log())
+        relay.daemon.signal(signal.SIGHUP)
+        relay.daemon.wait_log("event=reload_applied", start=mark)
+
+    assert generation() == 0
+    reload()
+    assert generation() == 0
+    replace(bundle, signer.sign(body(sim.pcrs, 2, issued=issued, expires=expires)))
+    relay.daemon.wait_log("source=policy_bundle version=2")
+    wait_until(lambda: generation() == 1, "the generation after version 2")
