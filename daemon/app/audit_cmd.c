@@ -17,6 +17,7 @@
 
 #include "app/verify_cmd.h"
 #include "base/audit.h"
+#include "base/args.h"
 #include "base/file.h"
 #include "base/hex.h"
 #include "verify/verifier.h"
@@ -215,6 +216,7 @@ static int walk_file(struct walk *w, const char *file, bool last)
 
 int audit_cmd_main(int argc, char **argv)
 {
+    char bad[8];
     static const struct option opts[] = {
         {"archive", required_argument, NULL, 'a'},
         {"root-ca", required_argument, NULL, 'r'},
@@ -254,7 +256,7 @@ int audit_cmd_main(int argc, char **argv)
             return AUDIT_CMD_OK;
         default:
             fprintf(stderr, "attestproxy: audit verify: unknown option or missing value: %s\n",
-                    argv[optind]); /* getopt ran over argv + 1 */
+                    args_refused(argc - 1, argv + 1, bad, sizeof(bad)));
             fputs(usage, stderr);
             return AUDIT_CMD_USAGE;
         }

@@ -11,6 +11,7 @@
 #include "app/daemon.h"
 #include "app/policy_cmd.h"
 #include "app/verify_cmd.h"
+#include "base/args.h"
 #include "base/clock.h"
 #include "base/config.h"
 #include "ops/health_cmd.h"
@@ -102,6 +103,7 @@ static const struct option config_opts[] = {
 static int parse_config_opts(int argc, char **argv, const char *usage, const char **path,
                              bool *reference)
 {
+    char bad[8];
     int c;
     optind = 1;
     opterr = 0;
@@ -122,10 +124,8 @@ static int parse_config_opts(int argc, char **argv, const char *usage, const cha
             fputs(usage, stderr);
             return EXIT_USAGE;
         default:
-            if (optopt)
-                fprintf(stderr, "attestproxy: option -%c: invalid or missing argument\n", optopt);
-            else
-                fprintf(stderr, "attestproxy: unknown option %s\n", argv[optind - 1]);
+            fprintf(stderr, "attestproxy: unknown option or missing value: %s\n",
+                    args_refused(argc, argv, bad, sizeof(bad)));
             fputs(usage, stderr);
             return EXIT_USAGE;
         }
@@ -198,6 +198,7 @@ static int cmd_check_config(int argc, char **argv)
 
 static int cmd_attest(int argc, char **argv)
 {
+    char bad[8];
     const char *path = DEFAULT_CONFIG;
     const char *service;
     int c;
@@ -214,7 +215,7 @@ static int cmd_attest(int argc, char **argv)
             return EXIT_OK;
         default:
             fprintf(stderr, "attestproxy: attest: unknown option or missing value: %s\n",
-                    argv[optind - 1]);
+                    args_refused(argc, argv, bad, sizeof(bad)));
             fputs(usage_attest, stderr);
             return EXIT_USAGE;
         }

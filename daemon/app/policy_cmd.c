@@ -19,6 +19,7 @@
 
 #include "app/cli.h"
 #include "base/clock.h"
+#include "base/args.h"
 #include "base/config.h"
 #include "base/file.h"
 #include "base/hex.h"
@@ -268,6 +269,7 @@ out:
 
 int policy_cmd_main(int argc, char **argv)
 {
+    char bad[8];
     struct policy_key keys[POLICY_MAX_KEYS];
     const char *out = NULL, *keyfile = NULL, *name = NULL, *sub;
     size_t n_keys = 0;
@@ -310,7 +312,7 @@ int policy_cmd_main(int argc, char **argv)
             return EXIT_OK;
         default:
             fprintf(stderr, "attestproxy: policy %s: unknown option or missing value: %s\n", sub,
-                    argv[optind]); /* getopt ran over argv + 1 */
+                    args_refused(argc - 1, argv + 1, bad, sizeof(bad)));
             fputs(usage, stderr);
             return EXIT_USAGE;
         }

@@ -17,6 +17,7 @@
 #include <openssl/x509.h>
 
 #include "base/config.h"
+#include "base/args.h"
 #include "base/file.h"
 #include "base/hex.h"
 #include "verify/chain.h"
@@ -509,6 +510,7 @@ static int usage_error(const char *msg, const char *arg)
 
 static int parse_args(int argc, char **argv, struct cmd *c)
 {
+    char bad[8];
     int o;
     size_t n;
 
@@ -564,7 +566,7 @@ static int parse_args(int argc, char **argv, struct cmd *c)
             break;
         default:
             return usage_error("unknown option or missing value",
-                               optind > 0 && optind <= argc ? argv[optind - 1] : NULL);
+                               args_refused(argc, argv, bad, sizeof(bad)));
         }
     }
     if (optind != argc - 1)

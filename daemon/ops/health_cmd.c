@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "build_config.h"
+#include "base/args.h"
 #include "base/config.h"
 
 #define DEFAULT_CONFIG ATTESTPROXY_SYSCONFDIR "/attestproxy/attestproxy.conf"
@@ -429,6 +430,7 @@ out_close:
 
 int health_cmd_main(int argc, char **argv)
 {
+    char bad[8];
     const char *config_path = DEFAULT_CONFIG, *url = NULL, *admin = NULL;
     char path[PATH_MAX_LEN] = "";
     struct listen_addr addr;
@@ -467,7 +469,7 @@ int health_cmd_main(int argc, char **argv)
             return HEALTH_CMD_HEALTHY;
         default:
             fprintf(stderr, "attestproxy health: unknown option or missing value: %s\n",
-                    argv[optind - 1]);
+                    args_refused(argc, argv, bad, sizeof(bad)));
             fputs(usage_health, stderr);
             return HEALTH_CMD_USAGE;
         }

@@ -138,6 +138,12 @@ def test_usage_errors_exit_2(run_cli):
     (("attest", "--bogus", "demo"), b"unknown option or missing value: --bogus"),
     (("verify", "--bogus", "x"), b"--bogus"),
     (("help", "bogus"), b"unknown command 'bogus' (see attestproxy --help)"),
+    # A short option inside a cluster: getopt has not moved past the cluster yet.
+    (("health", "-xh"), b"unknown option or missing value: -x"),
+    (("audit", "verify", "-xh", "f"), b"unknown option or missing value: -x"),
+    (("policy", "verify", "-xq", "f"), b"unknown option or missing value: -x"),
+    (("check-config", "-xh"), b"unknown option or missing value: -x"),
+    (("check-config", "-c"), b"unknown option or missing value: -c"),
 ])
 def test_usage_errors_say_what_was_wrong(run_cli, args, says):
     r = run_cli(*args)

@@ -277,12 +277,16 @@ static void test_gate_verdicts(void **state)
 {
     struct harness *h = harness_new(UP_UNVERIFIED);
     struct proxy_service *svc = calloc(1, sizeof(*svc));
+    struct service_config sc;
     const int64_t wall = 1700000000000LL;
     struct pin_info info;
     uint64_t now, retry = 0;
     (void)state;
     assert_non_null(svc);
     pinset_init(&svc->pins);
+    memset(&sc, 0, sizeof(sc));
+    sc.nonce = NONCE_QUERY;
+    svc->cfg = &sc;
     h->up->svc = svc;
     h->up->has_pin = true;
     memset(h->up->pin, 0xa5, PIN_LEN);
@@ -319,6 +323,13 @@ static void test_gate_verdicts(void **state)
     assert_int_equal(upstream_begin_exchange(h->up, &retry), GATE_STALE);
     assert_int_equal(h->up->state, UP_UNVERIFIED);
     h->up->gen = svc->upstream_gen;
+
+    /* Session-bound evidence: the key's fresh pin does not admit a connection that was not
+     * attested over itself. */
+    sc.nonce = NONCE_SESSION;
+    assert_int_equal(upstream_begin_exchange(h->up, &retry), GATE_ATTEST);
+    assert_int_equal(h->up->state, UP_UNVERIFIED);
+    h->up->attested_here = true;
 
     assert_int_equal(upstream_begin_exchange(h->up, &retry), GATE_PASS);
     assert_int_equal(h->up->state, UP_BUSY);
