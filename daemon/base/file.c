@@ -114,7 +114,7 @@ int file_clear_stale_socket(const char *path)
 {
     struct stat st;
     struct sockaddr_un sun;
-    int fd, rc;
+    int fd, rc, err;
 
     if (lstat(path, &st) < 0)
         return errno == ENOENT ? 0 : -errno;
@@ -125,12 +125,18 @@ int file_clear_stale_socket(const char *path)
     if (strlen(path) >= sizeof(sun.sun_path))
         return -ENAMETOOLONG;
     memcpy(sun.sun_path, path, strlen(path));
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking: a live socket with a full backlog answers EAGAIN at once instead of
+     * holding the loop. Only ECONNREFUSED (nobody accepts) makes the file stale; any other
+     * failure (EACCES on another user's socket, EAGAIN) leaves it alone. */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
     rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+    err = errno;
     close(fd);
-    if (rc == 0)
+    if (rc == 0 || err == EAGAIN || err == EINPROGRESS)
         return -EADDRINUSE;
+    if (err != ECONNREFUSED)
+        return -err;
     return unlink(path) == 0 ? 0 : -errno;
 }

@@ -25,15 +25,18 @@ int file_sync_dir(const char *path);
  * Replaces `path` with `len` bytes at once: written whole to `tmp` (created with `mode`), then
  * renamed over `path`, so a reader sees the old file or the new one, never a part. With
  * `sync`, the data is forced to disk before the rename and the directory after it, so the
- * new file survives a crash. Returns 0, or -errno with `tmp` removed.
+ * new file survives a crash. Returns 0, or -errno with `tmp` removed; with `sync`, a failed
+ * directory fsync returns -errno after the rename, `path` already holding the new content.
  */
 int file_write_atomic(const char *path, const char *tmp, const void *data, size_t len,
                       unsigned mode, bool sync);
 
 /**
- * Makes way for binding a Unix socket at `path`: a socket file nobody accepts on (left by an
- * earlier run) is removed; a live one is -EADDRINUSE (another listener, maybe of this daemon,
- * holds it), anything that is not a socket -EEXIST. 0 when the path is free.
+ * Makes way for binding a Unix socket at `path`: a socket file nobody accepts on (connecting
+ * is refused: left by an earlier run) is removed; a live one is -EADDRINUSE (another listener,
+ * maybe of this daemon, holds it; also one whose backlog is full), one that cannot be probed
+ * -errno (EACCES: another user's), anything that is not a socket -EEXIST. 0 when the path is
+ * free. Never blocks.
  */
 int file_clear_stale_socket(const char *path);
 

@@ -1,6 +1,7 @@
 /*
  * Unit tests for base/file.c: whole-file reads (bounded, one byte past the limit shown,
- * FILE_REGULAR refusing what is not a regular file) and atomic replacement (mode, old or new
+ * FILE_REGULAR refusing what is not a regular file), the stale-socket check (a live socket
+ * is kept and never waited on) and atomic replacement (mode, old or new
  * content and nothing between, the temporary file gone after a failure).
  */
 #include <errno.h>
@@ -11,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -74,6 +77,35 @@ static void test_regular_only_refuses_directories_and_fifos(void **state)
     assert_int_equal(file_read(p, 4, FILE_REGULAR, &data, &len), -EINVAL);
 }
 
+static void test_stale_socket_cleared_live_one_kept(void **state)
+{
+    char p[256];
+    struct sockaddr_un sa;
+    int fd;
+    (void)state;
+    assert_int_equal(file_clear_stale_socket("/nonexistent-dir/x.sock"), 0); /* free */
+    path_of(p, sizeof(p), "sock");
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    assert_true(strlen(p) < sizeof(sa.sun_path));
+    memcpy(sa.sun_path, p, strlen(p) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    /* Live: listening, and a backlog of 0 filled by a first connection does not block. */
+    assert_int_equal(listen(fd, 0), 0);
+    assert_int_equal(file_clear_stale_socket(p), -EADDRINUSE);
+    assert_int_equal(file_clear_stale_socket(p), -EADDRINUSE);
+    assert_int_equal(access(p, F_OK), 0);
+    /* Stale: nobody accepts any more. */
+    close(fd);
+    assert_int_equal(file_clear_stale_socket(p), 0);
+    assert_int_equal(access(p, F_OK), -1);
+    /* Not a socket: left alone. */
+    put("plain", "x");
+    path_of(p, sizeof(p), "plain");
+    assert_int_equal(file_clear_stale_socket(p), -EEXIST);
+}
+
 static void test_atomic_write_replaces_with_mode(void **state)
 {
     char p[256], tmp[256];
@@ -134,6 +166,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_whole_and_bounded),
         cmocka_unit_test(test_regular_only_refuses_directories_and_fifos),
+        cmocka_unit_test(test_stale_socket_cleared_live_one_kept),
         cmocka_unit_test(test_atomic_write_replaces_with_mode),
         cmocka_unit_test(test_atomic_write_failure_keeps_the_old_file),
     };
