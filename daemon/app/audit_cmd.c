@@ -237,7 +237,8 @@ int audit_cmd_main(int argc, char **argv)
         if (argc >= 2 && strcmp(argv[1], "verify") != 0)
             fprintf(stderr, "attestproxy: audit: unknown subcommand '%s'\n", argv[1]);
         else
-            fprintf(stderr, "attestproxy: audit verify: no FILE\n");
+            fprintf(stderr, "attestproxy: audit: %s\n",
+                    argc < 2 ? "no subcommand (verify)" : "verify needs a FILE");
         fputs(usage, stderr);
         return AUDIT_CMD_USAGE;
     }
@@ -263,6 +264,7 @@ int audit_cmd_main(int argc, char **argv)
     }
     optind++;
     if (optind >= argc) {
+        fprintf(stderr, "attestproxy: audit: verify needs a FILE\n");
         fputs(usage, stderr);
         return AUDIT_CMD_USAGE;
     }

@@ -131,6 +131,8 @@ def test_usage_errors_exit_2(run_cli):
     (("audit", "verify", "--bogus", "x"), b"unknown option or missing value: --bogus"),
     (("audit", "verify", "--archive"), b"unknown option or missing value: --archive"),
     (("audit", "frob"), b"unknown subcommand 'frob'"),
+    (("audit",), b"no subcommand (verify)"),
+    (("audit", "verify", "--archive", "/tmp"), b"verify needs a FILE"),
     (("policy", "frob"), b"unknown subcommand 'frob'"),
     (("policy", "verify", "--bogus", "x"), b"unknown option or missing value: --bogus"),
     (("policy", "sign", "x"), b"policy sign: missing or extra arguments"),
