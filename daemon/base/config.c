@@ -10,6 +10,7 @@
  * refuses lines longer than inih's 200-byte buffer instead of letting inih split them silently.
  */
 #include "base/config_internal.h"
+#include "base/file.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -305,10 +306,10 @@ static int handler(void *user, const char *section, const char *name, const char
 static int parse_file(struct load_ctx *ctx)
 {
     int rc;
-    ctx->fp = fopen(ctx->path, "re");
+    ctx->fp = file_fopen_regular(ctx->path);
     if (ctx->fp == NULL) {
         int e = errno;
-        snprintf(ctx->err, sizeof(ctx->err), "%s: %s", ctx->path, strerror(e));
+        snprintf(ctx->err, sizeof(ctx->err), "%s: %s", ctx->path, file_strerror(e));
         ctx->failed = true;
         return -e;
     }

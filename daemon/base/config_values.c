@@ -4,6 +4,7 @@
  * turns the text of one key into its field by the key's type and checks its range.
  */
 #include "base/config_internal.h"
+#include "base/file.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -323,12 +324,13 @@ static int parse_origins(struct service_config *svc, const char *value, char *wh
 
 static int read_token_file(const char *path, char *out, size_t cap, char *why, size_t whycap)
 {
-    FILE *fp = fopen(path, "re");
+    FILE *fp = file_fopen_regular(path);
     size_t n;
     int rc = 0;
     if (fp == NULL) {
-        snprintf(why, whycap, "cannot read token file %s: %s", path, strerror(errno));
-        return -errno;
+        int e = errno;
+        snprintf(why, whycap, "cannot read token file %s: %s", path, file_strerror(e));
+        return -e;
     }
     if (fgets(out, (int)cap, fp) == NULL) {
         snprintf(why, whycap, "token file %s is empty", path);
@@ -372,12 +374,12 @@ static bool key_name_ok(const char *s, size_t n)
 /* The raw Ed25519 public key of a PEM file. */
 static int read_pem_key(const char *path, uint8_t pub[POLICY_KEY_LEN], char *why, size_t cap)
 {
-    FILE *fp = fopen(path, "re");
+    FILE *fp = file_fopen_regular(path);
     EVP_PKEY *pk = NULL;
     size_t len = POLICY_KEY_LEN;
     int rc = -EINVAL;
     if (fp == NULL) {
-        snprintf(why, cap, "%s: %s", path, strerror(errno));
+        snprintf(why, cap, "%s: %s", path, file_strerror(errno));
         return -EINVAL;
     }
     pk = PEM_read_PUBKEY(fp, NULL, NULL, NULL);
@@ -482,13 +484,14 @@ static int read_proxy_credentials(const char *path, struct service_config *svc, 
                                   size_t whycap)
 {
     char line[256 + 2];
-    FILE *fp = fopen(path, "re");
+    FILE *fp = file_fopen_regular(path);
     size_t n;
     int rc = 0;
 
     if (fp == NULL) {
         rc = -errno;
-        snprintf(why, whycap, "cannot read proxy credentials file %s: %s", path, strerror(errno));
+        snprintf(why, whycap, "cannot read proxy credentials file %s: %s", path,
+                 file_strerror(-rc));
         return rc;
     }
     if (fgets(line, (int)sizeof(line), fp) == NULL) {

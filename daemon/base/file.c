@@ -55,6 +55,36 @@ out:
     return rc;
 }
 
+FILE *file_fopen_regular(const char *path)
+{
+    struct stat st;
+    FILE *fp;
+    int flags, fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return NULL;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        int e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    flags = fcntl(fd, F_GETFL);
+    if (flags >= 0)
+        (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    fp = fdopen(fd, "r");
+    if (fp == NULL) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
+    return fp;
+}
+
+const char *file_strerror(int e)
+{
+    return e == EINVAL ? "not a regular file" : strerror(e);
+}
+
 int file_sync_dir(const char *path)
 {
     char dir[4096];

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define FILE_REGULAR 0x1u /* refuse anything but a regular file: a FIFO would block the loop */
 
@@ -16,6 +17,17 @@
  * not a regular file, with FILE_REGULAR).
  */
 int file_read(const char *path, size_t max, unsigned flags, uint8_t **out, size_t *len);
+
+/**
+ * fopen(path, "re") for the files a start or a reload reads (configuration, policy file,
+ * token, credentials, keys, root certificate): what is not a regular file is refused with
+ * errno EISDIR (a directory) or EINVAL instead of opened — a FIFO there would hold the event loop
+ * (and the reload) until something wrote to it. NULL with errno on failure.
+ */
+FILE *file_fopen_regular(const char *path);
+
+/** strerror(e) for the errors above, "not a regular file" for EINVAL. */
+const char *file_strerror(int e);
 
 /** fsyncs the directory that holds `path` (a rename or a new file in it survives a crash).
  *  0 or -errno. */

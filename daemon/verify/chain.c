@@ -14,6 +14,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "base/file.h"
 #include "verify/aws_root.h"
 
 /* Skew is clamped here only so that window arithmetic cannot overflow; configuration keeps it
@@ -703,16 +704,27 @@ out:
 
 /* ---- Root ----------------------------------------------------------------------------------- */
 
+#define ROOT_PEM_MAX (64 * 1024)
+
 static X509 *load_pem_root(const char *path, char *err, size_t cap)
 {
-    BIO *bio = BIO_new_file(path, "r");
+    BIO *bio = NULL;
     X509 *root = NULL;
     X509 *extra = NULL;
+    uint8_t *pem = NULL;
+    size_t len = 0;
+    /* Read as a regular file only: a FIFO at the path would hold a reload until written to. */
+    int rc = file_read(path, ROOT_PEM_MAX, FILE_REGULAR, &pem, &len);
 
+    if (rc == 0 && len > ROOT_PEM_MAX)
+        rc = -EFBIG;
+    if (rc < 0) {
+        snprintf(err, cap, "root_ca %s: cannot open: %s", path, file_strerror(-rc));
+        goto out;
+    }
+    bio = BIO_new_mem_buf(pem, (int)len);
     if (bio == NULL) {
-        int e = errno;
-        snprintf(err, cap, "root_ca %s: cannot open: %s", path, e != 0 ? strerror(e) : "error");
-        ERR_clear_error();
+        snprintf(err, cap, "root_ca %s: out of memory", path);
         goto out;
     }
     root = PEM_read_bio_X509(bio, NULL, NULL, NULL);
@@ -731,6 +743,7 @@ out:
     ERR_clear_error();
     X509_free(extra);
     BIO_free(bio);
+    free(pem);
     return root;
 }
 

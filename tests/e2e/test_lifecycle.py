@@ -218,6 +218,29 @@ def test_unloadable_root_ca_is_a_configuration_error(tmp_path, run_cli):
         assert r.returncode == 2 and why in r.stderr, r.stderr
 
 
+def test_a_fifo_where_a_file_is_expected_does_not_hold_a_reload(tmp_path, start_daemon):
+    """root_ca, a token_file or the configuration itself replaced by a FIFO: the reload is
+    rejected at once ("not a regular file"); it used to wait for a writer, and the daemon with
+    it (its one loop)."""
+    import os
+    import time
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    d = start_daemon(minimal_config())
+    good = d.conf_path.read_text()
+    for text in (good.replace("[daemon]\n", f"[daemon]\nroot_ca = {fifo}\n", 1),
+                 good + f"token_file = {fifo}\n"):
+        d.conf_path.write_text(text)
+        mark = len(d.log())
+        t0 = time.monotonic()
+        d.signal(signal.SIGHUP)
+        log = d.wait_log("event=reload_rejected", start=mark)[mark:]
+        assert time.monotonic() - t0 < 5
+        assert "not a regular file" in log, log
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+
+
 def test_reload_with_unloadable_root_ca_keeps_running(tmp_path, start_daemon):
     from conftest import ROOT
     aws = ROOT / "tests" / "vectors" / "nitro" / "aws-nitro-root-g1.pem"

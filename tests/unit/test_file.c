@@ -106,6 +106,29 @@ static void test_stale_socket_cleared_live_one_kept(void **state)
     assert_int_equal(file_clear_stale_socket(p), -EEXIST);
 }
 
+static void test_fopen_regular_refuses_fifos_and_directories(void **state)
+{
+    char p[256], line[16];
+    FILE *f;
+    (void)state;
+    put("conf", "[daemon]\n");
+    path_of(p, sizeof(p), "conf");
+    f = file_fopen_regular(p);
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof(line), f));
+    assert_string_equal(line, "[daemon]\n");
+    fclose(f);
+    errno = 0;
+    assert_null(file_fopen_regular(dir));
+    assert_int_equal(errno, EISDIR);
+    path_of(p, sizeof(p), "fifo2");
+    assert_int_equal(mkfifo(p, 0600), 0);
+    errno = 0;
+    assert_null(file_fopen_regular(p)); /* at once: no writer is waited for */
+    assert_int_equal(errno, EINVAL);
+    assert_string_equal(file_strerror(EINVAL), "not a regular file");
+}
+
 static void test_atomic_write_replaces_with_mode(void **state)
 {
     char p[256], tmp[256];
@@ -167,6 +190,7 @@ int main(void)
         cmocka_unit_test(test_read_whole_and_bounded),
         cmocka_unit_test(test_regular_only_refuses_directories_and_fifos),
         cmocka_unit_test(test_stale_socket_cleared_live_one_kept),
+        cmocka_unit_test(test_fopen_regular_refuses_fifos_and_directories),
         cmocka_unit_test(test_atomic_write_replaces_with_mode),
         cmocka_unit_test(test_atomic_write_failure_keeps_the_old_file),
     };
