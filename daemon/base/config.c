@@ -368,6 +368,13 @@ static void finish_service(struct load_ctx *ctx, struct service_config *svc)
         load_error(ctx, "service '%s': nonce_bytes is set but nonce = none", svc->name);
         return;
     }
+    if (svc->nonce == NONCE_SESSION && svc->binding != BINDING_SPKI_SHA256) {
+        load_error(ctx,
+                   "service '%s': nonce = session binds the TLS session into user_data with the "
+                   "key's SHA-256: binding must be spki_sha256",
+                   svc->name);
+        return;
+    }
     if (svc->nonce == NONCE_SESSION && svc->nonce_bytes != 32) {
         load_error(ctx,
                    "service '%s': nonce = session sends a 32-byte session_nonce "

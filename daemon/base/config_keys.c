@@ -140,8 +140,8 @@ const struct key_def config__keys[] = {
     {"evidence_path", SEC_SERVICE, T_STRING, S(evidence_path), 0, 0, NULL, 0,
      "path of the evidence request; unset = the profile's"},
     {"nonce", SEC_SERVICE, T_NONCE, S(nonce), 0, 0, NULL, 0,
-     "query | session | none: send ?nonce=<hex>, ?session_nonce=<hex> (the document's nonce "
-     "then binds it to this TLS session) or no nonce; unset = the profile's"},
+     "query | session | none: send ?nonce=<hex>, ?session_nonce=<hex> (the document's "
+     "user_data then binds it to this TLS session) or no nonce; unset = the profile's"},
     {"nonce_bytes", SEC_SERVICE, T_U32, S(nonce_bytes), 16, 64, NULL, 0,
      "random nonce length in bytes; unset = the profile's"},
     {"binding", SEC_SERVICE, T_BINDING, S(binding), 0, 0, NULL, 0,

@@ -91,7 +91,7 @@ struct econn {
     struct http1_parser resp;
     bool resp_init;
     bool evidence;
-    bool session_bound; /* session_nonce=: the document's nonce is tls_session_nonce() of it */
+    bool session_bound; /* session_nonce=: the document's user_data names the TLS session too */
     uint8_t nonce[WELLKNOWN_NONCE_LEN];
     bool keep_alive, http10, head_request, expect_continue;
     enum http1_framing req_framing, resp_framing;
@@ -757,23 +757,30 @@ static int answer_evidence(struct econn *c)
 {
     uint8_t *doc = malloc(NSM_DOCUMENT_MAX);
     char head[256], err[256], nonce_hex[17];
+    uint8_t user_data[32];
     int n, h;
 
     if (doc == NULL)
         return req_refuse(c, PROXY_ERR_ATTESTATION_UNAVAILABLE, "out of memory");
     if (c->session_bound) {
-        /* The nonce in the document is bound to this TLS session (evidence-protocol.md §12). */
+        /* user_data names this TLS session with the key (evidence-protocol.md §12): no plain
+         * request, whatever its nonce, yields such a document. */
         const char *why = NULL;
-        uint8_t bound[TLS_SESSION_NONCE_LEN];
-        _Static_assert(sizeof(bound) == sizeof(c->nonce), "a session nonce replaces the nonce");
-        if (tls_session_nonce(&c->tls, c->nonce, sizeof(c->nonce), bound, &why) < 0) {
+        uint8_t exporter[BINDING_SESSION_LEN];
+        if (tls_session_exporter(&c->tls, exporter, &why) < 0) {
             free(doc);
             return req_refuse(c, PROXY_ERR_BAD_REQUEST, why);
         }
-        memcpy(c->nonce, bound, sizeof(c->nonce));
+        if (binding_session_digest(c->co->id->cert, exporter, user_data) < 0) {
+            free(doc);
+            return req_refuse(c, PROXY_ERR_ATTESTATION_UNAVAILABLE, "cannot hash the key");
+        }
+        OPENSSL_cleanse(exporter, sizeof(exporter));
+    } else {
+        memcpy(user_data, c->co->id->user_data, sizeof(user_data));
     }
-    n = nsm_get_document(c->co->nsm, c->co->id->user_data, sizeof(c->co->id->user_data), c->nonce,
-                         sizeof(c->nonce), doc, NSM_DOCUMENT_MAX, err, sizeof(err));
+    n = nsm_get_document(c->co->nsm, user_data, sizeof(user_data), c->nonce, sizeof(c->nonce), doc,
+                         NSM_DOCUMENT_MAX, err, sizeof(err));
     if (n < 0) {
         free(doc);
         log_event(LOG_LEVEL_WARN, "nsm_failed", "backend", c->co->nsm->name, "reason", err, NULL);

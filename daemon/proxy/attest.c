@@ -152,7 +152,7 @@ static void verify_evidence(struct attest_job *job)
     struct verify_request req;
     struct verify_result res;
     struct attest_outcome o;
-    uint8_t session_nonce[TLS_SESSION_NONCE_LEN];
+    uint8_t session[BINDING_SESSION_LEN];
     unsigned status = job->parser.ll.status_code;
     int rc;
 
@@ -173,14 +173,13 @@ static void verify_evidence(struct attest_job *job)
     req.nonce = job->nonce_len > 0 ? job->nonce : NULL;
     req.nonce_len = job->nonce_len;
     if (cfg->nonce == NONCE_SESSION) {
-        /* The document must carry the nonce of this TLS session, not the one we sent. */
+        /* The document must name this TLS session in its user_data, with the key. */
         const char *why = NULL;
-        if (tls_session_nonce(&up->tls, job->nonce, job->nonce_len, session_nonce, &why) < 0) {
+        if (tls_session_exporter(&up->tls, session, &why) < 0) {
             fail_unavailable(job, REASON_SESSION, why);
             return;
         }
-        req.nonce = session_nonce;
-        req.nonce_len = sizeof(session_nonce);
+        req.session_exporter = session;
     }
     req.binding = cfg->binding;
     req.peer_cert = tls_peer_cert(&up->tls);

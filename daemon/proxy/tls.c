@@ -391,14 +391,10 @@ int tls_peer_pin(const struct tls_conn *t, bool cert_hash, uint8_t out[32])
     return rc;
 }
 
-int tls_session_nonce(const struct tls_conn *t, const uint8_t *nonce, size_t len,
-                      uint8_t out[TLS_SESSION_NONCE_LEN], const char **why)
+int tls_session_exporter(const struct tls_conn *t, uint8_t out[BINDING_SESSION_LEN],
+                         const char **why)
 {
-    static const char label[] = TLS_SESSION_LABEL;
-    uint8_t exported[TLS_SESSION_NONCE_LEN];
-    unsigned mdlen = 0;
-    EVP_MD_CTX *md;
-    int ok;
+    static const char label[] = BINDING_SESSION_LABEL;
 
     if (t->ssl == NULL || !SSL_is_init_finished(t->ssl)) {
         *why = "the TLS handshake is not complete";
@@ -408,22 +404,10 @@ int tls_session_nonce(const struct tls_conn *t, const uint8_t *nonce, size_t len
         *why = "session-bound evidence needs TLS 1.3, or TLS 1.2 with the extended master secret";
         return -EPROTO;
     }
-    if (SSL_export_keying_material(t->ssl, exported, sizeof(exported), label, sizeof(label) - 1,
-                                   NULL, 0, 0) != 1) {
+    if (SSL_export_keying_material(t->ssl, out, BINDING_SESSION_LEN, label, sizeof(label) - 1, NULL,
+                                   0, 0) != 1) {
         ERR_clear_error();
         *why = "the TLS exporter failed";
-        return -EIO;
-    }
-    md = EVP_MD_CTX_new();
-    ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
-         EVP_DigestUpdate(md, nonce, len) == 1 &&
-         EVP_DigestUpdate(md, exported, sizeof(exported)) == 1 &&
-         EVP_DigestFinal_ex(md, out, &mdlen) == 1 && mdlen == TLS_SESSION_NONCE_LEN;
-    EVP_MD_CTX_free(md);
-    OPENSSL_cleanse(exported, sizeof(exported));
-    if (!ok) {
-        ERR_clear_error();
-        *why = "hashing the session nonce failed";
         return -EIO;
     }
     return 0;

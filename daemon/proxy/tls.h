@@ -20,6 +20,8 @@
 
 #include <openssl/ssl.h>
 
+#include "verify/binding.h"
+
 #define TLS_RECORD_MAX (16 * 1024) /* plaintext per record: the unit of SSL_read/SSL_write */
 
 /* Bytes buf[off, off + len) wait; the storage is allocated on demand. */
@@ -112,21 +114,15 @@ X509 *tls_peer_cert(const struct tls_conn *t);
  */
 int tls_peer_pin(const struct tls_conn *t, bool cert_hash, uint8_t out[32]);
 
-/* Session-bound evidence (docs/evidence-protocol.md, §12): the document's nonce is
- * SHA-256(client nonce || TLS-Exporter(TLS_SESSION_LABEL, no context, 32 bytes)), so a
- * document fetched over another TLS session than this one — through a relay that terminates TLS
- * with the attested key — carries another nonce. */
-#define TLS_SESSION_LABEL     "EXPORTER-nitro-attestation-session"
-#define TLS_SESSION_NONCE_LEN 32
-
 /**
- * The session-bound document nonce of this connection for the client nonce `nonce` (`len`
- * bytes). The exporter is unique to the session only on TLS 1.3, or on TLS 1.2 with the
- * extended master secret (RFC 7627); on any other connection this returns -EPROTO with the
+ * Session-bound evidence (docs/evidence-protocol.md, §12): the connection's TLS exporter for
+ * BINDING_SESSION_LABEL (no context, BINDING_SESSION_LEN bytes), which both ends hash into the
+ * document's user_data. It is unique to the session only on TLS 1.3, or on TLS 1.2 with the
+ * extended master secret (RFC 7627): on any other connection this returns -EPROTO with the
  * reason in `*why`. 0, or -EPROTO / -EIO.
  */
-int tls_session_nonce(const struct tls_conn *t, const uint8_t *nonce, size_t len,
-                      uint8_t out[TLS_SESSION_NONCE_LEN], const char **why);
+int tls_session_exporter(const struct tls_conn *t, uint8_t out[BINDING_SESSION_LEN],
+                         const char **why);
 
 /** Describes the last OpenSSL error of this thread into `buf` and clears the queue. */
 const char *tls_error_string(char *buf, size_t cap);

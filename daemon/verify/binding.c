@@ -61,6 +61,34 @@ static enum verify_reason spki_mismatch_reason(enum binding_mode mode)
     return VERIFY_R_BINDING_SPKI_SHA256;
 }
 
+int binding_session_digest(X509 *cert, const uint8_t exporter[BINDING_SESSION_LEN], uint8_t out[32])
+{
+    uint8_t spki[BINDING_SPKI_MAX + BINDING_SESSION_LEN];
+    unsigned int n = 0;
+    int len = binding_spki_der(cert, spki, BINDING_SPKI_MAX);
+    if (len < 0)
+        return len;
+    memcpy(spki + len, exporter, BINDING_SESSION_LEN);
+    if (EVP_Digest(spki, (size_t)len + BINDING_SESSION_LEN, out, &n, EVP_sha256(), NULL) != 1 ||
+        n != 32)
+        return -ENOMEM;
+    return 0;
+}
+
+/* Session-bound: user_data names the key and this TLS session together. */
+static int check_session(X509 *peer, const uint8_t *session, const struct nitro_document *doc,
+                         struct verify_error *err)
+{
+    uint8_t digest[32];
+    if (binding_session_digest(peer, session, digest) < 0)
+        return verify_error_set(err, VERIFY_R_BINDING_SESSION, NULL);
+    if (!doc->has_user_data)
+        return verify_error_set(err, VERIFY_R_BINDING_USER_DATA_ABSENT, NULL);
+    if (!bytes_equal(&doc->user_data, digest, sizeof(digest)))
+        return verify_error_set(err, VERIFY_R_BINDING_SESSION, NULL);
+    return 0;
+}
+
 /* The modes that put a SubjectPublicKeyInfo (or its hash) in the document. */
 static int check_spki(enum binding_mode mode, X509 *peer, const struct nitro_document *doc,
                       struct verify_error *err)
@@ -144,13 +172,16 @@ static int check_cert_hash(enum binding_mode mode, X509 *peer, const struct nitr
     }
 }
 
-int binding_check(enum binding_mode mode, X509 *peer, const struct nitro_document *doc,
-                  struct verify_error *err)
+int binding_check(enum binding_mode mode, X509 *peer, const uint8_t *session,
+                  const struct nitro_document *doc, struct verify_error *err)
 {
     if (mode == BINDING_NONE)
         return 0;
     if (peer == NULL)
         return verify_error_set(err, VERIFY_R_BINDING_NO_PEER, NULL);
+    if (session != NULL) /* session-bound evidence binds through spki_sha256 only */
+        return mode == BINDING_SPKI_SHA256 ? check_session(peer, session, doc, err)
+                                           : verify_error_set(err, VERIFY_R_BINDING_MODE, NULL);
     switch (mode) {
     case BINDING_SPKI_SHA256:
     case BINDING_PUBLIC_KEY_SPKI:

@@ -119,6 +119,8 @@ enum verify_stage {
     X(BINDING_PUBLIC_KEY_SPKI, BINDING, "binding_public_key_spki",                                 \
       "binding: public_key is not the peer key")                                                   \
     X(BINDING_SPKI_DER, BINDING, "binding_spki_der", "binding: user_data is not the peer key")     \
+    X(BINDING_SESSION, BINDING, "binding_session",                                                 \
+      "binding: user_data does not hash the peer key with this TLS session's exporter")            \
     X(BINDING_CERT_SHA256, BINDING, "binding_cert_sha256",                                         \
       "binding: user_data does not hash the peer certificate")                                     \
     X(BINDING_NITRIDING, BINDING, "binding_nitriding",                                             \

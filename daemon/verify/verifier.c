@@ -146,7 +146,7 @@ int verifier_verify(struct verifier *v, const struct verify_request *req, const 
     };
     if ((rc = policy_check(req->policy, &doc, &pin, &matched, &err)) < 0)
         goto out;
-    if ((rc = binding_check(req->binding, req->peer_cert, &doc, &err)) < 0)
+    if ((rc = binding_check(req->binding, req->peer_cert, req->session_exporter, &doc, &err)) < 0)
         goto out;
 
     if (policy_is_debug(&doc))

@@ -41,9 +41,11 @@ struct verify_request {
     size_t nonce_len;
     enum binding_mode binding; /* BINDING_NONE only for offline verification */
     X509 *peer_cert;           /* the TLS peer's leaf certificate; required unless BINDING_NONE */
-    bool skip_measurements;    /* offline `verify` without --pcr only: PCR sets not compared.
-                                * Otherwise a policy without sets is a rejection
-                                * ("policy: no measurement sets configured"), never a pass. */
+    const uint8_t *session_exporter; /* session-bound evidence: the connection's 32-byte TLS
+                                      * exporter, bound into user_data (binding.h); else NULL */
+    bool skip_measurements;          /* offline `verify` without --pcr only: PCR sets not compared.
+                                      * Otherwise a policy without sets is a rejection
+                                      * ("policy: no measurement sets configured"), never a pass. */
 };
 
 /* The verified facts, filled on acceptance (and module_id/pcr0/timestamp on policy failures,

@@ -367,10 +367,13 @@ def test_session_bound_evidence_attests_every_connection(chain, app):
         assert daemon.log().count("verdict=verified") == want
 
 
-def test_session_nonce_matches_an_independent_derivation(start_companion):
-    """The document's nonce is SHA-256(session_nonce || TLS exporter), the exporter taken by
-    `openssl s_client` on its side of the same connection (evidence-protocol.md §12)."""
+def test_session_binding_matches_an_independent_derivation(start_companion):
+    """The document's user_data is SHA-256(SPKI DER || TLS exporter), the exporter taken by
+    `openssl s_client` on its side of the same connection and the SPKI from the certificate it
+    received; the nonce is the client's, as sent (evidence-protocol.md §12)."""
     import cbor2
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
     comp = start_companion()
     nonce = os.urandom(32)
     req = (f"GET /.well-known/nitro-attestation?session_nonce={nonce.hex()} HTTP/1.1\r\n"
@@ -384,13 +387,16 @@ def test_session_nonce_matches_an_independent_derivation(start_companion):
         m = re.search(rb"Keying material: ([0-9A-Fa-f]{64})", out)
         assert m, out[:2000]
         exported = bytes.fromhex(m.group(1).decode())
+        pem = re.search(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", out, re.S)
+        spki = x509.load_pem_x509_certificate(pem.group(0)).public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         head, _, body = out[out.index(b"HTTP/1.1 "):].partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 "), head
         length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
-        doc = cbor2.loads(body[:length])
-        payload = cbor2.loads(doc[2])
-        assert payload["nonce"] == hashlib.sha256(nonce + exported).digest(), version
-        assert payload["nonce"] != nonce
+        payload = cbor2.loads(cbor2.loads(body[:length])[2])
+        assert payload["user_data"] == hashlib.sha256(spki + exported).digest(), version
+        assert payload["user_data"] != hashlib.sha256(spki).digest()
+        assert payload["nonce"] == nonce
 
 
 def test_session_bound_evidence_needs_the_extended_master_secret(start_companion, tmp_path):

@@ -65,15 +65,17 @@ def test_several_enclaves_behind_one_address(start_relay):
     assert set(attested_first) == pins
 
 
-def test_native_session_refuses_a_nonce_not_bound_to_the_session(start_relay):
-    """native-session sends ?session_nonce=; a document carrying that nonce as it is — what a
-    relay that forwards the request to an enclave over another TLS session gets back — is
+def test_native_session_refuses_a_document_not_bound_to_the_session(start_relay):
+    """native-session sends ?session_nonce=; a document whose user_data names the key alone —
+    what any plain native request yields, whatever nonce a relay holding the key asks for — is
     refused, and nothing reaches the enclave's application."""
     relay = start_relay(extra_service="profile = native-session\nnegative_cache = 0s\n")
     r = relay.get("/echo")
     assert r.status_code == 502, r.text
     err = r.json()["error"]
-    assert err["code"] == "attestation_failed" and "nonce" in err["message"], err
+    assert err["code"] == "attestation_failed", err
+    assert "user_data does not hash the peer key with this TLS session's exporter" in \
+        err["message"], err
     ev = relay.evidence_requests()  # the warm attestation's too
     assert ev and all(re.fullmatch(r"/\.well-known/nitro-attestation\?session_nonce=[0-9a-f]{64}",
                                    e["path"]) for e in ev), ev

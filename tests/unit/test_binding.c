@@ -82,11 +82,11 @@ static struct nitro_document doc_with(const uint8_t *ud, size_t ud_len, const ui
     return d;
 }
 
-static void expect(enum binding_mode mode, X509 *peer, const struct nitro_document *d,
-                   enum verify_reason reason)
+static void expect_session(enum binding_mode mode, X509 *peer, const uint8_t *session,
+                           const struct nitro_document *d, enum verify_reason reason)
 {
     struct verify_error err = {0};
-    int rc = binding_check(mode, peer, d, &err);
+    int rc = binding_check(mode, peer, session, d, &err);
     if (reason == VERIFY_R_OK) {
         if (rc != 0)
             fail_msg("mode %d rejected: %s", mode, verify_reason_string(err.reason));
@@ -96,6 +96,45 @@ static void expect(enum binding_mode mode, X509 *peer, const struct nitro_docume
         fail_msg("mode %d: got %s, want %s", mode,
                  rc == 0 ? "accepted" : verify_reason_string(err.reason),
                  verify_reason_string(reason));
+}
+
+static void expect(enum binding_mode mode, X509 *peer, const struct nitro_document *d,
+                   enum verify_reason reason)
+{
+    expect_session(mode, peer, NULL, d, reason);
+}
+
+/* Session-bound evidence: user_data = SHA-256(SPKI DER || exporter), computed here by hand. A
+ * plain spki_sha256 document (what any native request yields, whatever its nonce) is refused,
+ * as are another session's and another key's; only spki_sha256 binds a session. */
+static void test_session_binding(void **state)
+{
+    struct peers *p = *state;
+    uint8_t der[BINDING_SPKI_MAX + 32], plain[32], bound[32], via_api[32];
+    uint8_t session[32], other_session[32];
+    size_t n = spki(p->cert, der);
+    struct nitro_document d;
+
+    memset(session, 0x5e, sizeof(session));
+    memset(other_session, 0x5e, sizeof(other_session));
+    other_session[31] ^= 1;
+    sha256_of(der, n, plain);
+    memcpy(der + n, session, 32);
+    sha256_of(der, n + 32, bound);
+    assert_int_equal(binding_session_digest(p->cert, session, via_api), 0);
+    assert_memory_equal(via_api, bound, 32);
+
+    d = doc_with(bound, 32, NULL, 0);
+    expect_session(BINDING_SPKI_SHA256, p->cert, session, &d, VERIFY_R_OK);
+    expect_session(BINDING_SPKI_SHA256, p->other, session, &d, VERIFY_R_OK); /* same key */
+    expect_session(BINDING_SPKI_SHA256, p->cert, other_session, &d, VERIFY_R_BINDING_SESSION);
+    expect_session(BINDING_SPKI_SHA256, p->stranger, session, &d, VERIFY_R_BINDING_SESSION);
+    expect_session(BINDING_SPKI_DER, p->cert, session, &d, VERIFY_R_BINDING_MODE);
+    d = doc_with(plain, 32, NULL, 0);
+    expect_session(BINDING_SPKI_SHA256, p->cert, session, &d, VERIFY_R_BINDING_SESSION);
+    expect(BINDING_SPKI_SHA256, p->cert, &d, VERIFY_R_OK);
+    d = doc_with(NULL, 0, NULL, 0);
+    expect_session(BINDING_SPKI_SHA256, p->cert, session, &d, VERIFY_R_BINDING_USER_DATA_ABSENT);
 }
 
 static void test_spki_modes(void **state)
@@ -302,6 +341,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spki_modes),
+        cmocka_unit_test(test_session_binding),
         cmocka_unit_test(test_cert_hash_modes),
         cmocka_unit_test(test_spki_modes_last_byte_and_twin_key),
         cmocka_unit_test(test_cert_hash_modes_last_byte),

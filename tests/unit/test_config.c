@@ -331,6 +331,9 @@ static void test_error_classes(void **state)
     expect_error("[service a]\nlisten = 127.0.0.1:1\nupstream = h:1\nprofile = native-session\n"
                  "nonce_bytes = 16\nmeasurement = pcr0=" PCR_A "\n",
                  1, "nonce_bytes must be 32");
+    expect_error("[service a]\nlisten = 127.0.0.1:1\nupstream = h:1\nprofile = native-session\n"
+                 "binding = cert_sha256\nmeasurement = pcr0=" PCR_A "\n",
+                 1, "binding must be spki_sha256");
     /* One address, one listener: across services, within one, and against admin_listen; an
      * IPv6 address spelled two ways is one address. */
     expect_error(MINIMAL_SERVICE "[service b]\nlisten = 127.0.0.1:8080\nupstream = h:1\n"

@@ -4,7 +4,7 @@
  * minimum, any certificate accepted (trust comes from attestation), both pin kinds, data both
  * ways, the queues (large writes sent in pieces, input fed a byte at a time, buffers released
  * and allocated again), session capture and resumption, renegotiation refused, the
- * session-bound evidence nonce.
+ * session-bound evidence exporter.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -453,23 +453,18 @@ static void test_tls_1_2_renegotiation_is_refused(void **state)
     SSL_CTX_free(ctx);
 }
 
-/* SHA-256(nonce || TLS-Exporter(TLS_SESSION_LABEL, no context, 32)) of `ssl`, computed here
- * straight from OpenSSL: what the other side of the connection derives. */
-static void expected_session_nonce(SSL *ssl, const uint8_t *nonce, size_t len, uint8_t out[32])
+/* TLS-Exporter(BINDING_SESSION_LABEL, no context, 32) of `ssl`, taken here straight from
+ * OpenSSL: what the other side of the connection derives. */
+static void expected_exporter(SSL *ssl, uint8_t out[32])
 {
-    uint8_t e[32], buf[64 + 32];
-    unsigned mdlen = 0;
-    assert_int_equal(SSL_export_keying_material(ssl, e, sizeof(e), TLS_SESSION_LABEL,
-                                                strlen(TLS_SESSION_LABEL), NULL, 0, 0),
+    assert_int_equal(SSL_export_keying_material(ssl, out, 32, BINDING_SESSION_LABEL,
+                                                strlen(BINDING_SESSION_LABEL), NULL, 0, 0),
                      1);
-    memcpy(buf, nonce, len);
-    memcpy(buf + len, e, sizeof(e));
-    assert_int_equal(EVP_Digest(buf, len + sizeof(e), out, &mdlen, EVP_sha256(), NULL), 1);
 }
 
-/* One session's nonce for `nonce` on the client side, checked against the server's. Returns
- * what tls_session_nonce() returned. */
-static int session_nonce_of(int max_version, bool no_ems, const uint8_t nonce[32], uint8_t out[32])
+/* One session's exporter on the client side, checked against the server's. Returns what
+ * tls_session_exporter() returned. */
+static int session_exporter_of(int max_version, bool no_ems, uint8_t out[32])
 {
     char err[256];
     const char *why = NULL;
@@ -490,11 +485,11 @@ static int session_nonce_of(int max_version, bool no_ems, const uint8_t nonce[32
     peer_init(&p, &s);
     assert_int_equal(tls_conn_init(&c, ctx, "enclave.example", NULL, NULL, NULL), 0);
     /* Before the handshake there is no session to bind to. */
-    assert_int_equal(tls_session_nonce(&c, nonce, 32, out, &why), -EPROTO);
+    assert_int_equal(tls_session_exporter(&c, out, &why), -EPROTO);
     assert_int_equal(handshake(&c, &p), TLS_OK);
-    rc = tls_session_nonce(&c, nonce, 32, out, &why);
+    rc = tls_session_exporter(&c, out, &why);
     if (rc == 0) {
-        expected_session_nonce(p.ssl, nonce, 32, server_side);
+        expected_exporter(p.ssl, server_side);
         assert_memory_equal(out, server_side, 32);
     } else {
         assert_non_null(why);
@@ -506,24 +501,18 @@ static int session_nonce_of(int max_version, bool no_ems, const uint8_t nonce[32
     return rc;
 }
 
-/* Session-bound evidence: both ends derive the same document nonce from the client's nonce and
- * their session; another session, or another client nonce, gives another one; TLS 1.2 only with
- * the extended master secret (without it, a relay can give two sessions one master secret). */
-static void test_session_nonce_binds_the_session(void **state)
+/* Session-bound evidence: both ends take the same exporter from their session; another
+ * session gives another one; TLS 1.2 only with the extended master secret (without it, a
+ * relay can give two sessions one master secret, and so one exporter). */
+static void test_session_exporter_binds_the_session(void **state)
 {
-    uint8_t n1[32], n2[32], a[32], b[32], c2[32], d[32];
+    uint8_t a[32], b[32], d[32];
     (void)state;
-    memset(n1, 0x11, sizeof(n1));
-    memset(n2, 0x11, sizeof(n2));
-    n2[31] = 0x12;
-    assert_int_equal(session_nonce_of(0, false, n1, a), 0);
-    assert_int_equal(session_nonce_of(0, false, n1, b), 0);
-    assert_memory_not_equal(a, b, 32); /* same nonce, another session */
-    assert_memory_not_equal(a, n1, 32);
-    assert_int_equal(session_nonce_of(0, false, n2, c2), 0);
-    assert_memory_not_equal(a, c2, 32);
-    assert_int_equal(session_nonce_of(TLS1_2_VERSION, false, n1, d), 0);
-    assert_int_equal(session_nonce_of(TLS1_2_VERSION, true, n1, d), -EPROTO);
+    assert_int_equal(session_exporter_of(0, false, a), 0);
+    assert_int_equal(session_exporter_of(0, false, b), 0);
+    assert_memory_not_equal(a, b, 32);
+    assert_int_equal(session_exporter_of(TLS1_2_VERSION, false, d), 0);
+    assert_int_equal(session_exporter_of(TLS1_2_VERSION, true, d), -EPROTO);
 }
 
 int main(void)
@@ -535,7 +524,7 @@ int main(void)
         cmocka_unit_test(test_session_kept_and_resumed_with_the_same_pin),
         cmocka_unit_test(test_tls_1_1_is_refused),
         cmocka_unit_test(test_tls_1_2_renegotiation_is_refused),
-        cmocka_unit_test(test_session_nonce_binds_the_session),
+        cmocka_unit_test(test_session_exporter_binds_the_session),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
