@@ -213,6 +213,24 @@ static void refused(struct metrics *m, struct audit *audit, const struct service
     json_decref(f);
 }
 
+/* No bundle in force: no measurement set, so the verifier refuses every document ("no
+ * measurement sets configured"), and the policy change drops the pins and cuts what they
+ * admitted. */
+static void revoke_bundle(struct service_config *svc, struct audit *audit)
+{
+    json_t *f;
+    svc->policy.n_sets = 0;
+    svc->policy.allow_debug = false;
+    memset(&svc->bundle, 0, sizeof(svc->bundle));
+    log_event(LOG_LEVEL_ERROR, "policy_bundle_revoked", "service", svc->name, "action",
+              "the key that signed the bundle in force is no longer trusted: every attestation is "
+              "refused until a bundle signed by a policy_key is in place",
+              NULL);
+    f = json_pack("{s:s}", "service", svc->name);
+    audit_append(audit, "policy_bundle_revoked", f);
+    json_decref(f);
+}
+
 /* The policy of `from` (the live service) kept for `to` (its reloaded configuration). */
 static void keep_live(struct service_config *to, const struct service_config *from)
 {
@@ -297,6 +315,16 @@ static int apply_one(struct config *fresh, struct service_config *svc,
                     "the last accepted bundle (state_dir) is in force");
             put_in_force(fresh, svc, st);
             audit_policy(audit, svc, "state_dir", flags);
+        } else if (live_svc != NULL) {
+            /* A running service whose bundle was signed by a key this reload removes (or one
+             * already revoked so): removing the key is the revocation (policy-bundles.md). The
+             * reload applies with no measurement set in force, so that every attestation is
+             * refused — failing closed until a bundle a trusted key signed is in place —
+             * rather than being rejected, which would keep the removed key trusted. */
+            refused(m, audit, svc, svc->policy_bundle, v, c->detail,
+                    "no bundle signed by a trusted key: every attestation is refused until one "
+                    "is in place");
+            revoke_bundle(svc, audit);
         } else {
             if (!(flags & BUNDLES_DRY_RUN))
                 refused(m, audit, svc, svc->policy_bundle, v, c->detail,

@@ -160,13 +160,15 @@ def test_policy_expiry_grace_keeps_admitting_after_expires(setup):
 
 
 def test_a_reload_that_removes_the_signing_key_stops_trusting_its_bundle(setup, tmp_path):
-    """Removing a leaked key is the revocation: the bundle it signed is not kept in force by a
-    reload that drops the key (the reload is refused until a bundle a remaining key signed is
-    in place), and with one the same change applies."""
+    """Removing a leaked key is the revocation: the reload that drops it applies, the bundle it
+    signed leaves force with it, and every attestation is refused (fail closed) until a bundle
+    a remaining key signed is in place; then the service works again. (The reload used to be
+    rejected, which kept the removed key and its bundle trusted.)"""
     sim, signer, bundle, state, start = setup
     bundle.write_text(signer.sign(body(sim.pcrs, 4)))
-    relay = start()
+    relay = start(extra_service="negative_cache = 0s\n")
     assert relay.get("/echo").status_code == 200
+    served = len(relay.app_requests())
     successor = Signer(tmp_path, "successor")
     conf = relay.daemon.conf_path
     conf.write_text(conf.read_text().replace(signer.config_line, successor.config_line))
@@ -174,15 +176,18 @@ def test_a_reload_that_removes_the_signing_key_stops_trusting_its_bundle(setup, 
     mark = len(relay.daemon.log())
     relay.daemon.signal(signal.SIGHUP)
     log = relay.daemon.wait_log("event=reload_", start=mark)[mark:]
-    assert "event=reload_rejected" in log and "unknown_key" in log, log
+    assert "event=reload_applied" in log and "unknown_key" in log, log
+    assert "event=policy_bundle_revoked service=demo" in log, log
     assert "keeping the policy bundle in force" not in log, log
+    for _ in range(3):
+        r = relay.get("/echo")
+        assert r.status_code in (502, 503), r.text
+        assert "no measurement sets" in r.json()["error"]["message"], r.text
+    assert len(relay.app_requests()) == served  # nothing reached the enclave's application
 
     replace(bundle, successor.sign(body(sim.pcrs, 5)))
-    mark = len(relay.daemon.log())
-    relay.daemon.signal(signal.SIGHUP)
-    log = relay.daemon.wait_log("event=reload_applied", start=mark)[mark:]
-    assert "source=policy_bundle version=5" in relay.daemon.log()[mark:], log
-    assert relay.get("/echo").status_code == 200
+    relay.daemon.wait_log("source=policy_bundle version=5", start=mark)
+    wait_until(lambda: relay.get("/echo").status_code == 200, "served again under version 5")
     assert "version 5" in (state / "policy-bundle.demo").read_text()
 
 
