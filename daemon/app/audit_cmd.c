@@ -177,24 +177,49 @@ static void check_line(struct walk *w, const char *file, unsigned long line, con
     json_decref(rec);
 }
 
+/* One line of at most `cap` - 1 bytes kept in `buf` (NUL-terminated); a longer one is read to
+ * its end and counted, not kept, so a tampered log's endless line costs no memory. Returns its
+ * length with the newline (0 at the end of the file); *ended says whether a newline ended it. */
+static size_t bounded_line(FILE *fp, char *buf, size_t cap, bool *ended)
+{
+    size_t n = 0;
+    int ch;
+    *ended = false;
+    while ((ch = getc(fp)) != EOF) {
+        if (n + 1 < cap)
+            buf[n] = (char)ch;
+        n++;
+        if (ch == '\n') {
+            *ended = true;
+            break;
+        }
+    }
+    buf[n + 1 < cap ? n : cap - 1] = '\0';
+    return n;
+}
+
 static int walk_file(struct walk *w, const char *file, bool last)
 {
     FILE *fp = fopen(file, "re");
-    char *buf = NULL;
-    size_t cap = 0;
-    ssize_t n;
+    char *buf = malloc(AUDIT_RECORD_MAX + 2);
+    size_t n;
+    bool ended;
     unsigned long line = 0;
 
-    if (fp == NULL) {
-        fprintf(stderr, "attestproxy: audit verify: %s: %s\n", file, strerror(errno));
+    if (fp == NULL || buf == NULL) {
+        fprintf(stderr, "attestproxy: audit verify: %s: %s\n", file,
+                fp == NULL ? strerror(errno) : "out of memory");
+        if (fp != NULL)
+            fclose(fp);
+        free(buf);
         return AUDIT_CMD_USAGE;
     }
-    while ((n = getline(&buf, &cap, fp)) > 0) {
+    while ((n = bounded_line(fp, buf, AUDIT_RECORD_MAX + 2, &ended)) > 0) {
         line++;
-        if (buf[n - 1] != '\n') {
+        if (!ended) {
             char msg[160];
             snprintf(msg, sizeof(msg),
-                     "torn record (%zd bytes without a newline: the writer stopped mid-write)", n);
+                     "torn record (%zu bytes without a newline: the writer stopped mid-write)", n);
             printf("%s:%lu: %s\n", file, line, msg);
             if (!last)
                 w->status = AUDIT_CMD_BROKEN;
@@ -202,12 +227,12 @@ static int walk_file(struct walk *w, const char *file, bool last)
                 w->status = AUDIT_CMD_TORN;
             break;
         }
-        if ((size_t)n > AUDIT_RECORD_MAX) {
+        if (n > AUDIT_RECORD_MAX) {
             finding(w, file, line, "line longer than any record");
             w->have_prev = false;
             continue;
         }
-        check_line(w, file, line, buf, (size_t)n - 1);
+        check_line(w, file, line, buf, n - 1);
     }
     free(buf);
     fclose(fp);

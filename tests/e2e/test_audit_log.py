@@ -173,3 +173,26 @@ def test_kill_9_leaves_a_verifiable_log_and_a_torn_tail_is_reported(audited, run
     assert rec["seq"] == n + 1 and rec["torn_bytes"] > 0
     code, out = verify(run_cli, log)
     assert code == 0, out
+
+
+def test_an_endless_line_is_a_finding_not_a_memory_blow_up(tmp_path):
+    """A tampered log with one 64 MiB line: a finding, in bounded memory (getline() grew to
+    the line's size)."""
+    import subprocess
+    import sys
+    from conftest import BIN
+    log = tmp_path / "audit.jsonl"
+    with open(log, "wb") as f:
+        f.write(b"x" * (64 << 20) + b"\n")
+    # A fresh interpreter runs it, so that its children's peak RSS is this command's alone.
+    probe = ("import resource, subprocess, sys\n"
+             "r = subprocess.run(sys.argv[1:], capture_output=True)\n"
+             "sys.stdout.write(r.stdout.decode() + r.stderr.decode())\n"
+             "print('maxrss', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+             "sys.exit(r.returncode)\n")
+    r = subprocess.run([sys.executable, "-c", probe, BIN, "audit", "verify", str(log)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout
+    assert "line longer than any record" in r.stdout
+    peak_kib = int(r.stdout.rsplit("maxrss ", 1)[1])
+    assert peak_kib < 32 * 1024, peak_kib
