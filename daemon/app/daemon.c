@@ -231,8 +231,9 @@ static void describe_admin(const struct config *cfg, char *out, size_t cap)
 
 /* Whether a reload from `old` to `fresh` changes what is trusted (the trust root aside): the
  * keys trusted to sign policy bundles, a service added or removed, or one whose policy,
- * evidence profile or upstream differs, or whose policy comes from another bundle (a new
- * version, signer or expiry, even with the same measurement sets). */
+ * evidence profile, upstream or session_resumption (BRIEF §2.7: what a resumed session proves)
+ * differs, or whose policy comes from another bundle (a new version, signer or expiry, even
+ * with the same measurement sets). */
 static bool trust_changed(const struct config *old, const struct config *fresh)
 {
     const struct daemon_config *a = &old->daemon, *b = &fresh->daemon;
@@ -244,7 +245,8 @@ static bool trust_changed(const struct config *old, const struct config *fresh)
     for (size_t i = 0; i < fresh->n_services; i++) {
         const struct service_config *now = &fresh->services[i];
         const struct service_config *was = config_find_service(old, now->name);
-        if (was == NULL || proxy_attestation_change(was, now) != NULL)
+        if (was == NULL || proxy_attestation_change(was, now) != NULL ||
+            was->session_resumption != now->session_resumption)
             return true;
         if (was->bundle.in_force != now->bundle.in_force ||
             memcmp(was->bundle.digest, now->bundle.digest, sizeof(now->bundle.digest)) != 0 ||
@@ -623,7 +625,10 @@ int daemon_run(const char *config_path)
 
     rc = start_admin(&d);
     if (rc < 0) {
-        log_event(LOG_LEVEL_ERROR, "admin_listen_failed", "error", uv_strerror(rc), NULL);
+        char where[CONFIG_PATH_MAX + 16];
+        config_listen_describe(&d.cfg->daemon.admin, where, sizeof(where));
+        log_event(LOG_LEVEL_ERROR, "admin_listen_failed", "listen", where, "error", uv_strerror(rc),
+                  NULL);
         goto out_abort_start;
     }
 

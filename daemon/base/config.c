@@ -469,8 +469,9 @@ static void finish_service(struct load_ctx *ctx, struct service_config *svc)
     }
 }
 
-/* One address, one listener: two services (or a service and the admin API) on the same address
- * could not both bind it at start, and on a reload the second would take over the first's. */
+/* One address, one listener: two services (or a service and the admin API) on addresses that
+ * clash (the same one, a wildcard and an address of its port, a Unix path written two ways)
+ * could not both bind at start, and on a reload the second would take over the first's. */
 static void check_addresses_distinct(struct load_ctx *ctx)
 {
     const struct config *cfg = ctx->cfg;
@@ -481,14 +482,14 @@ static void check_addresses_distinct(struct load_ctx *ctx)
             config_listen_describe(&a->listen[j], desc, sizeof(desc));
             ctx->line = a->line;
             if (cfg->daemon.admin_enabled &&
-                config_listen_equal(&a->listen[j], &cfg->daemon.admin)) {
+                config_listen_clash(&a->listen[j], &cfg->daemon.admin)) {
                 load_error(ctx, "service '%s': listen %s is also admin_listen", a->name, desc);
                 return;
             }
             for (size_t k = i; k < cfg->n_services; k++) {
                 const struct service_config *b = &cfg->services[k];
                 for (size_t m = k == i ? j + 1 : 0; m < b->n_listen; m++) {
-                    if (!config_listen_equal(&a->listen[j], &b->listen[m]))
+                    if (!config_listen_clash(&a->listen[j], &b->listen[m]))
                         continue;
                     ctx->line = b->line;
                     load_error(ctx,

@@ -236,6 +236,11 @@ void config_listen_describe(const struct listen_addr *a, char *out, size_t cap);
 /** True when `a` and `b` name the same address (IPv6 compared as addresses, no resolution). */
 bool config_listen_equal(const struct listen_addr *a, const struct listen_addr *b);
 
+/** True when `a` and `b` cannot both be bound: the same address, a wildcard (0.0.0.0, ::) and
+ *  an address of its family on the same port, or one Unix path spelled two ways ("/d//a",
+ *  "/d/./a", "/d/x/../a"). */
+bool config_listen_clash(const struct listen_addr *a, const struct listen_addr *b);
+
 /** The value of one hexadecimal digit (either case), or -1. */
 int config_hex_digit(int c);
 

@@ -187,6 +187,80 @@ bool config_listen_equal(const struct listen_addr *a, const struct listen_addr *
     return strcmp(a->host, b->host) == 0;
 }
 
+/* `in` with "//", "/./" and "x/.." folded away, lexically (the path need not exist). */
+static void fold_path(const char *in, char *out, size_t cap)
+{
+    size_t n = 0;
+    const char *p = in;
+    if (cap == 0)
+        return;
+    if (*p == '/' && n + 1 < cap)
+        out[n++] = '/';
+    while (*p != '\0') {
+        const char *start;
+        size_t len;
+        while (*p == '/')
+            p++;
+        start = p;
+        while (*p != '\0' && *p != '/')
+            p++;
+        len = (size_t)(p - start);
+        if (len == 0 || (len == 1 && start[0] == '.'))
+            continue;
+        if (len == 2 && start[0] == '.' && start[1] == '.') {
+            /* Drop the last component and its '/', the root staying. */
+            while (n > 0 && out[n - 1] != '/')
+                n--;
+            if (n > 1)
+                n--;
+            continue;
+        }
+        if (n > 0 && out[n - 1] != '/' && n + 1 < cap)
+            out[n++] = '/';
+        for (size_t i = 0; i < len && n + 1 < cap; i++)
+            out[n++] = start[i];
+    }
+    out[n] = '\0';
+}
+
+/* The address family of a literal (AF_INET, AF_INET6), and whether it is the wildcard. */
+static int literal_family(const char *host, bool *wildcard)
+{
+    struct in_addr v4;
+    struct in6_addr v6;
+    *wildcard = false;
+    if (inet_pton(AF_INET, host, &v4) == 1) {
+        *wildcard = v4.s_addr == htonl(INADDR_ANY);
+        return AF_INET;
+    }
+    if (inet_pton(AF_INET6, host, &v6) == 1) {
+        *wildcard = memcmp(&v6, &in6addr_any, sizeof(v6)) == 0;
+        return AF_INET6;
+    }
+    return 0;
+}
+
+bool config_listen_clash(const struct listen_addr *a, const struct listen_addr *b)
+{
+    bool wa, wb;
+    int fa, fb;
+    if (a->is_unix != b->is_unix)
+        return false;
+    if (a->is_unix) {
+        char x[CONFIG_PATH_MAX], y[CONFIG_PATH_MAX];
+        fold_path(a->path, x, sizeof(x));
+        fold_path(b->path, y, sizeof(y));
+        return strcmp(x, y) == 0;
+    }
+    if (a->port != b->port)
+        return false;
+    if (config_listen_equal(a, b))
+        return true;
+    fa = literal_family(a->host, &wa);
+    fb = literal_family(b->host, &wb);
+    return fa != 0 && fa == fb && (wa || wb);
+}
+
 bool config_listen_is_loopback(const struct listen_addr *a)
 {
     struct in_addr v4;

@@ -655,12 +655,19 @@ static int open_listener(struct admin *a, const struct admin_options *opt)
             return rc;
         a->listener_open = true;
         a->listener.handle.data = a;
-        rc = uv_pipe_bind(&a->listener.pipe, a->path);
-        if (rc < 0)
-            return rc;
-        a->unlink_on_close = true;
-        if (chmod(a->path, opt->unix_mode != 0 ? (mode_t)opt->unix_mode : 0660) == -1)
-            return -errno;
+        {
+            /* Never wider than its mode, not even between bind() and chmod(): the umask is
+             * narrowed around bind() (one thread), as for the service listeners. */
+            mode_t mode = opt->unix_mode != 0 ? (mode_t)opt->unix_mode : 0660;
+            mode_t old = umask((mode_t)(~mode & 0777));
+            rc = uv_pipe_bind(&a->listener.pipe, a->path);
+            umask(old);
+            if (rc < 0)
+                return rc;
+            a->unlink_on_close = true;
+            if (chmod(a->path, mode) == -1)
+                return -errno;
+        }
     } else {
         if (strchr(opt->addr.host, ':') != NULL)
             rc = uv_ip6_addr(opt->addr.host, opt->addr.port, (struct sockaddr_in6 *)&ss);

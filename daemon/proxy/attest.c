@@ -161,6 +161,15 @@ static void verify_evidence(struct attest_job *job)
         fail_unavailable(job, REASON_STALE, "the configuration changed while attesting");
         return;
     }
+    /* Session-bound evidence needs an exporter unique to this session: said before the status,
+     * which from an enclave refusing such a session (400) would hide the reason. */
+    if (cfg->nonce == NONCE_SESSION) {
+        const char *why = NULL;
+        if (tls_session_exporter(&up->tls, session, &why) < 0) {
+            fail_unavailable(job, REASON_SESSION, why);
+            return;
+        }
+    }
     if (status != 200) {
         char why[96];
         snprintf(why, sizeof(why), "the evidence endpoint answered HTTP %u", status);
@@ -172,15 +181,8 @@ static void verify_evidence(struct attest_job *job)
     req.now_ms = clock_wall_ms();
     req.nonce = job->nonce_len > 0 ? job->nonce : NULL;
     req.nonce_len = job->nonce_len;
-    if (cfg->nonce == NONCE_SESSION) {
-        /* The document must name this TLS session in its user_data, with the key. */
-        const char *why = NULL;
-        if (tls_session_exporter(&up->tls, session, &why) < 0) {
-            fail_unavailable(job, REASON_SESSION, why);
-            return;
-        }
-        req.session_exporter = session;
-    }
+    if (cfg->nonce == NONCE_SESSION)
+        req.session_exporter = session; /* the document must name this session with the key */
     req.binding = cfg->binding;
     req.peer_cert = tls_peer_cert(&up->tls);
     memset(&res, 0, sizeof(res));

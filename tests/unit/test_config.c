@@ -302,6 +302,37 @@ static void test_origin_and_host_lists(void **state)
     expect_error(MINIMAL_SERVICE "allowed_hosts = \n", 5, "");
 }
 
+/* config_listen_clash(): what cannot be bound twice, and what can. */
+static void test_listen_clash(void **state)
+{
+    static const struct {
+        const char *a, *b;
+        bool clash;
+    } cases[] = {
+        {"127.0.0.1:80", "127.0.0.1:80", true},
+        {"127.0.0.1:80", "127.0.0.1:81", false},
+        {"127.0.0.1:80", "127.0.0.2:80", false},
+        {"0.0.0.0:80", "127.0.0.1:80", true},
+        {"[::]:80", "[::1]:80", true},
+        {"[::]:80", "127.0.0.1:80", false}, /* IPv6 listeners are v6-only */
+        {"[::1]:80", "[0:0::1]:80", true},
+        {"unix:/a/b.sock", "unix:/a//b.sock", true},
+        {"unix:/a/b.sock", "unix:/a/./c/../b.sock", true},
+        {"unix:/a/b.sock", "unix:/a/c.sock", false},
+        {"unix:/a/b.sock", "unix:/../a/b.sock", true},
+        {"unix:/a/b.sock", "127.0.0.1:80", false},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct listen_addr a, b;
+        assert_int_equal(config_parse_listen(cases[i].a, &a), 0);
+        assert_int_equal(config_parse_listen(cases[i].b, &b), 0);
+        if (config_listen_clash(&a, &b) != cases[i].clash ||
+            config_listen_clash(&b, &a) != cases[i].clash)
+            fail_msg("%s / %s: want clash=%d", cases[i].a, cases[i].b, cases[i].clash);
+    }
+}
+
 static void test_error_classes(void **state)
 {
     (void)state;
@@ -346,6 +377,16 @@ static void test_error_classes(void **state)
     expect_error("[daemon]\nadmin_listen = [::1]:9000\n[service a]\nlisten = [0:0::1]:9000\n"
                  "upstream = h:1\nmeasurement = pcr0=" PCR_A "\n",
                  3, "is also admin_listen");
+    /* Addresses that cannot both be bound: one Unix path written two ways, a wildcard and an
+     * address of its family on one port. */
+    expect_error("[daemon]\nadmin_listen = unix:/run/x/a.sock\n[service a]\n"
+                 "listen = unix:/run//x/./y/../a.sock\nupstream = h:1\nmeasurement = pcr0=" PCR_A
+                 "\n",
+                 3, "is also admin_listen");
+    expect_error("[service a]\nlisten = 127.0.0.1:7000\nupstream = h:1\nmeasurement = pcr0=" PCR_A
+                 "\n[service b]\nlisten = 0.0.0.0:7000\nallow_remote = yes\n"
+                 "token = 0123456789abcdef0123\nupstream = h:1\nmeasurement = pcr0=" PCR_A "\n",
+                 5, "is also a listen address of service 'a'");
     expect_error("[service bad name!]\n", 1, "invalid service name");
     expect_error("[service a]\nlisten = 127.0.0.1:1\nupstream = h:1\n", 1, "empty policy");
     expect_error(MINIMAL_SERVICE "measurement = pcr0=abcd\n", 5, "96 hex digits");
@@ -619,6 +660,7 @@ int main(void)
         cmocka_unit_test(test_measurement_continuation_and_repeat),
         cmocka_unit_test(test_origin_and_host_lists),
         cmocka_unit_test(test_error_classes),
+        cmocka_unit_test(test_listen_clash),
         cmocka_unit_test(test_overlong_line),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_policy_file),
