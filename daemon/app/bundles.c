@@ -215,20 +215,31 @@ static void refused(struct metrics *m, struct audit *audit, const struct service
 
 /* No bundle in force: no measurement set, so the verifier refuses every document ("no
  * measurement sets configured"), and the policy change drops the pins and cuts what they
- * admitted. */
-static void revoke_bundle(struct service_config *svc, struct audit *audit)
+ * admitted. Announced by bundles_announce() once the reload is applied. */
+static void revoke_bundle(struct service_config *svc)
 {
-    json_t *f;
     svc->policy.n_sets = 0;
     svc->policy.allow_debug = false;
     memset(&svc->bundle, 0, sizeof(svc->bundle));
-    log_event(LOG_LEVEL_ERROR, "policy_bundle_revoked", "service", svc->name, "action",
-              "the key that signed the bundle in force is no longer trusted: every attestation is "
-              "refused until a bundle signed by a policy_key is in place",
-              NULL);
-    f = json_pack("{s:s}", "service", svc->name);
-    audit_append(audit, "policy_bundle_revoked", f);
-    json_decref(f);
+    svc->bundle.revoked = true;
+}
+
+void bundles_announce(const struct config *fresh, const struct config *live, struct audit *audit)
+{
+    for (size_t i = 0; i < fresh->n_services; i++) {
+        const struct service_config *svc = &fresh->services[i];
+        const struct service_config *was = config_find_service(live, svc->name);
+        json_t *f;
+        if (!svc->bundle.revoked || (was != NULL && was->bundle.revoked))
+            continue;
+        log_event(LOG_LEVEL_ERROR, "policy_bundle_revoked", "service", svc->name, "action",
+                  "the key that signed the bundle in force is no longer trusted: every attestation "
+                  "is refused until a bundle signed by a policy_key is in place",
+                  NULL);
+        f = json_pack("{s:s}", "service", svc->name);
+        audit_append(audit, "policy_bundle_revoked", f);
+        json_decref(f);
+    }
 }
 
 /* The policy of `from` (the live service) kept for `to` (its reloaded configuration). */
@@ -315,7 +326,9 @@ static int apply_one(struct config *fresh, struct service_config *svc,
                     "the last accepted bundle (state_dir) is in force");
             put_in_force(fresh, svc, st);
             audit_policy(audit, svc, "state_dir", flags);
-        } else if (live_svc != NULL) {
+        } else if (live_svc != NULL && (live_svc->bundle.revoked ||
+                                        (live_svc->bundle.in_force &&
+                                         !signer_still_trusted(fresh, &live_svc->bundle)))) {
             /* A running service whose bundle was signed by a key this reload removes (or one
              * already revoked so): removing the key is the revocation (policy-bundles.md). The
              * reload applies with no measurement set in force, so that every attestation is
@@ -324,7 +337,7 @@ static int apply_one(struct config *fresh, struct service_config *svc,
             refused(m, audit, svc, svc->policy_bundle, v, c->detail,
                     "no bundle signed by a trusted key: every attestation is refused until one "
                     "is in place");
-            revoke_bundle(svc, audit);
+            revoke_bundle(svc);
         } else {
             if (!(flags & BUNDLES_DRY_RUN))
                 refused(m, audit, svc, svc->policy_bundle, v, c->detail,

@@ -37,4 +37,13 @@ struct audit;
 int bundles_apply(struct config *fresh, const struct config *live, struct metrics *m,
                   struct audit *audit, int64_t now_ms, unsigned flags, char *err, size_t cap);
 
+/**
+ * After a reload from `live` to `fresh` was applied: logs (event=policy_bundle_revoked) and
+ * audits each service whose bundle this reload revoked — the key that signed it was removed and
+ * no bundle a trusted key signed took its place (bundles_apply() then leaves the service with no
+ * measurement set, so that it refuses every attestation). Not called for a rejected reload,
+ * which changes nothing.
+ */
+void bundles_announce(const struct config *fresh, const struct config *live, struct audit *audit);
+
 #endif

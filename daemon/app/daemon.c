@@ -354,6 +354,7 @@ int daemon_reload(struct daemon *d)
         d->generation++;
     metrics_set_policy_generation(d->metrics, d->generation);
     metrics_inc_reload(d->metrics, true);
+    bundles_announce(fresh, old, d->audit); /* before proxy_reload(), which may free `old` */
     apply_logging(fresh);
     restart_watch(d);
     /* The proxy applies the new configuration and takes ownership of `old`, freeing it once no

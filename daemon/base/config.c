@@ -432,11 +432,9 @@ static void finish_service(struct load_ctx *ctx, struct service_config *svc)
                        svc->name);
             return;
         }
-        if (ctx->cfg->daemon.n_policy_keys == 0) {
-            load_error(ctx, "service '%s': policy_bundle needs at least one policy_key in [daemon]",
-                       svc->name);
-            return;
-        }
+        /* No policy_key at all is allowed here: it is how the last key is revoked on a running
+         * daemon (app/bundles.c). At start, or in check-config, the bundle is then refused
+         * (unknown_key) and the service does not start. */
     } else if (svc->policy_file[0] != '\0') {
         if (svc->policy.n_sets > 0 || was_set(ctx, svc, "allow_debug")) {
             load_error(ctx,

@@ -12,11 +12,15 @@
 
 int file_read(const char *path, size_t max, unsigned flags, uint8_t **out, size_t *len)
 {
-    bool is_stdin = strcmp(path, "-") == 0;
+    /* "-" is standard input for the commands that read a named input; a file the daemon is
+     * configured with (FILE_REGULAR) is never standard input. */
+    bool is_stdin = strcmp(path, "-") == 0 && !(flags & FILE_REGULAR);
     /* O_NONBLOCK with FILE_REGULAR: opening a FIFO would otherwise wait for a writer before
      * fstat() could refuse it (it changes nothing for a regular file). */
-    int fd = is_stdin ? STDIN_FILENO
-                      : open(path, O_RDONLY | O_CLOEXEC | (flags & FILE_REGULAR ? O_NONBLOCK : 0));
+    int fd =
+        is_stdin
+            ? STDIN_FILENO
+            : open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | (flags & FILE_REGULAR ? O_NONBLOCK : 0));
     uint8_t *buf = NULL;
     size_t n = 0;
     struct stat st;
@@ -59,11 +63,17 @@ FILE *file_fopen_regular(const char *path)
 {
     struct stat st;
     FILE *fp;
-    int flags, fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    int flags, e, fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return NULL;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        int e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    if (fstat(fd, &st) < 0) {
+        e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
         close(fd);
         errno = e;
         return NULL;
@@ -73,7 +83,7 @@ FILE *file_fopen_regular(const char *path)
         (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
     fp = fdopen(fd, "r");
     if (fp == NULL) {
-        int e = errno;
+        e = errno;
         close(fd);
         errno = e;
     }

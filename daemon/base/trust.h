@@ -49,6 +49,8 @@ struct policy_key {
  * /attestation. Filled by the daemon after the bundle was accepted. */
 struct policy_bundle_info {
     bool in_force; /* false: the policy is inline or from a policy_file */
+    bool revoked;  /* a reload removed the key that signed the bundle in force, and no bundle a
+                      trusted key signed replaced it: no measurement set is in force */
     uint64_t version;
     int64_t issued_ms, expires_ms;
     uint8_t digest[32];               /* SHA-256 of the bundle file */

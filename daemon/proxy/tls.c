@@ -400,9 +400,23 @@ int tls_session_exporter(const struct tls_conn *t, uint8_t out[BINDING_SESSION_L
         *why = "the TLS handshake is not complete";
         return -EPROTO;
     }
-    if (SSL_version(t->ssl) < TLS1_3_VERSION && SSL_get_extms_support(t->ssl) != 1) {
-        *why = "session-bound evidence needs TLS 1.3, or TLS 1.2 with the extended master secret";
-        return -EPROTO;
+    if (SSL_version(t->ssl) < TLS1_3_VERSION) {
+        /* TLS 1.2: the extended master secret (else a relay can give two sessions one master
+         * secret), and an ephemeral key exchange (with RSA key transport whoever holds the
+         * server's key decrypts the pre-master secret, and so knows the exporter, of a session
+         * it only passed through). */
+        const SSL_CIPHER *cipher = SSL_get_current_cipher(t->ssl);
+        int kx = cipher != NULL ? SSL_CIPHER_get_kx_nid(cipher) : NID_undef;
+        if (SSL_get_extms_support(t->ssl) != 1) {
+            *why = "session-bound evidence needs TLS 1.3, or TLS 1.2 with the extended master "
+                   "secret";
+            return -EPROTO;
+        }
+        if (kx != NID_kx_ecdhe && kx != NID_kx_dhe) {
+            *why = "session-bound evidence needs an ephemeral (ECDHE or DHE) key exchange on "
+                   "TLS 1.2";
+            return -EPROTO;
+        }
     }
     if (SSL_export_keying_material(t->ssl, out, BINDING_SESSION_LEN, label, sizeof(label) - 1, NULL,
                                    0, 0) != 1) {

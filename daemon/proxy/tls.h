@@ -117,9 +117,9 @@ int tls_peer_pin(const struct tls_conn *t, bool cert_hash, uint8_t out[32]);
 /**
  * Session-bound evidence (docs/evidence-protocol.md, §12): the connection's TLS exporter for
  * BINDING_SESSION_LABEL (no context, BINDING_SESSION_LEN bytes), which both ends hash into the
- * document's user_data. It is unique to the session only on TLS 1.3, or on TLS 1.2 with the
- * extended master secret (RFC 7627): on any other connection this returns -EPROTO with the
- * reason in `*why`. 0, or -EPROTO / -EIO.
+ * document's user_data. It binds the session only on TLS 1.3, or on TLS 1.2 with the extended
+ * master secret (RFC 7627) and an ephemeral (ECDHE, DHE) key exchange: on any other connection
+ * this returns -EPROTO with the reason in `*why`. 0, or -EPROTO / -EIO.
  */
 int tls_session_exporter(const struct tls_conn *t, uint8_t out[BINDING_SESSION_LEN],
                          const char **why);

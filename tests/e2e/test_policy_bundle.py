@@ -286,3 +286,60 @@ def test_a_new_bundle_moves_the_policy_generation(setup):
     replace(bundle, signer.sign(body(sim.pcrs, 2, issued=issued, expires=expires)))
     relay.daemon.wait_log("source=policy_bundle version=2")
     wait_until(lambda: generation() == 1, "the generation after version 2")
+
+
+def reload_outcome(daemon):
+    """SIGHUP, then the log written since, once it says whether the reload applied."""
+    mark = len(daemon.log())
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: "event=reload_applied" in daemon.log()[mark:] or
+               "event=reload_rejected" in daemon.log()[mark:], "the reload's outcome")
+    return daemon.log()[mark:]
+
+
+def test_removing_the_only_key_revokes_and_a_restart_refuses(setup, tmp_path):
+    """The usual set-up has one key: removing it (no successor yet) still revokes on a running
+    daemon — announced once, however many reloads follow — and a restart with no trusted key
+    does not start (exit 2)."""
+    from conftest import Daemon
+    sim, signer, bundle, state, start = setup
+    bundle.write_text(signer.sign(body(sim.pcrs, 3)))
+    relay = start(extra_service="negative_cache = 0s\n")
+    assert relay.get("/echo").status_code == 200
+    conf = relay.daemon.conf_path
+    conf.write_text(conf.read_text().replace(signer.config_line + "\n", ""))
+    for i in range(2):
+        log = reload_outcome(relay.daemon)
+        assert "event=reload_applied" in log, log
+        assert ("event=policy_bundle_revoked" in log) == (i == 0), log
+        assert relay.get("/echo").status_code in (502, 503)
+    relay.daemon.stop()
+    d = Daemon(conf, tmp_path / "restart.log")
+    assert d.wait_exit() == 2
+    assert "unknown_key" in d.log()
+
+
+def test_a_bad_bundle_for_a_service_that_had_none_rejects_the_reload(setup, tmp_path):
+    """Moving a service from inline measurements to a bundle that is refused is not a
+    revocation: the reload is rejected and the inline policy stays."""
+    from conftest import Daemon
+    sim, signer, bundle, state, start = setup
+    bundle.write_text(signer.sign(body(sim.pcrs, 1)))
+    relay = start()
+    conf = relay.daemon.conf_path
+    inline = conf.read_text().replace(f"policy_bundle = {bundle}\n", sim.measurement())
+    relay.daemon.stop()
+    conf.write_text(inline)
+    d = Daemon(conf, tmp_path / "inline.log")
+    try:
+        d.wait_log("event=started")
+        import shutil
+        shutil.rmtree(state)  # no accepted bundle to fall back on
+        bundle.write_text(signer.sign(body(sim.pcrs, 2)).replace("version 2", "version 9"))
+        conf.write_text(inline.replace(sim.measurement(), f"policy_bundle = {bundle}\n"))
+        log = reload_outcome(d)
+        assert "event=reload_rejected" in log and "bad_signature" in log, log
+        assert "policy_bundle_revoked" not in log
+    finally:
+        d.stop()
+

@@ -501,6 +501,40 @@ static int session_exporter_of(int max_version, bool no_ems, uint8_t out[32])
     return rc;
 }
 
+/* TLS 1.2 with RSA key transport (cipher `list`, an RSA server key): whoever holds the key
+ * decrypts the pre-master secret, so the exporter binds nothing; ECDHE does. */
+static int session_exporter_rsa(const char *list, uint8_t out[32])
+{
+    char err[256];
+    const char *why = NULL;
+    struct server s;
+    struct peer p;
+    struct tls_conn c;
+    SSL_CTX *ctx = tls_client_ctx_new(err, sizeof(err));
+    int rc;
+    assert_non_null(ctx);
+    server_init(&s, TLS1_2_VERSION);
+    SSL_CTX_set_min_proto_version(s.ctx, TLS1_2_VERSION);
+    EVP_PKEY_free(s.key);
+    X509_free(s.cert);
+    s.key = EVP_RSA_gen(2048);
+    assert_non_null(s.key);
+    s.cert = self_signed(s.key);
+    assert_int_equal(SSL_CTX_use_certificate(s.ctx, s.cert), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey(s.ctx, s.key), 1);
+    assert_int_equal(SSL_CTX_set_cipher_list(s.ctx, list), 1);
+    peer_init(&p, &s);
+    assert_int_equal(tls_conn_init(&c, ctx, "enclave.example", NULL, NULL, NULL), 0);
+    assert_int_equal(handshake(&c, &p), TLS_OK);
+    assert_string_equal(tls_version(&c), "TLSv1.2");
+    rc = tls_session_exporter(&c, out, &why);
+    tls_conn_free(&c);
+    SSL_free(p.ssl);
+    server_free(&s);
+    SSL_CTX_free(ctx);
+    return rc;
+}
+
 /* Session-bound evidence: both ends take the same exporter from their session; another
  * session gives another one; TLS 1.2 only with the extended master secret (without it, a
  * relay can give two sessions one master secret, and so one exporter). */
@@ -513,6 +547,8 @@ static void test_session_exporter_binds_the_session(void **state)
     assert_memory_not_equal(a, b, 32);
     assert_int_equal(session_exporter_of(TLS1_2_VERSION, false, d), 0);
     assert_int_equal(session_exporter_of(TLS1_2_VERSION, true, d), -EPROTO);
+    assert_int_equal(session_exporter_rsa("AES256-GCM-SHA384", d), -EPROTO);
+    assert_int_equal(session_exporter_rsa("ECDHE-RSA-AES256-GCM-SHA384", d), 0);
 }
 
 int main(void)
