@@ -553,8 +553,9 @@ static void render_pins(struct out *o, const struct metrics *m, uint64_t now_ms)
         }
     }
     out_family(o, "policy_generation", "gauge",
-               "Generation of what is trusted: changes when a reload changes a policy, an evidence "
-               "profile, an upstream, the services or the trust root.");
+               "Generation of what is trusted: changes when a reload changes a policy or its "
+               "bundle, a policy_key, an evidence profile, an upstream, session_resumption, the "
+               "services or the trust root.");
     out_fmt(o, "attestproxy_policy_generation %llu\n", (unsigned long long)m->policy_generation);
     out_family(o, "reloads_total", "counter", "Configuration reloads, applied or rejected.");
     out_fmt(o, "attestproxy_reloads_total{result=\"applied\"} %llu\n",
