@@ -174,8 +174,7 @@ def test_a_reload_that_removes_the_signing_key_stops_trusting_its_bundle(setup, 
     conf.write_text(conf.read_text().replace(signer.config_line, successor.config_line))
 
     mark = len(relay.daemon.log())
-    relay.daemon.signal(signal.SIGHUP)
-    log = relay.daemon.wait_log("event=reload_", start=mark)[mark:]
+    log = reload_outcome(relay.daemon)
     assert "event=reload_applied" in log and "unknown_key" in log, log
     assert "event=policy_bundle_revoked service=demo" in log, log
     assert "keeping the policy bundle in force" not in log, log
@@ -201,8 +200,7 @@ def test_the_same_version_signed_again_is_the_same_bundle(setup, tmp_path):
     successor = Signer(tmp_path, "successor")
     mark = len(relay.daemon.log())
     replace(bundle, successor.sign(text))  # one more signature line
-    relay.daemon.signal(signal.SIGHUP)
-    log = relay.daemon.wait_log("event=reload_", start=mark)[mark:]
+    log = reload_outcome(relay.daemon)
     assert "reason=version_reused" not in relay.daemon.log()[mark:], log
     assert relay.get("/echo").status_code == 200
 
