@@ -18,8 +18,8 @@
 enum wellknown_target {
     WELLKNOWN_OTHER = 0, /* not the evidence path: relayed to the application */
     WELLKNOWN_NONCE,     /* the evidence path with a valid nonce, decoded into nonce[] */
-    WELLKNOWN_SESSION,   /* the same with session_nonce=: the document's nonce is derived from
-                            it and the TLS session (tls_session_nonce()) */
+    WELLKNOWN_SESSION,   /* the same with session_nonce=: the document's user_data also names
+                            the TLS session (binding_session_digest()) */
     WELLKNOWN_BAD_NONCE, /* the evidence path with anything else for a query: 400 */
 };
 
